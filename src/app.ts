@@ -1,0 +1,180 @@
+// The composition root: listeners, clients, the pool registry and the janitor; start, reload and
+// shutdown. Nothing imports it but main.ts.
+import net from 'node:net';
+import { refresh } from './clock.js';
+import { ClientConn, type ClientHost } from './client/client-conn.js';
+import { loadConfig } from './config/load.js';
+import type { Config } from './config/types.js';
+import { Errors, type PoolerError } from './errors.js';
+import { log } from './log.js';
+import { openListeners, type Listeners } from './net/listener.js';
+import { encodeCancelRequest } from './protocol/startup.js';
+import type { Pool } from './pool/pool.js';
+import { Registry } from './pool/registry.js';
+import { TxStatus } from './protocol/codes.js';
+
+/** How often the janitor sweeps (PgBouncer: 1/3 s). */
+const JANITOR_MS = 333;
+
+export type ShutdownMode = 'immediate' | 'wait_for_servers' | 'wait_for_clients';
+
+export class App implements ClientHost {
+  readonly registry: Registry;
+  /** Every client connection, logging in or logged in. */
+  readonly clients = new Set<ClientConn>();
+  private readonly cancelKeys = new Map<number, ClientConn>();
+  private listeners: Listeners | null = null;
+  private janitor: NodeJS.Timeout | null = null;
+  private shuttingDown: ShutdownMode | null = null;
+  private exitResolve: (() => void) | null = null;
+  readonly exited: Promise<void>;
+
+  constructor(public cfg: Config) {
+    this.registry = new Registry(cfg);
+    this.exited = new Promise((r) => (this.exitResolve = r));
+  }
+
+  async start(): Promise<void> {
+    this.listeners = await openListeners(this.cfg, this.onConnection);
+    this.janitor = setInterval(this.sweep, JANITOR_MS);
+    const addrs = this.cfg.listenAddr.map((a) => `${a}:${this.cfg.listenPort}`);
+    if (this.listeners.unixPath !== null) addrs.push(this.listeners.unixPath);
+    log().info({ listen: addrs }, `listening on ${addrs.join(', ')}`);
+  }
+
+  private readonly onConnection = (socket: net.Socket, isUnix: boolean): void => {
+    if (this.shuttingDown !== null) {
+      socket.destroy();
+      return;
+    }
+    this.clients.add(new ClientConn(socket, this, isUnix));
+  };
+
+  // ---------------------------------------------------------------- ClientHost
+
+  poolFor(dbName: string, user: string, keys: { clientKey: Buffer; serverKey: Buffer } | null): Pool | PoolerError {
+    return this.registry.poolFor(dbName, user, keys);
+  }
+
+  secretFor(user: string): string | null {
+    return this.cfg.authEntries.get(user)?.secret ?? null;
+  }
+
+  admitClient(): boolean {
+    // The client asking is already in the set.
+    return this.clients.size <= this.cfg.maxClientConn;
+  }
+
+  cancel(pid: number, secret: Buffer): void {
+    const client = this.cancelKeys.get(pid);
+    // Unknown keys are ignored, as PostgreSQL does: nothing tells the sender whether it hit.
+    if (client === undefined || !client.cancelSecret.equals(secret)) return;
+    const server = client.server;
+    if (server === null) return;
+    const t = server.target;
+    const sock = t.unix ? net.connect({ path: t.host }) : net.connect({ host: t.host, port: t.port });
+    sock.on('error', () => sock.destroy());
+    sock.on('connect', () => sock.end(encodeCancelRequest(server.backendPid, server.backendSecret)));
+    sock.setTimeout(this.cfg.cancelWaitTimeout * 1000 || 10_000, () => sock.destroy());
+  }
+
+  onClientClosed(client: ClientConn): void {
+    this.clients.delete(client);
+    if (client.cancelPid !== 0) this.cancelKeys.delete(client.cancelPid);
+    if (this.shuttingDown === 'wait_for_clients' && this.loggedInClients() === 0) void this.finish();
+  }
+
+  registerCancel(client: ClientConn): void {
+    this.cancelKeys.set(client.cancelPid, client);
+  }
+
+  private loggedInClients(): number {
+    let n = 0;
+    for (const c of this.clients) if (c.phase !== 'closed') n++;
+    return n;
+  }
+
+  // ---------------------------------------------------------------- janitor
+
+  private readonly sweep = (): void => {
+    const t = refresh();
+    const cfg = this.cfg;
+    for (const c of this.clients) {
+      if (c.phase === 'startup' || c.phase === 'auth' || c.phase === 'welcome') {
+        if (cfg.clientLoginTimeout > 0 && t - c.connectTime >= cfg.clientLoginTimeout * 1000) c.fail(Errors.loginTimeout());
+        continue;
+      }
+      if (c.phase !== 'ready') continue;
+      const s = c.server;
+      const user = cfg.users.get(c.user);
+      if (s === null) {
+        const idle = user?.clientIdleTimeout ?? cfg.clientIdleTimeout;
+        if (idle > 0 && !c.pool?.clWaiting.has(c) && t - c.lastActivity >= idle * 1000) c.fail(Errors.clientIdleTimeout());
+        continue;
+      }
+      const qt = user?.queryTimeout ?? cfg.queryTimeout;
+      if (qt > 0 && s.owed > 0 && t - s.requestTime >= qt * 1000) {
+        s.close('query timeout');
+        c.fail(Errors.queryTimeout());
+        continue;
+      }
+      const it = user?.idleTransactionTimeout ?? cfg.idleTransactionTimeout;
+      if (it > 0 && s.owed === 0 && s.txStatus !== TxStatus.Idle && t - c.lastActivity >= it * 1000) {
+        s.close('idle transaction timeout');
+        c.fail(Errors.idleTransactionTimeout());
+      }
+    }
+    this.registry.sweep();
+  };
+
+  // ---------------------------------------------------------------- reload and shutdown
+
+  /** Re-read the config file; a bad file changes nothing and the problems are returned. */
+  reload(): { ok: true } | { ok: false; error: string } {
+    if (this.cfg.configFile === null) return { ok: false, error: 'configuration came from the environment; nothing to reload' };
+    try {
+      const cfg = loadConfig(this.cfg.configFile);
+      this.cfg = cfg;
+      this.registry.reload(cfg);
+      log().info('configuration reloaded');
+      return { ok: true };
+    } catch (err) {
+      const msg = (err as Error).message;
+      log().error({ reason: msg }, `reload failed, keeping old configuration: ${msg}`);
+      return { ok: false, error: msg };
+    }
+  }
+
+  /** SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]. */
+  async shutdown(mode: ShutdownMode): Promise<void> {
+    if (this.shuttingDown !== null && mode !== 'immediate') mode = 'immediate';
+    this.shuttingDown = mode;
+    log().info({ mode }, `shutting down (${mode})`);
+    await this.listeners?.close();
+    this.listeners = null;
+    if (mode === 'immediate') return this.finish();
+    if (mode === 'wait_for_clients') {
+      if (this.loggedInClients() === 0) return this.finish();
+      return;
+    }
+    // wait_for_servers: waiting clients are dropped; exit when no server is linked.
+    for (const c of [...this.clients]) if (c.server === null) c.fail(Errors.shuttingDown());
+    const check = setInterval(() => {
+      let linked = 0;
+      for (const c of this.clients) if (c.server !== null) linked++;
+      if (linked === 0) {
+        clearInterval(check);
+        void this.finish();
+      }
+    }, JANITOR_MS);
+  }
+
+  private async finish(): Promise<void> {
+    if (this.janitor !== null) clearInterval(this.janitor);
+    this.janitor = null;
+    for (const c of [...this.clients]) c.fail(Errors.shuttingDown());
+    await this.listeners?.close();
+    await this.registry.close();
+    this.exitResolve?.();
+  }
+}

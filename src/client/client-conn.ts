@@ -1,0 +1,418 @@
+// Handling of client connections: one ClientConn owns one client socket and its state machine.
+//
+// Life: startup (SSLRequest/GSSENCRequest/CancelRequest/StartupMessage) → auth → welcome (once the
+// pool knows its server's parameters) → ready (the hot path) → closed. In `ready` the client
+// side reads only headers: Query, Sync and FunctionCall count the ReadyForQuery the server owes,
+// the extended-protocol messages mark a pipeline still open, Terminate ends the session; every
+// byte is forwarded as it came, one write per read.
+import type net from 'node:net';
+import crypto from 'node:crypto';
+import { now, refresh } from '../clock.js';
+import type { Config } from '../config/types.js';
+import { Errors, type PoolerError } from '../errors.js';
+import { connLogger, log, type Logger } from '../log.js';
+import { Frontend } from '../protocol/codes.js';
+import * as encode from '../protocol/encode.js';
+import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
+import { decodeStartupPacket } from '../protocol/startup.js';
+import type { Pool } from '../pool/pool.js';
+import type { PoolClient } from '../pool/types.js';
+import type { ServerConn } from '../server/server-conn.js';
+import { authFlow, type AuthFlow } from './auth.js';
+
+export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
+
+/** What a client needs from the pooler around it. */
+export interface ClientHost {
+  readonly cfg: Config;
+  /** Find or create the pool for a login, or say why not. */
+  poolFor(dbName: string, user: string, scramKeys: { clientKey: Buffer; serverKey: Buffer } | null): Pool | PoolerError;
+  /** The secret for a user from auth_file (auth_query comes later), or null. */
+  secretFor(user: string): string | null;
+  /** Whether a new (non-console) client fits under max_client_conn. */
+  admitClient(): boolean;
+  cancel(pid: number, secret: Buffer): void;
+  /** The client was given its cancel key (BackendKeyData). */
+  registerCancel(client: ClientConn): void;
+  onClientClosed(client: ClientConn): void;
+}
+
+/** Startup parameters the pooler understands; anything else needs ignore_startup_parameters. */
+const KNOWN_STARTUP = new Set(['user', 'database', 'replication']);
+
+let nextId = 1;
+
+export class ClientConn implements PoolClient {
+  readonly id = nextId++;
+  phase: ClientPhase = 'startup';
+  log: Logger;
+  user = '';
+  dbName = '';
+  pool: Pool | null = null;
+  server: ServerConn | null = null;
+  waitStart = 0;
+  readonly connectTime = now;
+  /** Last time the client sent anything (client_idle_timeout, idle_transaction_timeout). */
+  lastActivity = now;
+  /** The parameter values this client's session should have (variable cache). */
+  readonly params = new Map<string, string>();
+  /** The pooler-minted cancel key the client was given. */
+  cancelPid = 0;
+  cancelSecret: Buffer = Buffer.alloc(0);
+  authMethod = '';
+  closing = false;
+  inExtendedQuery = false;
+
+  private readonly framer: Framer;
+  private flow: AuthFlow | null = null;
+  /** Chunks read while no server was linked (the socket is paused, so at most a few). */
+  private queued: Buffer[] = [];
+  private terminateAt = -1;
+
+  constructor(
+    readonly socket: net.Socket,
+    private readonly host: ClientHost,
+    readonly isUnix: boolean,
+  ) {
+    const addr = isUnix ? 'unix' : `${socket.remoteAddress}:${socket.remotePort}`;
+    this.log = connLogger({ id: `C-${this.id}`, addr });
+    this.framer = new Framer(STARTUP_TYPES, Math.min(host.cfg.maxPacketSize, MAX_STARTUP), true);
+    socket.setNoDelay(true);
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+  }
+
+  get label(): string {
+    return `C-${this.id}`;
+  }
+
+  get atMessageBoundary(): boolean {
+    return this.framer.atBoundary;
+  }
+
+  get addr(): string {
+    return this.isUnix ? 'unix' : (this.socket.remoteAddress ?? '');
+  }
+
+  private readonly onError = (err: Error): void => {
+    this.log.debug({ err: err.message }, 'client socket error');
+  };
+
+  private readonly onClose = (): void => {
+    this.close(this.phase === 'ready' ? 'client close request' : 'client unexpected eof', false);
+  };
+
+  private readonly onData = (chunk: Buffer): void => {
+    refresh();
+    this.lastActivity = now;
+    if (this.phase === 'ready') return this.onReadyData(chunk);
+    if (this.phase === 'welcome') {
+      // Logged in, waiting for the pool's parameters: keep what the client pipelined.
+      this.queued.push(chunk);
+      return;
+    }
+    const stop = this.framer.feed(chunk, 0, this.onLoginMessage);
+    if (stop === FRAMER_STOPPED) return this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
+    // The framer stops as soon as login ends; the client may have pipelined a query after it.
+    if (stop < chunk.length && this.loggedIn) this.onData(chunk.subarray(stop));
+  };
+
+  /** Past authentication (read fresh: callbacks change the phase during a scan). */
+  private get loggedIn(): boolean {
+    return this.phase === 'welcome' || this.phase === 'ready';
+  }
+
+  private get inLogin(): boolean {
+    return this.phase === 'startup' || this.phase === 'auth';
+  }
+
+  // ---------------------------------------------------------------- login
+
+  private readonly onLoginMessage = (type: number, body: Buffer): boolean => {
+    if (type === 0) {
+      this.onStartupPacket(body);
+      return this.inLogin;
+    }
+    if (this.phase === 'auth' && type === Frontend.Password && this.flow !== null) {
+      this.onAuthResult(this.flow.onPassword(body));
+      return this.inLogin;
+    }
+    if (type === Frontend.Terminate) {
+      this.close('client close request', false);
+      return false;
+    }
+    this.fail(Errors.protocolViolation(`unexpected message type '${String.fromCharCode(type)}' during login`));
+    return false;
+  };
+
+  private onStartupPacket(body: Buffer): void {
+    if (this.phase !== 'startup') return this.fail(Errors.protocolViolation('unexpected startup packet'));
+    const p = decodeStartupPacket(body);
+    switch (p.kind) {
+      case 'ssl':
+      case 'gssenc':
+        // TLS is answered by net/tls when enabled; until then, as PostgreSQL without ssl: 'N'.
+        this.socket.write(NO);
+        this.framer.startup = true;
+        return;
+      case 'cancel':
+        this.host.cancel(p.pid, p.secret);
+        return this.close('cancel request', false);
+      case 'invalid':
+        return this.fail(Errors.protocolViolation(p.reason));
+      case 'startup':
+        return this.startup(p.minor, p.params);
+    }
+  }
+
+  private startup(minor: number, params: Map<string, string>): void {
+    const cfg = this.host.cfg;
+    const user = params.get('user');
+    if (user === undefined || user === '') {
+      return this.fail(Errors.authRejected('no PostgreSQL user name specified in startup packet'));
+    }
+    if (params.has('replication')) {
+      return this.fail(Errors.featureNotSupported('replication connections are not supported by pgpool-ts'));
+    }
+    this.user = user;
+    this.dbName = params.get('database') || user;
+    this.log = connLogger({ id: this.label, db: this.dbName, user, addr: this.addr });
+    if (!this.host.admitClient()) return this.fail(Errors.tooManyClients());
+
+    const unsupported: string[] = [];
+    const tracked = new Map([...TRACKED, ...cfg.trackExtraParameters].map((n) => [n.toLowerCase(), n]));
+    const ignored = new Set(cfg.ignoreStartupParameters.map((n) => n.toLowerCase()));
+    for (const [name, value] of params) {
+      if (KNOWN_STARTUP.has(name)) continue;
+      if (name.startsWith('_pq_.')) {
+        unsupported.push(name);
+        continue;
+      }
+      const canonical = tracked.get(name.toLowerCase());
+      if (canonical !== undefined) this.params.set(canonical, value);
+      else if (!ignored.has(name.toLowerCase())) return this.fail(Errors.unsupportedParameter(name));
+    }
+    if (cfg.applicationNameAddHost && !this.isUnix) {
+      const app = this.params.get('application_name') ?? '';
+      this.params.set('application_name', `${app} - ${this.socket.remoteAddress}:${this.socket.remotePort}`);
+    }
+    // A newer minor version or _pq_ options: offer 3.0 and list what we do not know, as
+    // PostgreSQL does; the client then goes on with 3.0.
+    if (minor > 0 || unsupported.length > 0) this.socket.write(encode.negotiateProtocolVersion(0, unsupported));
+
+    this.phase = 'auth';
+    this.framer.want([Frontend.Password, Frontend.Terminate]);
+    const method = cfg.authType === 'hba' ? 'md5' : cfg.authType;
+    const secret = this.host.secretFor(user);
+    // PgBouncer's trust still requires the user to be listed in auth_file, when there is one.
+    if (method === 'trust' && secret === null && cfg.authFile !== null) return this.fail(Errors.authFailed(user));
+    this.flow = authFlow(method, user, secret);
+    this.authMethod = this.flow.method;
+    this.onAuthResult(this.flow.start());
+  }
+
+  private onAuthResult(r: ReturnType<AuthFlow['start']>): void {
+    if ('send' in r) {
+      this.socket.write(r.send);
+      return;
+    }
+    if ('error' in r) {
+      this.log.info({ method: this.authMethod }, `login failed: ${r.error.message}`);
+      return this.fail(r.error);
+    }
+    if (r.final !== undefined) this.socket.write(r.final);
+    const pool = this.host.poolFor(this.dbName, this.user, r.scramKeys);
+    if (!(pool instanceof Object && 'clActive' in pool)) return this.fail(pool as PoolerError);
+    this.pool = pool;
+    if (this.host.cfg.logConnections)
+      this.log.info({ method: this.authMethod, tls: null }, `login attempt: db=${this.dbName} user=${this.user} tls=no`);
+    this.phase = 'welcome';
+    this.framer.want([Frontend.Terminate]);
+    this.socket.write(encode.authenticationOk);
+    pool.addClient(this);
+    if (pool.welcome !== null && pool.mode !== 'session') this.welcome(pool.welcome);
+    else pool.requestServer(this);
+  }
+
+  /** ParameterStatus for every server parameter (the client's own values where it set one),
+   * BackendKeyData with a pooler-minted key, ReadyForQuery. */
+  private welcome(serverParams: ReadonlyMap<string, string>): void {
+    const parts: Buffer[] = [];
+    for (const [name, value] of serverParams) {
+      const mine = this.params.get(name);
+      if (mine === undefined && (TRACKED.includes(name) || this.host.cfg.trackExtraParameters.includes(name)))
+        this.params.set(name, value);
+      parts.push(encode.parameterStatus(name, mine ?? value));
+    }
+    this.cancelPid = crypto.randomInt(1, 0x7fffffff);
+    this.cancelSecret = crypto.randomBytes(4);
+    this.host.registerCancel(this);
+    parts.push(encode.backendKeyData(this.cancelPid, this.cancelSecret), encode.readyForQuery(0x49));
+    this.socket.write(Buffer.concat(parts));
+    this.phase = 'ready';
+    this.framer.maxPacket = this.host.cfg.maxPacketSize;
+    this.framer.want([Frontend.Terminate], HOT_HEADERS);
+    const queued = this.queued;
+    this.queued = [];
+    for (const chunk of queued) this.onReadyData(chunk);
+  }
+
+  // ---------------------------------------------------------------- hot path
+
+  private onReadyData(chunk: Buffer): void {
+    const server = this.server;
+    if (server !== null && this.queued.length === 0) return this.forward(chunk, server);
+    if (server === null && this.framer.atBoundary && chunk[0] === Frontend.Terminate && this.queued.length === 0) {
+      return this.close('client close request', true);
+    }
+    this.queued.push(chunk);
+    if (server === null && this.pool !== null && !this.pool.clWaiting.has(this)) {
+      this.socket.pause();
+      this.pool.requestServer(this);
+    }
+  }
+
+  private forward(chunk: Buffer, server: ServerConn): void {
+    this.terminateAt = -1;
+    const stop = this.framer.feed(chunk, 0, this.onClientMessage);
+    if (stop === FRAMER_STOPPED) return this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
+    const end = this.terminateAt >= 0 ? this.terminateAt : chunk.length;
+    if (end > 0) {
+      const part = end === chunk.length ? chunk : chunk.subarray(0, end);
+      if (this.pool !== null) this.pool.stats.bytesReceived += end;
+      if (!server.write(part)) {
+        this.socket.pause();
+        server.socket.once('drain', this.resumeReading);
+      }
+    }
+    if (this.terminateAt >= 0) this.close('client close request', true);
+  }
+
+  private readonly resumeReading = (): void => {
+    if (this.phase !== 'closed') this.socket.resume();
+  };
+
+  private readonly onClientMessage = (type: number, _body: Buffer, end: number): boolean => {
+    const server = this.server!;
+    switch (type) {
+      case Frontend.Query:
+      case Frontend.FunctionCall:
+        server.owed++;
+        server.requestTime = now;
+        if (this.pool !== null) this.pool.stats.queries++;
+        return true;
+      case Frontend.Sync:
+        server.owed++;
+        server.requestTime = now;
+        this.inExtendedQuery = false;
+        return true;
+      case Frontend.Terminate:
+        this.terminateAt = end - 5;
+        return false;
+      default:
+        // Parse, Bind, Describe, Execute, Close, Flush: a pipeline is open until its Sync.
+        this.inExtendedQuery = true;
+        return true;
+    }
+  };
+
+  // ---------------------------------------------------------------- pool callbacks
+
+  onLinked(server: ServerConn): void {
+    if (this.phase === 'welcome') {
+      this.welcome(server.params);
+      // A session keeps its server; otherwise this server only taught us the parameters.
+      if (this.pool?.mode !== 'session' && this.queued.length === 0) this.pool?.onServerReady(server);
+      return;
+    }
+    const sets = this.parameterSync(server);
+    if (sets !== '') server.write(server.internalQueryBytes(sets));
+    const queued = this.queued;
+    this.queued = [];
+    this.socket.resume();
+    for (const chunk of queued) {
+      if (this.server === null) {
+        // The server went away while replaying (it failed): queue the rest again.
+        this.queued.push(chunk);
+        continue;
+      }
+      this.forward(chunk, this.server);
+    }
+  }
+
+  onUnlinked(): void {
+    this.inExtendedQuery = false;
+    this.socket.resume();
+  }
+
+  /** SET statements that give the server this client's parameter values (PgBouncer varcache). */
+  private parameterSync(server: ServerConn): string {
+    let sql = '';
+    for (const [name, value] of this.params) {
+      if (server.params.get(name) === value) continue;
+      // E'' quoting is right whatever standard_conforming_strings is on the server.
+      sql += `SET ${name} = E'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}';`;
+    }
+    return sql;
+  }
+
+  writeFromServer(data: Buffer): boolean {
+    if (this.pool !== null) this.pool.stats.bytesSent += data.length;
+    return this.socket.write(data);
+  }
+
+  onServerParameter(name: string, value: string): void {
+    if (TRACKED.includes(name) || this.host.cfg.trackExtraParameters.includes(name)) this.params.set(name, value);
+  }
+
+  onServerLost(reason: string): void {
+    this.fail(Errors.serverClosed(reason));
+  }
+
+  // ---------------------------------------------------------------- closing
+
+  /** Send the error to the client, then close it (PgBouncer disconnect_client_sqlstate). */
+  fail(err: PoolerError): void {
+    if (this.phase === 'closed') return;
+    if (!this.socket.destroyed && this.socket.writable) {
+      this.socket.write(
+        encode.errorResponse({ severity: err.severity, code: err.sqlstate, message: err.message, detail: err.detail }),
+      );
+    }
+    if (this.host.cfg.logPoolerErrors) this.log.warn({ sqlstate: err.sqlstate }, `pooler error: ${err.message}`);
+    this.close(err.message, true);
+  }
+
+  close(reason: string, flush: boolean): void {
+    if (this.phase === 'closed') return;
+    const wasLoggedIn = this.phase === 'ready' || this.phase === 'welcome';
+    this.phase = 'closed';
+    this.closing = true;
+    if (this.server !== null) this.server.owed = Math.max(0, this.server.owed);
+    this.pool?.removeClient(this);
+    this.host.onClientClosed(this);
+    if (wasLoggedIn && this.host.cfg.logDisconnections) this.log.info({ reason }, `closing because: ${reason}`);
+    else if (!wasLoggedIn) log().debug({ id: this.label, reason }, `closing because: ${reason}`);
+    if (flush) this.socket.end();
+    else this.socket.destroy();
+  }
+}
+
+const NO = Buffer.from('N');
+const MAX_STARTUP = 10_000;
+/** Always kept equal between a client and its server; track_extra_parameters adds more. */
+const TRACKED = ['client_encoding', 'DateStyle', 'TimeZone', 'standard_conforming_strings', 'application_name'];
+const STARTUP_TYPES = [0, Frontend.Password, Frontend.Terminate];
+const HOT_HEADERS = [
+  Frontend.Query,
+  Frontend.Sync,
+  Frontend.FunctionCall,
+  Frontend.Parse,
+  Frontend.Bind,
+  Frontend.Describe,
+  Frontend.Execute,
+  Frontend.Close,
+  Frontend.Flush,
+];
+

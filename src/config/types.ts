@@ -1,0 +1,176 @@
+// The one typed shape of a pgpool-ts configuration. load.ts builds it from a pgbouncer.ini and
+// deep-freezes it; everything else only reads it. Times are seconds as floats, as in PgBouncer.
+// Imports nothing, so any layer may import it.
+
+export type PoolMode = 'session' | 'transaction' | 'statement';
+export type AuthType = 'trust' | 'any' | 'plain' | 'md5' | 'scram-sha-256' | 'cert' | 'hba';
+export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+
+/** One `[databases]` entry (or the `*` fallback, with `name` = '*'). */
+export interface DatabaseDef {
+  readonly name: string;
+  /** Unix socket directory (starts with '/'), or host names; empty = unix socket in unix_socket_dir. */
+  readonly hosts: readonly string[];
+  readonly port: number;
+  /** Server-side database name; null = the name the client used. */
+  readonly dbname: string | null;
+  /** Forced server user (one pool per database), or null. */
+  readonly user: string | null;
+  readonly password: string | null;
+  readonly authUser: string | null;
+  /** Per-database auth_query / auth_dbname overrides (PgBouncer 1.22); null = the global one. */
+  readonly authQuery: string | null;
+  readonly authDbname: string | null;
+  readonly poolSize: number | null;
+  readonly minPoolSize: number | null;
+  readonly reservePoolSize: number | null;
+  readonly poolMode: PoolMode | null;
+  readonly maxDbConnections: number | null;
+  readonly serverLifetime: number | null;
+  readonly connectQuery: string | null;
+  /** Startup parameters sent to the server: client_encoding, datestyle, timezone, application_name. */
+  readonly startupParams: Readonly<Record<string, string>>;
+}
+
+/** One `[users]` entry. */
+export interface UserDef {
+  readonly name: string;
+  readonly poolMode: PoolMode | null;
+  readonly poolSize: number | null;
+  readonly reservePoolSize: number | null;
+  readonly maxUserConnections: number | null;
+  readonly queryTimeout: number | null;
+  readonly idleTransactionTimeout: number | null;
+  readonly clientIdleTimeout: number | null;
+}
+
+/** A parsed auth_file entry: the secret as written (plain, `md5…` or `SCRAM-SHA-256$…`). */
+export interface AuthEntry {
+  readonly user: string;
+  readonly secret: string;
+}
+
+export interface TlsSide {
+  readonly sslmode: SslMode;
+  readonly keyFile: string | null;
+  readonly certFile: string | null;
+  /** A PEM file, or 'system' (server side only). */
+  readonly caFile: string | null;
+  readonly crlFile: string | null;
+  readonly protocols: string;
+  readonly ciphers: string;
+  readonly tls13Ciphers: string;
+}
+
+export interface ClientTls extends TlsSide {
+  readonly ecdhCurve: string;
+  readonly dheParams: string;
+}
+
+export interface Config {
+  /** The ini file it came from (absolute), for RELOAD and messages; null when generated from the environment. */
+  readonly configFile: string | null;
+
+  // --- listening and process
+  readonly listenAddr: readonly string[];
+  readonly listenPort: number;
+  readonly listenBacklog: number;
+  readonly unixSocketDir: string;
+  readonly unixSocketMode: number;
+  readonly unixSocketGroup: string | null;
+  readonly logfile: string | null;
+  readonly pidfile: string | null;
+  readonly user: string | null;
+
+  // --- auth
+  readonly authType: AuthType;
+  readonly authFile: string | null;
+  readonly authHbaFile: string | null;
+  readonly authIdentFile: string | null;
+  readonly authUser: string | null;
+  readonly authQuery: string;
+  readonly authDbname: string | null;
+  /** auth_file contents, read at load time so a RELOAD swaps them with the rest. */
+  readonly authEntries: ReadonlyMap<string, AuthEntry>;
+
+  // --- pooling and limits
+  readonly poolMode: PoolMode;
+  readonly maxClientConn: number;
+  readonly defaultPoolSize: number;
+  readonly minPoolSize: number;
+  readonly reservePoolSize: number;
+  readonly reservePoolTimeout: number;
+  readonly maxDbConnections: number;
+  readonly maxUserConnections: number;
+  readonly serverRoundRobin: boolean;
+
+  // --- server connection lifecycle
+  readonly serverResetQuery: string;
+  readonly serverResetQueryAlways: boolean;
+  /** '' disables the check; '<empty>' (the default) sends an empty query. */
+  readonly serverCheckQuery: string;
+  readonly serverCheckDelay: number;
+  readonly serverLifetime: number;
+  readonly serverIdleTimeout: number;
+  readonly serverConnectTimeout: number;
+  readonly serverLoginRetry: number;
+
+  // --- timeouts
+  readonly queryTimeout: number;
+  readonly queryWaitTimeout: number;
+  readonly clientIdleTimeout: number;
+  readonly clientLoginTimeout: number;
+  readonly idleTransactionTimeout: number;
+  readonly suspendTimeout: number;
+  readonly cancelWaitTimeout: number;
+
+  // --- protocol
+  readonly ignoreStartupParameters: readonly string[];
+  readonly trackExtraParameters: readonly string[];
+  readonly applicationNameAddHost: boolean;
+  readonly maxPacketSize: number;
+  readonly pktBuf: number;
+  readonly maxPreparedStatements: number;
+
+  // --- network
+  readonly tcpKeepalive: boolean;
+  readonly tcpKeepcnt: number;
+  readonly tcpKeepidle: number;
+  readonly tcpKeepintvl: number;
+  readonly tcpUserTimeout: number;
+
+  // --- console, logging, stats
+  readonly adminUsers: readonly string[];
+  readonly statsUsers: readonly string[];
+  readonly logConnections: boolean;
+  readonly logDisconnections: boolean;
+  readonly logPoolerErrors: boolean;
+  readonly logStats: boolean;
+  readonly statsPeriod: number;
+  readonly verbose: number;
+
+  // --- TLS
+  readonly clientTls: ClientTls;
+  readonly serverTls: TlsSide;
+
+  // --- metrics (pgpool-ts only)
+  readonly metricsListenAddr: string;
+  /** 0 = no HTTP listener. */
+  readonly metricsPort: number;
+
+  readonly databases: ReadonlyMap<string, DatabaseDef>;
+  readonly users: ReadonlyMap<string, UserDef>;
+
+  /** PgBouncer settings that are accepted and validated so an existing pgbouncer.ini loads, but
+   * that pgpool-ts does not act on (syslog, dns_*, peer_id, ...): name → value as SHOW CONFIG
+   * prints it, defaults included. */
+  readonly otherSettings: ReadonlyMap<string, string>;
+}
+
+/** One problem found while loading: where, which setting, what is wrong. */
+export interface ConfigProblem {
+  readonly file: string;
+  readonly line: number;
+  readonly setting: string;
+  readonly message: string;
+}

@@ -1,0 +1,44 @@
+// Errors are protocol values: a SQLSTATE, a severity and a message the client can show, plus
+// whether the client connection must be closed. Socket handlers never throw; they end in
+// disconnect(reason) with one of these.
+import { SqlState } from './protocol/codes.js';
+
+export type Severity = 'ERROR' | 'FATAL';
+
+export class PoolerError {
+  constructor(
+    readonly sqlstate: string,
+    readonly message: string,
+    readonly severity: Severity = 'FATAL',
+    readonly detail?: string,
+  ) {}
+
+  get fatal(): boolean {
+    return this.severity === 'FATAL';
+  }
+}
+
+const fatal = (code: string, message: string, detail?: string) => new PoolerError(code, message, 'FATAL', detail);
+
+export const Errors = {
+  protocolViolation: (why: string) => fatal(SqlState.ProtocolViolation, why),
+  tooManyClients: () => fatal(SqlState.TooManyConnections, 'no more connections allowed (max_client_conn)'),
+  authFailed: (user: string) => fatal(SqlState.InvalidPassword, `password authentication failed for user "${user}"`),
+  authRejected: (why: string) => fatal(SqlState.InvalidAuthorization, why),
+  noSuchDatabase: (db: string) => fatal(SqlState.InvalidCatalogName, `no such database: ${db}`),
+  noSuchUser: (user: string) => fatal(SqlState.InvalidAuthorization, `no such user: ${user}`),
+  unsupportedParameter: (name: string) => fatal(SqlState.ProtocolViolation, `unsupported startup parameter: ${name}`),
+  loginTimeout: () => fatal(SqlState.ProtocolViolation, 'client_login_timeout (server down)'),
+  queryWaitTimeout: () => fatal(SqlState.TooManyConnections, 'query_wait_timeout'),
+  clientIdleTimeout: () => fatal(SqlState.IdleSessionTimeout, 'client_idle_timeout'),
+  idleTransactionTimeout: () => fatal(SqlState.IdleInTransactionTimeout, 'idle transaction timeout'),
+  statementModeTransaction: () =>
+    fatal(SqlState.FeatureNotSupported, 'transaction blocks not allowed in statement pooling mode'),
+  serverConnFailed: (why: string) => fatal(SqlState.ConnectionFailure, why),
+  serverClosed: (why: string) => fatal(SqlState.ConnectionFailure, `server conn crashed? ${why}`),
+  shuttingDown: () => fatal(SqlState.AdminShutdown, 'pooler is shutting down'),
+  databaseDisabled: (db: string) => fatal(SqlState.CannotConnectNow, `database "${db}" is disabled`),
+  queryTimeout: () => fatal(SqlState.QueryCanceled, 'query_timeout'),
+  featureNotSupported: (why: string) => fatal(SqlState.FeatureNotSupported, why),
+  pooler: (why: string) => fatal(SqlState.InternalError, why),
+};

@@ -1,0 +1,178 @@
+// Entry point: PgBouncer's command line, config loading, signals, exit codes.
+//   pgpool-ts [-d] [-q] [-v] [-u user] [-c] pgbouncer.ini | --check -c FILE | -V | -h
+// With no ini: the environment (DATABASE_URL / DB_HOST …), else the embedded-PostgreSQL demo.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { App, type ShutdownMode } from './app.js';
+import { ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadConfig } from './config/load.js';
+import type { Config } from './config/types.js';
+import { configureLog, flushLog, log } from './log.js';
+
+export const VERSION = '0.1.0';
+
+const USAGE = `pgpool-ts ${VERSION}: a PgBouncer-compatible PostgreSQL connection pooler
+
+Usage: pgpool-ts [OPTION]... [-c] CONFIG_FILE
+  -c, --config FILE  the pgbouncer.ini to use
+  --check            validate the config and every file it names, then exit
+  -d, --daemon       run in the background (needs pidfile)
+  -q, --quiet        log only warnings and errors
+  -v, --verbose      more logging (repeat for more)
+  -u, --user USER    drop privileges to USER after binding
+  -V, --version      print the version and exit
+  -h, --help         print this help and exit
+Without a config file, the environment (DATABASE_URL or DB_HOST, POOL_MODE, …) is used;
+without that either, a demo starts on an embedded PostgreSQL.`;
+
+interface Args {
+  config: string | null;
+  check: boolean;
+  daemon: boolean;
+  quiet: boolean;
+  verbose: number;
+  user: string | null;
+}
+
+function die(msg: string): never {
+  process.stderr.write(`pgpool-ts: ${msg}\n`);
+  process.exit(1);
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { config: null, check: false, daemon: false, quiet: false, verbose: 0, user: null };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const next = (): string => argv[++i] ?? die(`option ${arg} needs a value`);
+    if (arg === '-h' || arg === '--help') {
+      process.stdout.write(USAGE + '\n');
+      process.exit(0);
+    } else if (arg === '-V' || arg === '--version') {
+      process.stdout.write(`pgpool-ts ${VERSION}\n`);
+      process.exit(0);
+    } else if (arg === '-c' || arg === '--config') a.config = next();
+    else if (arg === '--check') a.check = true;
+    else if (arg === '-d' || arg === '--daemon') a.daemon = true;
+    else if (arg === '-q' || arg === '--quiet') a.quiet = true;
+    else if (/^-v+$/.test(arg)) a.verbose += arg.length - 1;
+    else if (arg === '--verbose') a.verbose++;
+    else if (arg === '-u' || arg === '--user') a.user = next();
+    else if (arg === '-R') die('-R (online restart) is not supported: use SHUTDOWN WAIT_FOR_CLIENTS and a rolling restart');
+    else if (arg.startsWith('-')) die(`unknown option ${arg}\n${USAGE}`);
+    else if (a.config === null) a.config = arg;
+    else die(`unexpected argument ${arg}`);
+  }
+  return a;
+}
+
+function load(args: Args): Config | null {
+  try {
+    if (args.config !== null) return loadConfig(path.resolve(args.config));
+    return configFromEnv(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(err.message + '\n');
+      process.exit(1);
+    }
+    return die((err as Error).message);
+  }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.check) {
+    if (args.config === null) {
+      const ini = generatedIniFromEnv(process.env);
+      if (ini === null) die('--check needs a config file (-c FILE) or DATABASE_URL/DB_HOST in the environment');
+      process.stdout.write(ini);
+    }
+    const cfg = load(args);
+    if (cfg === null) die('no configuration');
+    process.stdout.write(describeConfig(cfg) + '\n');
+    process.exit(0);
+  }
+  const cfg = load(args);
+  if (cfg === null) {
+    const { runDemo } = await import('./demo.js');
+    return runDemo();
+  }
+  if (args.daemon) return daemonize(cfg);
+  configureLog(cfg.logfile, cfg.verbose + args.verbose, args.quiet);
+  if (cfg.pidfile !== null) writePidfile(cfg.pidfile);
+  const app = new App(cfg);
+  try {
+    await app.start();
+  } catch (err) {
+    die(`could not listen: ${(err as Error).message}`);
+  }
+  if (args.user !== null) dropPrivileges(args.user);
+  installSignals(app);
+  await app.exited;
+  if (cfg.pidfile !== null) fs.rmSync(cfg.pidfile, { force: true });
+  log().info('shutdown complete');
+  flushLog();
+  process.exit(0);
+}
+
+function installSignals(app: App): void {
+  let stopping = false;
+  const stop = (mode: ShutdownMode) => () => {
+    // A second signal during a shutdown exits at once (PgBouncer 1.23+).
+    void app.shutdown(stopping ? 'immediate' : mode);
+    stopping = true;
+  };
+  process.on('SIGTERM', stop('wait_for_clients'));
+  process.on('SIGINT', stop('wait_for_servers'));
+  process.on('SIGQUIT', stop('immediate'));
+  process.on('SIGHUP', () => void app.reload());
+  process.on('SIGUSR1', () => {
+    app.registry.pausedAll = true;
+  });
+  process.on('SIGUSR2', () => {
+    app.registry.pausedAll = false;
+    for (const p of app.registry.pools.values()) p.pump();
+  });
+  process.on('SIGPIPE', () => undefined);
+}
+
+function writePidfile(file: string): void {
+  if (fs.existsSync(file)) {
+    const pid = Number(fs.readFileSync(file, 'utf8').trim());
+    if (pid > 0 && isAlive(pid)) die(`pidfile ${file} names a running process (${pid})`);
+  }
+  fs.writeFileSync(file, `${process.pid}\n`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function daemonize(cfg: Config): void {
+  if (cfg.pidfile === null) die('-d needs pidfile in the config');
+  const argv = process.argv.slice(1).filter((a) => a !== '-d' && a !== '--daemon');
+  const child = spawn(process.execPath, argv, { detached: true, stdio: 'ignore' });
+  child.unref();
+  process.exit(0);
+}
+
+function dropPrivileges(user: string): void {
+  try {
+    process.setgid?.(user);
+    process.setuid?.(user);
+  } catch (err) {
+    die(`could not switch to user ${user}: ${(err as Error).message}`);
+  }
+}
+
+process.on('uncaughtException', (err) => {
+  log().fatal({ err: err.stack }, `pooler error: uncaught exception: ${err.message}`);
+  flushLog();
+  process.exit(1);
+});
+
+void main();

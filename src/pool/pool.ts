@@ -1,0 +1,415 @@
+// One pool per (database, user): the lists every client and server of that pair lives in, and the
+// rules that move them. A state is membership in a list, so SHOW POOLS counts are list sizes.
+//
+// A client that needs a server joins cl_waiting; pump() asks generic-pool for exactly as many
+// servers as the limits allow (pool_size, reserve after reserve_pool_timeout, max_db_connections,
+// max_user_connections), once per transaction, statement or session. A server returns when its
+// ReadyForQuery says the pool mode allows it.
+import { now } from '../clock.js';
+import type { Config, DatabaseDef, PoolMode } from '../config/types.js';
+import { Errors, PoolerError } from '../errors.js';
+import { log } from '../log.js';
+import { TxStatus } from '../protocol/codes.js';
+import { ServerConn, type LoginError, type ServerState, type ServerTarget } from '../server/server-conn.js';
+import { ServerPool } from '../server/server-pool.js';
+import type { PoolClient } from './types.js';
+
+/** What a pool asks of the registry that owns it (limits that span pools, the live config). */
+export interface PoolHost {
+  readonly cfg: Config;
+  /** Live server connections of a database / a server user, across pools. */
+  serverCount(db: string | null, user: string | null): number;
+  /** Close one idle server of another pool of this database to make room (max_db_connections). */
+  evictIdleFor(pool: Pool): boolean;
+  isPaused(db: string): boolean;
+}
+
+export interface PoolStats {
+  serverAssignments: number;
+  xacts: number;
+  queries: number;
+  bytesReceived: number;
+  bytesSent: number;
+  xactTime: number;
+  queryTime: number;
+  waitTime: number;
+}
+
+
+export class Pool {
+  // Clients: cl_active holds every logged-in client that is not waiting (linked or idle between
+  // transactions, as PgBouncer counts them); cl_waiting is FIFO by insertion order.
+  readonly clActive = new Set<PoolClient>();
+  readonly clWaiting = new Set<PoolClient>();
+  // Servers by state.
+  readonly svLogin = new Set<ServerConn>();
+  readonly svIdle = new Set<ServerConn>();
+  readonly svActive = new Set<ServerConn>();
+  readonly svUsed = new Set<ServerConn>();
+  readonly svTested = new Set<ServerConn>();
+
+  readonly stats: PoolStats = {
+    serverAssignments: 0,
+    xacts: 0,
+    queries: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+    xactTime: 0,
+    queryTime: 0,
+    waitTime: 0,
+  };
+
+  /** The server's parameters as a new client sees them (from the first server login). */
+  welcome: ReadonlyMap<string, string> | null = null;
+  /** The last server login failure; within server_login_retry of it, no new login is tried. */
+  lastLoginError: LoginError | null = null;
+  lastLoginFailAt = 0;
+  /** Acquire requests in flight in generic-pool. */
+  private acquiring = 0;
+  private readonly servers: ServerPool;
+  private readonly logins = new Map<ServerConn, (s: ServerConn) => void>();
+  private closed = false;
+
+  constructor(
+    readonly host: PoolHost,
+    /** Replaced on reload (pool sizes and limits are read from it live). */
+    public db: DatabaseDef,
+    /** The database name clients use (for '*' pools, the requested one). */
+    readonly dbName: string,
+    /** The user clients log in as; the server user is db.user when forced. */
+    readonly userName: string,
+    private readonly target: () => ServerTarget,
+  ) {
+    this.servers = new ServerPool(
+      {
+        create: () => this.createServer(),
+        validate: (s) => this.validate(s),
+        destroy: (s) => {
+          if (s.state !== 'closed') s.close('pool removed it');
+        },
+      },
+      // The pump enforces the real limits (they change on reload); the library's max only guards.
+      10_000,
+    );
+  }
+
+  get cfg(): Config {
+    return this.host.cfg;
+  }
+
+  get serverUser(): string {
+    return this.db.user ?? this.userName;
+  }
+
+  get mode(): PoolMode {
+    return this.db.poolMode ?? this.cfg.users.get(this.userName)?.poolMode ?? this.cfg.poolMode;
+  }
+
+  get poolSize(): number {
+    const size = this.cfg.users.get(this.userName)?.poolSize ?? this.db.poolSize ?? this.cfg.defaultPoolSize;
+    return size === 0 ? Number.MAX_SAFE_INTEGER : size;
+  }
+
+  get reservePoolSize(): number {
+    return this.cfg.users.get(this.userName)?.reservePoolSize ?? this.db.reservePoolSize ?? this.cfg.reservePoolSize;
+  }
+
+  get minPoolSize(): number {
+    return this.db.minPoolSize ?? this.cfg.minPoolSize;
+  }
+
+  get serverLifetime(): number {
+    return this.db.serverLifetime ?? this.cfg.serverLifetime;
+  }
+
+  /** Live server connections (any state but closed). */
+  get serverCount(): number {
+    return this.svLogin.size + this.svIdle.size + this.svActive.size + this.svUsed.size + this.svTested.size;
+  }
+
+  get clientCount(): number {
+    return this.clActive.size + this.clWaiting.size;
+  }
+
+  /** Seconds the oldest waiting client has waited (SHOW POOLS maxwait). */
+  maxWaitMs(): number {
+    for (const c of this.clWaiting) return now - c.waitStart;
+    return 0;
+  }
+
+  // ---------------------------------------------------------------- clients
+
+  addClient(client: PoolClient): void {
+    this.clActive.add(client);
+  }
+
+  /** The client has something to send and no server: wait for one. */
+  requestServer(client: PoolClient): void {
+    if (this.closed) return client.fail(Errors.shuttingDown());
+    this.clActive.delete(client);
+    this.clWaiting.add(client);
+    client.waitStart = now;
+    this.pump();
+  }
+
+  /** A client is gone: give back or close its server. */
+  removeClient(client: PoolClient): void {
+    this.clActive.delete(client);
+    this.clWaiting.delete(client);
+    const server = client.server;
+    if (server === null) return;
+    client.server = null;
+    server.unlink();
+    const clean =
+      server.txStatus === TxStatus.Idle && server.owed === 0 && client.atMessageBoundary && !client.inExtendedQuery;
+    if (!clean) {
+      server.close('client disconnect while server was not ready');
+      this.servers.destroy(server);
+      this.pump();
+      return;
+    }
+    const reset = this.mode === 'session' || this.cfg.serverResetQueryAlways;
+    this.giveBack(server, reset);
+  }
+
+  /** Ask generic-pool for as many servers as waiting clients need and the limits allow. */
+  pump(): void {
+    if (this.closed || this.host.isPaused(this.dbName)) return;
+    while (this.clWaiting.size > this.acquiring) {
+      if (this.servers.available <= this.acquiring && !this.mayCreate()) break;
+      this.acquiring++;
+      this.servers.acquire().then(this.onAcquired, this.onAcquireFailed);
+    }
+  }
+
+  /** May one more server connection be opened now? */
+  private mayCreate(): boolean {
+    const borrowed = this.servers.borrowed + this.acquiring;
+    let cap = this.poolSize;
+    const head = this.clWaiting.values().next().value;
+    if (head !== undefined && now - head.waitStart >= this.cfg.reservePoolTimeout * 1000) cap += this.reservePoolSize;
+    if (borrowed >= cap) return false;
+    if (this.lastLoginError !== null && now - this.lastLoginFailAt < this.cfg.serverLoginRetry * 1000) {
+      // Within server_login_retry of a failure: tell the waiting clients why, now (PgBouncer
+      // 1.24+ passes on the original error), instead of letting them time out.
+      if (this.serverCount === 0) this.failWaiting(this.lastLoginError);
+      return false;
+    }
+    const maxDb = this.db.maxDbConnections ?? this.cfg.maxDbConnections;
+    if (maxDb > 0 && this.host.serverCount(this.db.name, null) >= maxDb && !this.host.evictIdleFor(this)) return false;
+    const maxUser = this.cfg.users.get(this.serverUser)?.maxUserConnections ?? this.cfg.maxUserConnections;
+    if (maxUser > 0 && this.host.serverCount(null, this.serverUser) >= maxUser) return false;
+    return true;
+  }
+
+  private readonly onAcquired = (server: ServerConn): void => {
+    this.acquiring--;
+    if (server.state === 'closed') {
+      // A failed login (see server-pool.ts): the error was handled in onServerLogin.
+      this.servers.destroy(server);
+      this.pump();
+      return;
+    }
+    const client = this.clWaiting.values().next().value;
+    if (client === undefined) {
+      this.giveBack(server, false);
+      return;
+    }
+    this.clWaiting.delete(client);
+    this.clActive.add(client);
+    this.stats.serverAssignments++;
+    this.stats.waitTime += (now - client.waitStart) * 1000;
+    server.link(client);
+    client.server = server;
+    client.onLinked(server);
+  };
+
+  private readonly onAcquireFailed = (err: Error): void => {
+    this.acquiring--;
+    log().error({ err: err.message, db: this.dbName }, `pooler error: ${err.message}`);
+  };
+
+  /**
+   * The linked server answered everything the client asked (ReadyForQuery, nothing owed). Unlink
+   * them if the pool mode allows it now.
+   */
+  onServerReady(server: ServerConn): void {
+    const client = server.client as PoolClient | null;
+    if (client === null) return;
+    const mode = this.mode;
+    if (mode === 'session' && !client.closing) return;
+    if (!client.atMessageBoundary || client.inExtendedQuery) return;
+    if (server.txStatus !== TxStatus.Idle) {
+      if (mode === 'statement') {
+        server.close('transaction blocks not allowed in statement pooling mode');
+        client.fail(Errors.statementModeTransaction());
+      }
+      return;
+    }
+    this.stats.xacts++;
+    client.server = null;
+    server.unlink();
+    client.onUnlinked();
+    this.giveBack(server, this.cfg.serverResetQueryAlways);
+  }
+
+  /** A server comes back from a client: reset it if asked, then make it idle (or close it). */
+  private giveBack(server: ServerConn, reset: boolean): void {
+    if (!server.usable || now - server.connectTime >= this.serverLifetime * 1000) {
+      if (server.state !== 'closed') server.close(server.closeNeeded ? 'close_needed' : 'server lifetime over');
+      this.servers.destroy(server);
+      this.pump();
+      return;
+    }
+    const query = this.cfg.serverResetQuery;
+    if (reset && query !== '') {
+      server.setState('used');
+      server.sendInternal(query, () => this.release(server));
+      return;
+    }
+    this.release(server);
+  }
+
+  private release(server: ServerConn): void {
+    if (server.state === 'closed') {
+      this.servers.destroy(server);
+    } else {
+      server.setState('idle');
+      this.servers.release(server);
+    }
+    this.pump();
+  }
+
+  private failWaiting(err: LoginError): void {
+    const e = new PoolerError(err.sqlstate, err.message);
+    for (const c of [...this.clWaiting]) c.fail(e);
+  }
+
+  // ---------------------------------------------------------------- servers
+
+  private createServer(): Promise<ServerConn> {
+    return new Promise((resolve) => {
+      const s = new ServerConn(this, this.target(), this.dbName);
+      this.svLogin.add(s);
+      this.logins.set(s, resolve);
+    });
+  }
+
+  onServerLogin(server: ServerConn, error: LoginError | null): void {
+    const resolve = this.logins.get(server);
+    this.logins.delete(server);
+    if (error !== null) {
+      this.svLogin.delete(server);
+      this.lastLoginError = error;
+      this.lastLoginFailAt = now;
+      if (this.serverCount === 0) this.failWaiting(error);
+    } else {
+      this.lastLoginError = null;
+      if (this.welcome === null) this.welcome = new Map(server.params);
+      // Run connect_query once per new server, before any client sees it.
+      if (this.db.connectQuery !== null) server.sendInternal(this.db.connectQuery);
+      server.setState('idle');
+    }
+    resolve?.(server);
+  }
+
+  onServerState(server: ServerConn, from: ServerState, to: ServerState): void {
+    this.listOf(from)?.delete(server);
+    this.listOf(to)?.add(server);
+  }
+
+  onServerClosed(server: ServerConn): void {
+    this.logins.get(server)?.(server);
+    this.logins.delete(server);
+    this.pump();
+  }
+
+  private listOf(state: ServerState): Set<ServerConn> | null {
+    switch (state) {
+      case 'login':
+        return this.svLogin;
+      case 'idle':
+        return this.svIdle;
+      case 'active':
+        return this.svActive;
+      case 'used':
+        return this.svUsed;
+      case 'tested':
+        return this.svTested;
+      case 'closed':
+        return null;
+    }
+  }
+
+  /** On borrow: too old, marked, or idle long enough to need server_check_query? */
+  private validate(server: ServerConn): Promise<boolean> {
+    if (!server.usable || now - server.connectTime >= this.serverLifetime * 1000) {
+      if (server.state !== 'closed') server.close(server.closeNeeded ? 'close_needed' : 'server lifetime over');
+      return Promise.resolve(false);
+    }
+    const check = this.cfg.serverCheckQuery;
+    if (check === '' || now - server.lastUsed < this.cfg.serverCheckDelay * 1000) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      server.setState('tested');
+      server.sendInternal(check === '<empty>' ? '' : check, () => {
+        const ok = server.usable;
+        if (ok) server.setState('idle');
+        resolve(ok);
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- janitor
+
+  /** One janitor pass over this pool's lists (PgBouncer janitor.c). */
+  sweep(): void {
+    const cfg = this.cfg;
+    const t = now;
+    // Idle servers: lifetime, idle timeout (keeping min_pool_size), close_needed.
+    let keep = this.serverCount;
+    for (const s of this.svIdle) {
+      if (s.closeNeeded) s.close('close_needed');
+      else if (t - s.connectTime >= this.serverLifetime * 1000) s.close('server lifetime over');
+      else if (cfg.serverIdleTimeout > 0 && t - s.lastUsed >= cfg.serverIdleTimeout * 1000 && keep > this.minPoolSize)
+        s.close('server idle timeout');
+      else continue;
+      keep--;
+    }
+    for (const s of this.svLogin) {
+      if (t - s.connectTime >= cfg.serverConnectTimeout * 1000) s.close('connect timeout');
+    }
+    // Waiting clients: query_wait_timeout; and the reserve pool opens after reserve_pool_timeout.
+    if (cfg.queryWaitTimeout > 0) {
+      for (const c of [...this.clWaiting]) {
+        if (t - c.waitStart >= cfg.queryWaitTimeout * 1000) c.fail(Errors.queryWaitTimeout());
+      }
+    }
+    // min_pool_size: only for pools that have clients or a forced user (PgBouncer 1.21+).
+    if (this.minPoolSize > 0 && (this.clientCount > 0 || this.db.user !== null) && this.serverCount < this.minPoolSize) {
+      if (this.mayCreate()) {
+        this.acquiring++;
+        this.servers.acquire().then((s) => {
+          this.acquiring--;
+          if (s.state === 'closed') this.servers.destroy(s);
+          else this.giveBack(s, false);
+        }, this.onAcquireFailed);
+      }
+    }
+    this.pump();
+  }
+
+  /** Close every idle server now (PAUSE, RECONNECT, KILL); linked ones when they come back. */
+  closeServers(reason: string, linkedToo: boolean): void {
+    for (const s of [...this.svIdle, ...this.svUsed, ...this.svTested, ...this.svLogin]) s.close(reason);
+    for (const s of this.svActive) {
+      if (linkedToo) s.close(reason);
+      else s.markCloseNeeded();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.closeServers('pool closed', true);
+    await this.servers.close();
+  }
+}

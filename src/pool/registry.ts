@@ -1,0 +1,122 @@
+// All pools, keyed by (database, user), and the limits that span them. A reload swaps the config
+// in one assignment; pools read it live, and those whose database definition changed have their
+// servers marked close_needed, so they are replaced as they come back.
+import path from 'node:path';
+import type { Config, DatabaseDef } from '../config/types.js';
+import { Errors, type PoolerError } from '../errors.js';
+import { parseScramSecret } from '../protocol/scram.js';
+import type { ServerCredentials } from '../server/server-auth.js';
+import type { ServerTarget } from '../server/server-conn.js';
+import { Pool, type PoolHost } from './pool.js';
+
+type ScramKeys = { clientKey: Buffer; serverKey: Buffer };
+
+export class Registry implements PoolHost {
+  readonly pools = new Map<string, Pool>();
+  /** Databases paused by PAUSE (all of them when `pausedAll`). */
+  readonly paused = new Set<string>();
+  pausedAll = false;
+  /** SCRAM keys recovered from clients' logins, for pass-through to servers (per user). */
+  private readonly scramKeys = new Map<string, ScramKeys>();
+  private hostTurn = 0;
+
+  constructor(public cfg: Config) {}
+
+  /** The pool for a login, created on first use, or the reason there is none. */
+  poolFor(dbName: string, user: string, keys: ScramKeys | null): Pool | PoolerError {
+    const db = this.databaseDef(dbName);
+    if (db === null) return Errors.noSuchDatabase(dbName);
+    if (keys !== null) this.scramKeys.set(user, keys);
+    const key = db.user !== null ? `${dbName}\0` : `${dbName}\0${user}`;
+    let pool = this.pools.get(key);
+    if (pool === undefined) {
+      pool = new Pool(this, db, dbName, user, () => this.target(pool!));
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  private databaseDef(dbName: string): DatabaseDef | null {
+    return this.cfg.databases.get(dbName) ?? this.cfg.databases.get('*') ?? null;
+  }
+
+  /** Where and how a pool's next server connection logs in (read at connect time, so live). */
+  private target(pool: Pool): ServerTarget {
+    const cfg = this.cfg;
+    const db = this.databaseDef(pool.dbName) ?? pool.db;
+    const hosts = db.hosts.length > 0 ? db.hosts : [cfg.unixSocketDir];
+    // Several hosts are used round robin, as PgBouncer does.
+    const host = hosts[this.hostTurn++ % hosts.length]!;
+    const unix = host.startsWith('/');
+    const user = db.user ?? pool.userName;
+    const startup: Record<string, string> = { user, database: db.dbname ?? pool.dbName };
+    for (const [k, v] of Object.entries(db.startupParams)) startup[k] = v;
+    return {
+      host: unix ? path.join(host, `.s.PGSQL.${db.port}`) : host,
+      port: db.port,
+      unix,
+      startup,
+      user,
+      creds: this.credentials(db, user),
+    };
+  }
+
+  private credentials(db: DatabaseDef, user: string): ServerCredentials {
+    if (db.password !== null) return { kind: 'password', password: db.password };
+    const secret = this.cfg.authEntries.get(user)?.secret;
+    if (secret === undefined || secret === '') return { kind: 'none' };
+    if (parseScramSecret(secret) !== null) {
+      // A SCRAM secret can only log in by passing through the client's own keys.
+      const keys = db.user === null ? this.scramKeys.get(user) : undefined;
+      return keys !== undefined ? { kind: 'scram-keys', ...keys } : { kind: 'none' };
+    }
+    if (/^md5[0-9a-f]{32}$/.test(secret)) return { kind: 'md5', hash: secret };
+    return { kind: 'password', password: secret };
+  }
+
+  serverCount(db: string | null, user: string | null): number {
+    let n = 0;
+    for (const p of this.pools.values()) {
+      if ((db === null || p.db.name === db) && (user === null || p.serverUser === user)) n += p.serverCount;
+    }
+    return n;
+  }
+
+  evictIdleFor(pool: Pool): boolean {
+    for (const p of this.pools.values()) {
+      if (p === pool || p.db.name !== pool.db.name) continue;
+      const idle = p.svIdle.values().next().value;
+      if (idle !== undefined) {
+        idle.close('max_db_connections: making room for another pool');
+        return true;
+      }
+    }
+    return false;
+  }
+
+  isPaused(db: string): boolean {
+    return this.pausedAll || this.paused.has(db);
+  }
+
+  sweep(): void {
+    for (const p of this.pools.values()) p.sweep();
+  }
+
+  /** Swap in a new config. Pools whose database definition changed get fresh servers. */
+  reload(cfg: Config): void {
+    const old = this.cfg;
+    this.cfg = cfg;
+    for (const p of this.pools.values()) {
+      const before = old.databases.get(p.db.name);
+      const after = cfg.databases.get(p.db.name);
+      if (JSON.stringify(before) === JSON.stringify(after)) continue;
+      if (after !== undefined) p.db = after;
+      p.closeServers('database configuration changed', false);
+    }
+    for (const p of this.pools.values()) p.pump();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+  }
+}

@@ -1,0 +1,23 @@
+// What a pool needs of a client connection. Declared here, implemented by client/client-conn.ts,
+// so the pool layer depends on an interface and the client layer imports the pool (not the reverse).
+import type { PoolerError } from '../errors.js';
+import type { ServerConn, ServerPeer } from '../server/server-conn.js';
+
+export interface PoolClient extends ServerPeer {
+  /** The linked server, or null between transactions / while waiting. */
+  server: ServerConn | null;
+  /** When it started waiting for a server (cl_waiting, maxwait, query_wait_timeout). */
+  waitStart: number;
+  /** Set once the client is leaving: a session-mode server may then be given back. */
+  readonly closing: boolean;
+  /** No client message is half-forwarded: the server may be handed to someone else. */
+  readonly atMessageBoundary: boolean;
+  /** Extended-protocol messages were sent since the last Sync: the server is still needed. */
+  readonly inExtendedQuery: boolean;
+  /** A server was linked: sync parameters and forward what the client has queued. */
+  onLinked(server: ServerConn): void;
+  /** The pool took the server back after a transaction. */
+  onUnlinked(): void;
+  /** Send the error and close the client. */
+  fail(err: PoolerError): void;
+}

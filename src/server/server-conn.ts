@@ -1,0 +1,408 @@
+// Handling of server connections: one ServerConn owns one socket to PostgreSQL and its state.
+//
+// Life: login (connect, optional TLS, StartupMessage, authentication, ParameterStatus, until the
+// first ReadyForQuery) → idle ⇄ active (linked to a client) → closed. While linked, the hot path
+// reads only headers: it decodes ReadyForQuery (the pooling decision hangs on its status byte),
+// ParameterStatus (the variable cache) and ErrorResponse; every other byte is forwarded as it came.
+// Queries the pooler sends itself (SET for the variable cache, the reset and check queries) are
+// counted in `internal`; their replies are swallowed, never shown to a client.
+import net from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { now, refresh } from '../clock.js';
+import { connLogger, type Logger } from '../log.js';
+import { Backend, TxStatus } from '../protocol/codes.js';
+import { decodeErrorFields } from '../protocol/error-response.js';
+import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
+import { connectServerTls, type ServerTlsInfo } from '../net/tls.js';
+import type { Config } from '../config/types.js';
+import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
+
+/** Each state is a list in the owning pool (SHOW POOLS counts are those lists' sizes). */
+export type ServerState = 'login' | 'idle' | 'active' | 'used' | 'tested' | 'closed';
+
+/** What the server connection needs from its pool and its linked client (kept as types only, so
+ * imports point down the layers). */
+export interface ServerOwner {
+  readonly cfg: Config;
+  onServerState(server: ServerConn, from: ServerState, to: ServerState): void;
+  onServerLogin(server: ServerConn, error: LoginError | null): void;
+  onServerClosed(server: ServerConn, reason: string): void;
+  /** A linked server reached a point where the client may be unlinked (ReadyForQuery, owed = 0). */
+  onServerReady(server: ServerConn): void;
+}
+
+export interface ServerPeer {
+  readonly socket: net.Socket;
+  /** Server bytes for the client; false = the client's buffer is full, pause the server. */
+  writeFromServer(data: Buffer): boolean;
+  /** The server told the client's session a new parameter value (SET seen in ParameterStatus). */
+  onServerParameter(name: string, value: string): void;
+  onServerLost(reason: string, fields: Record<string, string> | null): void;
+}
+
+export interface LoginError {
+  readonly message: string;
+  /** The server's SQLSTATE when it sent an ErrorResponse, else a connection-failure code. */
+  readonly sqlstate: string;
+}
+
+export interface ServerTarget {
+  /** A unix socket path, or a TCP host. */
+  readonly host: string;
+  readonly port: number;
+  readonly unix: boolean;
+  readonly startup: Record<string, string>;
+  readonly user: string;
+  readonly creds: ServerCredentials;
+}
+
+let nextId = 1;
+
+export class ServerConn {
+  readonly id = nextId++;
+  readonly log: Logger;
+  state: ServerState = 'login';
+  socket: net.Socket;
+  tls: ServerTlsInfo | null = null;
+
+  /** Parameter values the server reported (its session's state). */
+  readonly params = new Map<string, string>();
+  backendPid = 0;
+  backendSecret: Buffer = Buffer.alloc(0);
+  txStatus: number = TxStatus.Idle;
+
+  /** The linked client, while active. */
+  client: ServerPeer | null = null;
+  /** ReadyForQuery messages the linked client is still owed (one per Query, Sync, FunctionCall). */
+  owed = 0;
+  /** ReadyForQuery messages of pooler-sent queries still to swallow. */
+  internal = 0;
+  /** Set when the server must not be reused (RECONNECT, a reload changed its database). */
+  closeNeeded = false;
+  /** Set when something went wrong mid-protocol: destroy instead of reuse. */
+  bad = false;
+
+  readonly connectTime = now;
+  /** When it last became idle or active (SHOW SERVERS request_time, idle and check timeouts). */
+  lastUsed = now;
+  /** When the linked client's current request started (query_timeout). */
+  requestTime = 0;
+
+  private readonly framer: Framer;
+  private auth: ServerAuth;
+  private loginDone = false;
+  private internalDone: (() => void) | null = null;
+  /** Where forwarding resumes in the chunk being scanned (after swallowed replies). */
+  private fwdFrom = 0;
+  /** Set by the sink when the linked client may be released after this message. */
+  private releaseAt = -1;
+  private closing = false;
+
+  constructor(
+    readonly owner: ServerOwner,
+    readonly target: ServerTarget,
+    readonly dbName: string,
+  ) {
+    this.log = connLogger({ id: `S-${this.id}`, db: dbName, user: target.user, addr: `${target.host}:${target.port}` });
+    this.framer = new Framer(LOGIN_TYPES, owner.cfg.maxPacketSize, false);
+    this.auth = new ServerAuth(target.user, target.creds);
+    this.socket = new net.Socket();
+    this.connect();
+  }
+
+  get label(): string {
+    return `S-${this.id}`;
+  }
+
+  setState(to: ServerState): void {
+    const from = this.state;
+    if (from === to || from === 'closed') return;
+    this.state = to;
+    if (to === 'idle' || to === 'active') this.lastUsed = now;
+    this.owner.onServerState(this, from, to);
+  }
+
+  private connect(): void {
+    const { host, port, unix } = this.target;
+    const sock = this.socket;
+    sock.once('error', (err) => this.loginFailed(`could not connect to server: ${err.message}`));
+    const onConnect = (): void => {
+      sock.removeAllListeners('error');
+      // Set after connect: on a socket not yet connected Node does not apply it to TCP.
+      if (!unix) sock.setNoDelay(true);
+      const cfg = this.owner.cfg;
+      if (!unix && cfg.tcpKeepalive) sock.setKeepAlive(true, cfg.tcpKeepidle * 1000);
+      if (unix || cfg.serverTls.sslmode === 'disable') {
+        this.startLogin();
+        return;
+      }
+      connectServerTls(sock, cfg.serverTls, host).then(
+        (r) => {
+          if ('error' in r) return this.loginFailed(r.error);
+          if (r.socket) {
+            this.socket = r.socket;
+            this.tls = r.info;
+          }
+          this.startLogin();
+        },
+        (err: Error) => this.loginFailed(`TLS: ${err.message}`),
+      );
+    };
+    if (unix) sock.connect({ path: host }, onConnect);
+    else sock.connect({ host, port }, onConnect);
+  }
+
+  private startLogin(): void {
+    const sock = this.socket;
+    sock.on('data', this.onData);
+    sock.on('error', this.onError);
+    sock.on('close', this.onClose);
+    sock.write(Frontend.startup(this.target.startup));
+  }
+
+  private readonly onError = (err: Error): void => {
+    this.log.debug({ err: err.message }, 'server socket error');
+    // 'close' follows and does the cleanup.
+  };
+
+  private readonly onClose = (): void => {
+    if (!this.loginDone) this.loginFailed('server closed the connection unexpectedly');
+    else this.closed('server conn crashed?');
+  };
+
+  private readonly onData = (chunk: Buffer): void => {
+    refresh();
+    if (!this.loginDone) return this.loginData(chunk);
+    this.relay(chunk);
+  };
+
+  // ---------------------------------------------------------------- login
+
+  private loginData(chunk: Buffer): void {
+    const stop = this.framer.feed(chunk, 0, this.onLoginMessage);
+    if (stop === FRAMER_STOPPED) return this.loginFailed(`protocol error from server: ${this.framer.error}`);
+    if (this.loginDone && stop < chunk.length) this.relay(chunk.subarray(stop));
+  }
+
+  private readonly onLoginMessage = (type: number, body: Buffer): boolean => {
+    if (this.loginDone) return false;
+    switch (type) {
+      case Backend.Authentication: {
+        const step = this.auth.onAuthentication(body);
+        if ('reply' in step) this.socket.write(step.reply);
+        else if ('error' in step) {
+          this.loginFailed(step.error);
+          return false;
+        }
+        return true;
+      }
+      case Backend.ParameterStatus:
+        this.storeParameter(body);
+        return true;
+      case Backend.BackendKeyData:
+        this.backendPid = body.readInt32BE(0);
+        this.backendSecret = Buffer.from(body.subarray(4));
+        return true;
+      case Backend.ErrorResponse: {
+        const f = decodeErrorFields(body);
+        this.loginFailed(f.M ?? 'server login failed', f.C);
+        return false;
+      }
+      case Backend.ReadyForQuery:
+        this.loginDone = true;
+        this.framer.want(RELAY_TYPES);
+        this.log.debug({ pid: this.backendPid, tls: this.tls?.version }, 'new connection to server');
+        this.owner.onServerLogin(this, null);
+        return false;
+      default:
+        // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+        return true;
+    }
+  };
+
+  private loginFailed(message: string, sqlstate = '08006'): void {
+    if (this.loginDone || this.closing) return;
+    this.closing = true;
+    this.log.warn({ reason: message }, `server login failed: ${message}`);
+    this.socket.destroy();
+    this.state = 'closed';
+    this.owner.onServerLogin(this, { message, sqlstate });
+  }
+
+  private storeParameter(body: Buffer): [string, string] | null {
+    const z1 = body.indexOf(0);
+    if (z1 < 0) return null;
+    const z2 = body.indexOf(0, z1 + 1);
+    const name = body.toString('utf8', 0, z1);
+    const value = body.toString('utf8', z1 + 1, z2 < 0 ? body.length : z2);
+    this.params.set(name, value);
+    return [name, value];
+  }
+
+  // ---------------------------------------------------------------- hot path
+
+  /** Forward server bytes to the linked client, reading only headers. */
+  private relay(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length) {
+      this.fwdFrom = pos;
+      this.releaseAt = -1;
+      const stop = this.framer.feed(chunk, pos, this.onRelayMessage);
+      if (stop === FRAMER_STOPPED) {
+        this.bad = true;
+        return this.closed(`protocol error from server: ${this.framer.error}`);
+      }
+      const client = this.client;
+      // While pooler queries are still unanswered, everything after fwdFrom is their reply.
+      const end = this.releaseAt >= 0 ? this.releaseAt : this.internal > 0 ? this.fwdFrom : stop;
+      if (client !== null && end > this.fwdFrom) {
+        const part = this.fwdFrom === 0 && end === chunk.length ? chunk : chunk.subarray(this.fwdFrom, end);
+        if (!client.writeFromServer(part)) this.pauseFor(client.socket);
+      } else if (client === null && end > this.fwdFrom && this.internal === 0) {
+        // Bytes for nobody: an idle server should be silent. Anything but a notice means the
+        // server is not in the state we think; do not reuse it.
+        this.log.debug('unexpected data from idle server');
+      }
+      if (this.releaseAt >= 0) this.owner.onServerReady(this);
+      if (this.state === 'closed') return;
+      pos = stop;
+    }
+  }
+
+  private readonly onRelayMessage = (type: number, body: Buffer, end: number): boolean => {
+    if (type === Backend.ReadyForQuery) {
+      this.txStatus = body[0] ?? TxStatus.Idle;
+      if (this.internal > 0) {
+        // The end of a pooler-sent query's reply: forward only what follows.
+        this.fwdFrom = end;
+        if (--this.internal === 0 && this.internalDone !== null) {
+          const done = this.internalDone;
+          this.internalDone = null;
+          done();
+        }
+        return true;
+      }
+      if (this.owed > 0) this.owed--;
+      if (this.owed === 0) {
+        this.releaseAt = end;
+        return false;
+      }
+      return true;
+    }
+    if (type === Backend.ParameterStatus) {
+      const kv = this.storeParameter(body);
+      if (kv !== null && this.internal === 0) this.client?.onServerParameter(kv[0], kv[1]);
+      return true;
+    }
+    // ErrorResponse
+    if (this.internal > 0) {
+      const f = decodeErrorFields(body);
+      this.log.warn({ sqlstate: f.C, reason: f.M }, `pooler query failed: ${f.M ?? ''}`);
+    } else if (this.client === null) {
+      // A FATAL to an idle server (pg_terminate_backend, shutdown): it will close.
+      const f = decodeErrorFields(body);
+      this.log.info({ sqlstate: f.C }, `server error while idle: ${f.M ?? ''}`);
+      this.bad = true;
+    } else if (this.client !== null && body.length > 0) {
+      // Remember a FATAL so the client can be told why its server went away.
+      const f = decodeErrorFields(body);
+      if (f.S === 'FATAL' || f.V === 'FATAL') this.bad = true;
+    }
+    return true;
+  };
+
+  /** Backpressure: stop reading the server until the client's socket drains. */
+  private pauseFor(clientSocket: net.Socket): void {
+    this.socket.pause();
+    clientSocket.once('drain', this.resume);
+  }
+
+  readonly resume = (): void => {
+    if (this.state !== 'closed') this.socket.resume();
+  };
+
+  /** Client bytes for the server; false = the server's buffer is full, pause the client. */
+  write(data: Buffer): boolean {
+    return this.socket.write(data);
+  }
+
+  /**
+   * Send a query of the pooler's own; its reply is swallowed. `done` runs once every pooler query
+   * sent so far has been answered. Client bytes may follow at once: the server answers in order.
+   */
+  sendInternal(sql: string, done: (() => void) | null = null): void {
+    this.internal++;
+    this.internalDone = done;
+    this.socket.write(Frontend.query(sql));
+  }
+
+  /** Send pooler queries as one write (pipelined); returns the buffer to write. */
+  internalQueryBytes(sql: string): Buffer {
+    this.internal++;
+    return Frontend.query(sql);
+  }
+
+  link(client: ServerPeer): void {
+    this.client = client;
+    this.owed = 0;
+    this.setState('active');
+  }
+
+  unlink(): void {
+    if (this.client !== null) this.client.socket.removeListener('drain', this.resume);
+    this.client = null;
+    if (this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** Close for a reason of the pooler's (timeout, reload, kill); sends Terminate first. */
+  close(reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.log.info({ reason }, `closing because: ${reason}`);
+    if (this.loginDone && !this.socket.destroyed) this.socket.end(Frontend.terminate);
+    this.socket.destroy();
+    this.finish(reason);
+  }
+
+  /** The socket went away under us. */
+  private closed(reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.log.info({ reason }, `closing because: ${reason}`);
+    this.socket.destroy();
+    const client = this.client;
+    this.finish(reason);
+    client?.onServerLost(reason, null);
+  }
+
+  private finish(reason: string): void {
+    this.client = null;
+    this.setState('closed');
+    this.owner.onServerClosed(this, reason);
+  }
+
+  get usable(): boolean {
+    return this.state !== 'closed' && !this.bad && !this.closeNeeded && !this.closing;
+  }
+
+  /** For RECONNECT on a linked server, and a reload changing its database. */
+  markCloseNeeded(): void {
+    this.closeNeeded = true;
+  }
+
+  /** Idle servers hold TLS state too: report it in SHOW SERVERS. */
+  get tlsSocket(): TLSSocket | null {
+    return this.tls ? (this.socket as TLSSocket) : null;
+  }
+}
+
+const LOGIN_TYPES = [
+  Backend.Authentication,
+  Backend.ParameterStatus,
+  Backend.BackendKeyData,
+  Backend.ErrorResponse,
+  Backend.ReadyForQuery,
+  Backend.NoticeResponse,
+  Backend.NegotiateProtocolVersion,
+];
+const RELAY_TYPES = [Backend.ReadyForQuery, Backend.ParameterStatus, Backend.ErrorResponse];
