@@ -56,8 +56,12 @@ export class App implements ClientHost {
     return this.registry.poolFor(dbName, user, keys);
   }
 
-  secretFor(user: string): string | null {
-    return this.cfg.authEntries.get(user)?.secret ?? null;
+  secretFor(dbName: string, user: string): string | null | Promise<string | null> {
+    const entry = this.cfg.authEntries.get(user);
+    if (entry !== undefined) return entry.secret;
+    const db = this.cfg.databases.get(dbName) ?? this.cfg.databases.get('*');
+    if ((db?.authUser ?? this.cfg.authUser) === null) return null;
+    return this.registry.authQuery(dbName, user);
   }
 
   admitClient(): boolean {

@@ -8,7 +8,7 @@
 import type net from 'node:net';
 import crypto from 'node:crypto';
 import { now, refresh } from '../clock.js';
-import type { Config } from '../config/types.js';
+import type { AuthType, Config } from '../config/types.js';
 import { Errors, type PoolerError } from '../errors.js';
 import { connLogger, log, type Logger } from '../log.js';
 import { Frontend } from '../protocol/codes.js';
@@ -27,8 +27,8 @@ export interface ClientHost {
   readonly cfg: Config;
   /** Find or create the pool for a login, or say why not. */
   poolFor(dbName: string, user: string, scramKeys: { clientKey: Buffer; serverKey: Buffer } | null): Pool | PoolerError;
-  /** The secret for a user from auth_file (auth_query comes later), or null. */
-  secretFor(user: string): string | null;
+  /** The secret for a user from auth_file, or by auth_query (asynchronous), or null. */
+  secretFor(dbName: string, user: string): string | null | Promise<string | null>;
   /** Whether a new (non-console) client fits under max_client_conn. */
   admitClient(): boolean;
   cancel(pid: number, secret: Buffer): void;
@@ -204,10 +204,26 @@ export class ClientConn implements PoolClient {
     this.phase = 'auth';
     this.framer.want([Frontend.Password, Frontend.Terminate]);
     const method = cfg.authType === 'hba' ? 'md5' : cfg.authType;
-    const secret = this.host.secretFor(user);
-    // PgBouncer's trust still requires the user to be listed in auth_file, when there is one.
-    if (method === 'trust' && secret === null && cfg.authFile !== null) return this.fail(Errors.authFailed(user));
-    this.flow = authFlow(method, user, secret);
+    const found = this.host.secretFor(this.dbName, user);
+    if (!(found instanceof Promise)) return this.beginAuth(method, found);
+    // auth_query: hold the client's bytes until the secret is known.
+    this.socket.pause();
+    found.then(
+      (secret) => {
+        this.socket.resume();
+        this.beginAuth(method, secret);
+      },
+      (err: Error) => this.fail(Errors.serverConnFailed(err.message)),
+    );
+  }
+
+  private beginAuth(method: AuthType, secret: string | null): void {
+    if (this.phase !== 'auth') return;
+    // PgBouncer's trust still requires the user to be known, when users are listed somewhere.
+    if (method === 'trust' && secret === null && (this.host.cfg.authFile !== null || this.host.cfg.authUser !== null)) {
+      return this.fail(Errors.authFailed(this.user));
+    }
+    this.flow = authFlow(method, this.user, secret);
     this.authMethod = this.flow.method;
     this.onAuthResult(this.flow.start());
   }

@@ -285,6 +285,25 @@ export class Pool {
     for (const c of [...this.clWaiting]) c.fail(e);
   }
 
+  /**
+   * Run a pooler query (auth_query) on a server of this pool. It takes a server outside the
+   * waiting list, as a login must not queue behind the clients it would let in.
+   */
+  async queryRows(sql: string, params: string[]): Promise<{ rows: (string | null)[][]; error: string | null }> {
+    if (this.lastLoginError !== null && now - this.lastLoginFailAt < this.cfg.serverLoginRetry * 1000) {
+      return { rows: [], error: this.lastLoginError.message };
+    }
+    const server = await this.servers.acquire();
+    if (server.state === 'closed') {
+      this.servers.destroy(server);
+      return { rows: [], error: this.lastLoginError?.message ?? 'server login failed' };
+    }
+    server.setState('active');
+    const result = await server.queryRows(sql, params);
+    this.giveBack(server, false);
+    return result;
+  }
+
   // ---------------------------------------------------------------- servers
 
   private createServer(): Promise<ServerConn> {

@@ -74,6 +74,21 @@ export class Registry implements PoolHost {
     return { kind: 'password', password: secret };
   }
 
+  /**
+   * Look a user's secret up with auth_query, as auth_user, in auth_dbname (or the database the
+   * client asked for). Null when the user is unknown, cannot log in, or has expired.
+   */
+  async authQuery(dbName: string, user: string): Promise<string | null> {
+    const db = this.databaseDef(dbName);
+    const authUser = db?.authUser ?? this.cfg.authUser;
+    if (authUser === null) return null;
+    const pool = this.poolFor(this.cfg.authDbname ?? dbName, authUser, null);
+    if (!(pool instanceof Pool)) return null;
+    const r = await pool.queryRows(this.cfg.authQuery, [user]);
+    if (r.error !== null) throw new Error(`auth_query failed: ${r.error}`);
+    return r.rows[0]?.[1] ?? null;
+  }
+
   serverCount(db: string | null, user: string | null): number {
     let n = 0;
     for (const p of this.pools.values()) {

@@ -97,6 +97,8 @@ export class ServerConn {
   /** Set by the sink when the linked client may be released after this message. */
   private releaseAt = -1;
   private closing = false;
+  /** A pooler query whose rows are wanted (auth_query), answered once its ReadyForQuery comes. */
+  private collector: Collector | null = null;
 
   constructor(
     readonly owner: ServerOwner,
@@ -173,8 +175,51 @@ export class ServerConn {
   private readonly onData = (chunk: Buffer): void => {
     refresh();
     if (!this.loginDone) return this.loginData(chunk);
+    if (this.collector !== null) return this.collect(chunk);
     this.relay(chunk);
   };
+
+  // ---------------------------------------------------------------- pooler queries with rows
+
+  /** Run one parameterised query of the pooler's own (auth_query) on this idle server. */
+  queryRows(sql: string, params: string[]): Promise<QueryResult> {
+    return new Promise((resolve) => {
+      this.collector = { rows: [], error: null, resolve };
+      this.framer.want(COLLECT_TYPES);
+      this.socket.write(Frontend.execParams(sql, params));
+    });
+  }
+
+  private collect(chunk: Buffer): void {
+    const stop = this.framer.feed(chunk, 0, this.onCollectMessage);
+    if (stop === FRAMER_STOPPED) {
+      this.bad = true;
+      this.finishCollect();
+      return this.closed(`protocol error from server: ${this.framer.error}`);
+    }
+    if (this.collector === null && stop < chunk.length) this.relay(chunk.subarray(stop));
+  }
+
+  private readonly onCollectMessage = (type: number, body: Buffer): boolean => {
+    const c = this.collector!;
+    if (type === Backend.DataRow) c.rows.push(decodeDataRow(body));
+    else if (type === Backend.ErrorResponse) c.error = decodeErrorFields(body).M ?? 'query failed';
+    else if (type === Backend.ParameterStatus) this.storeParameter(body);
+    else if (type === Backend.ReadyForQuery) {
+      this.txStatus = body[0] ?? TxStatus.Idle;
+      this.finishCollect();
+      return false;
+    }
+    return true;
+  };
+
+  private finishCollect(): void {
+    const c = this.collector;
+    if (c === null) return;
+    this.collector = null;
+    this.framer.want(RELAY_TYPES);
+    c.resolve({ rows: c.rows, error: c.error });
+  }
 
   // ---------------------------------------------------------------- login
 
@@ -376,6 +421,10 @@ export class ServerConn {
   }
 
   private finish(reason: string): void {
+    if (this.collector !== null) {
+      this.collector.error ??= reason;
+      this.finishCollect();
+    }
     this.client = null;
     this.setState('closed');
     this.owner.onServerClosed(this, reason);
@@ -396,6 +445,35 @@ export class ServerConn {
   }
 }
 
+export interface QueryResult {
+  readonly rows: (string | null)[][];
+  readonly error: string | null;
+}
+
+interface Collector {
+  rows: (string | null)[][];
+  error: string | null;
+  resolve: (r: QueryResult) => void;
+}
+
+/** Text columns of a DataRow (only for the pooler's own queries; the hot path never decodes). */
+function decodeDataRow(body: Buffer): (string | null)[] {
+  const n = body.readInt16BE(0);
+  const out: (string | null)[] = [];
+  let pos = 2;
+  for (let i = 0; i < n && pos + 4 <= body.length; i++) {
+    const len = body.readInt32BE(pos);
+    pos += 4;
+    if (len < 0) out.push(null);
+    else {
+      out.push(body.toString('utf8', pos, pos + len));
+      pos += len;
+    }
+  }
+  return out;
+}
+
+const COLLECT_TYPES = [Backend.DataRow, Backend.ErrorResponse, Backend.ReadyForQuery, Backend.ParameterStatus];
 const LOGIN_TYPES = [
   Backend.Authentication,
   Backend.ParameterStatus,
