@@ -8,6 +8,7 @@ import type { Config } from './config/types.js';
 import { Errors, type PoolerError } from './errors.js';
 import { log } from './log.js';
 import { openListeners, type Listeners } from './net/listener.js';
+import { buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
 import type { Pool } from './pool/pool.js';
 import { Registry } from './pool/registry.js';
@@ -29,8 +30,12 @@ export class App implements ClientHost {
   private exitResolve: (() => void) | null = null;
   readonly exited: Promise<void>;
 
+  tls: TlsContexts;
+
+  /** Throws when a TLS file is unusable (startup must fail with the reason). */
   constructor(public cfg: Config) {
-    this.registry = new Registry(cfg);
+    this.tls = buildTlsContexts(cfg, cfg.authType === 'cert' || cfg.authType === 'hba');
+    this.registry = new Registry(cfg, this.tls);
     this.exited = new Promise((r) => (this.exitResolve = r));
   }
 
@@ -138,8 +143,11 @@ export class App implements ClientHost {
     if (this.cfg.configFile === null) return { ok: false, error: 'configuration came from the environment; nothing to reload' };
     try {
       const cfg = loadConfig(this.cfg.configFile);
+      // Everything is built and validated before anything is swapped.
+      const tls = buildTlsContexts(cfg, cfg.authType === 'cert' || cfg.authType === 'hba');
       this.cfg = cfg;
-      this.registry.reload(cfg);
+      this.tls = tls;
+      this.registry.reload(cfg, tls);
       log().info('configuration reloaded');
       return { ok: true };
     } catch (err) {

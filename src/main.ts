@@ -8,6 +8,7 @@ import { App, type ShutdownMode } from './app.js';
 import { ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { configureLog, flushLog, log } from './log.js';
+import { buildTlsContexts } from './net/tls.js';
 
 export const VERSION = '0.1.0';
 
@@ -88,6 +89,11 @@ async function main(): Promise<void> {
     }
     const cfg = load(args);
     if (cfg === null) die('no configuration');
+    try {
+      buildTlsContexts(cfg, true);
+    } catch (err) {
+      die(`${cfg.configFile ?? '<environment>'}: ${(err as Error).message}`);
+    }
     process.stdout.write(describeConfig(cfg) + '\n');
     process.exit(0);
   }
@@ -99,7 +105,12 @@ async function main(): Promise<void> {
   if (args.daemon) return daemonize(cfg);
   configureLog(cfg.logfile, cfg.verbose + args.verbose, args.quiet);
   if (cfg.pidfile !== null) writePidfile(cfg.pidfile);
-  const app = new App(cfg);
+  let app: App;
+  try {
+    app = new App(cfg);
+  } catch (err) {
+    die((err as Error).message);
+  }
   try {
     await app.start();
   } catch (err) {

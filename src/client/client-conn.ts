@@ -18,6 +18,7 @@ import { decodeStartupPacket } from '../protocol/startup.js';
 import type { Pool } from '../pool/pool.js';
 import type { PoolClient } from '../pool/types.js';
 import type { ServerConn } from '../server/server-conn.js';
+import { acceptClientTls, type ClientTlsContext, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { authFlow, type AuthFlow } from './auth.js';
 
 export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
@@ -25,6 +26,8 @@ export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
 /** What a client needs from the pooler around it. */
 export interface ClientHost {
   readonly cfg: Config;
+  /** The TLS contexts of the current config generation. */
+  readonly tls: TlsContexts;
   /** Find or create the pool for a login, or say why not. */
   poolFor(dbName: string, user: string, scramKeys: { clientKey: Buffer; serverKey: Buffer } | null): Pool | PoolerError;
   /** The secret for a user from auth_file, or by auth_query (asynchronous), or null. */
@@ -69,18 +72,37 @@ export class ClientConn implements PoolClient {
   private queued: Buffer[] = [];
   private terminateAt = -1;
 
+  /** Set once a TLS handshake completed (after SSLRequest or direct). */
+  tls: TlsInfo | null = null;
+  peer: PeerCert | null = null;
+  /** The remote address and port, kept from the plain socket (a TLS socket wraps it). */
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+
   constructor(
-    readonly socket: net.Socket,
+    public socket: net.Socket,
     private readonly host: ClientHost,
     readonly isUnix: boolean,
   ) {
-    const addr = isUnix ? 'unix' : `${socket.remoteAddress}:${socket.remotePort}`;
+    this.remoteAddress = isUnix ? '' : (socket.remoteAddress ?? '');
+    this.remotePort = isUnix ? 0 : (socket.remotePort ?? 0);
+    const addr = isUnix ? 'unix' : `${this.remoteAddress}:${this.remotePort}`;
     this.log = connLogger({ id: `C-${this.id}`, addr });
     this.framer = new Framer(STARTUP_TYPES, Math.min(host.cfg.maxPacketSize, MAX_STARTUP), true);
-    socket.setNoDelay(true);
+    if (!isUnix) socket.setNoDelay(true);
+    this.attach(socket);
+  }
+
+  private attach(socket: net.Socket): void {
     socket.on('data', this.onData);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
+  }
+
+  private detach(socket: net.Socket): void {
+    socket.removeListener('data', this.onData);
+    socket.removeListener('error', this.onError);
+    socket.removeListener('close', this.onClose);
   }
 
   get label(): string {
@@ -92,7 +114,7 @@ export class ClientConn implements PoolClient {
   }
 
   get addr(): string {
-    return this.isUnix ? 'unix' : (this.socket.remoteAddress ?? '');
+    return this.isUnix ? 'unix' : this.remoteAddress;
   }
 
   private readonly onError = (err: Error): void => {
@@ -112,6 +134,11 @@ export class ClientConn implements PoolClient {
       this.queued.push(chunk);
       return;
     }
+    // Direct TLS (PostgreSQL 17): a TLS record where a length should be.
+    if (this.phase === 'startup' && this.tls === null && this.framer.atBoundary && chunk[0] === TLS_HANDSHAKE) {
+      return this.directTls(chunk);
+    }
+    this.chunkEnd = chunk.length;
     const stop = this.framer.feed(chunk, 0, this.onLoginMessage);
     if (stop === FRAMER_STOPPED) return this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
     // The framer stops as soon as login ends; the client may have pipelined a query after it.
@@ -129,10 +156,10 @@ export class ClientConn implements PoolClient {
 
   // ---------------------------------------------------------------- login
 
-  private readonly onLoginMessage = (type: number, body: Buffer): boolean => {
+  private readonly onLoginMessage = (type: number, body: Buffer, end: number): boolean => {
     if (type === 0) {
-      this.onStartupPacket(body);
-      return this.inLogin;
+      this.onStartupPacket(body, end);
+      return this.inLogin && !this.upgrading;
     }
     if (this.phase === 'auth' && type === Frontend.Password && this.flow !== null) {
       this.onAuthResult(this.flow.onPassword(body));
@@ -146,13 +173,25 @@ export class ClientConn implements PoolClient {
     return false;
   };
 
-  private onStartupPacket(body: Buffer): void {
+  private onStartupPacket(body: Buffer, end: number): void {
     if (this.phase !== 'startup') return this.fail(Errors.protocolViolation('unexpected startup packet'));
     const p = decodeStartupPacket(body);
     switch (p.kind) {
-      case 'ssl':
+      case 'ssl': {
+        // A second SSLRequest inside TLS is an attack or a broken client: PostgreSQL closes.
+        if (this.tls !== null) return this.close('SSL request inside an SSL connection', false);
+        const ctx = this.isUnix ? null : this.host.tls.client;
+        if (ctx === null) {
+          this.socket.write(NO);
+          this.framer.startup = true;
+          return;
+        }
+        // Anything after the SSLRequest was sent in clear before the handshake (CVE-2021-3935).
+        if (end < this.chunkEnd) return this.fail(Errors.protocolViolation('received unencrypted data after SSL request'));
+        this.socket.write(YES);
+        return this.upgrade(ctx, null);
+      }
       case 'gssenc':
-        // TLS is answered by net/tls when enabled; until then, as PostgreSQL without ssl: 'N'.
         this.socket.write(NO);
         this.framer.startup = true;
         return;
@@ -178,6 +217,8 @@ export class ClientConn implements PoolClient {
     this.user = user;
     this.dbName = params.get('database') || user;
     this.log = connLogger({ id: this.label, db: this.dbName, user, addr: this.addr });
+    const tlsProblem = this.tlsPolicyProblem();
+    if (tlsProblem !== null) return this.fail(tlsProblem);
     if (!this.host.admitClient()) return this.fail(Errors.tooManyClients());
 
     const unsupported: string[] = [];
@@ -195,7 +236,7 @@ export class ClientConn implements PoolClient {
     }
     if (cfg.applicationNameAddHost && !this.isUnix) {
       const app = this.params.get('application_name') ?? '';
-      this.params.set('application_name', `${app} - ${this.socket.remoteAddress}:${this.socket.remotePort}`);
+      this.params.set('application_name', `${app} - ${this.remoteAddress}:${this.remotePort}`);
     }
     // A newer minor version or _pq_ options: offer 3.0 and list what we do not know, as
     // PostgreSQL does; the client then goes on with 3.0.
@@ -241,8 +282,13 @@ export class ClientConn implements PoolClient {
     const pool = this.host.poolFor(this.dbName, this.user, r.scramKeys);
     if (!(pool instanceof Object && 'clActive' in pool)) return this.fail(pool as PoolerError);
     this.pool = pool;
-    if (this.host.cfg.logConnections)
-      this.log.info({ method: this.authMethod, tls: null }, `login attempt: db=${this.dbName} user=${this.user} tls=no`);
+    if (this.host.cfg.logConnections) {
+      const tls = this.tls === null ? 'no' : `${this.tls.version}/${this.tls.cipher}`;
+      this.log.info(
+        { method: this.authMethod, tls: this.tls?.version ?? null, cipher: this.tls?.cipher ?? null },
+        `login attempt: db=${this.dbName} user=${this.user} tls=${tls}`,
+      );
+    }
     this.phase = 'welcome';
     this.framer.want([Frontend.Terminate]);
     this.socket.write(encode.authenticationOk);
@@ -272,6 +318,57 @@ export class ClientConn implements PoolClient {
     const queued = this.queued;
     this.queued = [];
     for (const chunk of queued) this.onReadyData(chunk);
+  }
+
+  // ---------------------------------------------------------------- TLS
+
+  private upgrading = false;
+  /** Length of the chunk being framed during login (to see bytes after an SSLRequest). */
+  private chunkEnd = 0;
+
+  private directTls(chunk: Buffer): void {
+    const ctx = this.isUnix ? null : this.host.tls.client;
+    if (ctx === null) return this.close('direct TLS connection but TLS is disabled', false);
+    this.upgrade(ctx, chunk);
+  }
+
+  private upgrade(ctx: ClientTlsContext, pending: Buffer | null): void {
+    this.upgrading = true;
+    const raw = this.socket;
+    this.detach(raw);
+    acceptClientTls(raw, ctx, pending).then((r) => {
+      this.upgrading = false;
+      if ('error' in r) {
+        this.log.info({ reason: r.error }, `closing because: ${r.error}`);
+        return this.close(r.error, false);
+      }
+      this.socket = r.socket;
+      this.tls = r.info;
+      this.peer = r.peer;
+      this.attach(r.socket);
+      // Direct TLS must have negotiated ALPN "postgresql" (PostgreSQL refuses it otherwise, and
+      // Node's server accepts a client that offers no ALPN at all).
+      if (pending !== null && r.socket.alpnProtocol !== 'postgresql') {
+        return this.fail(Errors.protocolViolation('received direct SSL connection request without ALPN protocol negotiation extension'));
+      }
+      this.framer.startup = true;
+    });
+  }
+
+  /** client_tls_sslmode's verdict on this connection, checked at the StartupMessage. */
+  private tlsPolicyProblem(): PoolerError | null {
+    if (this.isUnix) return null;
+    const mode = this.host.cfg.clientTls.sslmode;
+    if (this.tls === null) {
+      return mode === 'require' || mode === 'verify-ca' || mode === 'verify-full' ? Errors.authRejected('SSL required') : null;
+    }
+    if (mode === 'verify-ca' || mode === 'verify-full') {
+      const peer = this.peer;
+      if (peer === null || (peer.cn === null && peer.error === null && !peer.verified))
+        return Errors.authRejected('connection requires a valid client certificate');
+      if (!peer.verified) return Errors.authRejected(`client certificate verification failed: ${peer.error ?? 'unknown'}`);
+    }
+    return null;
   }
 
   // ---------------------------------------------------------------- hot path
@@ -416,6 +513,9 @@ export class ClientConn implements PoolClient {
 }
 
 const NO = Buffer.from('N');
+const YES = Buffer.from('S');
+/** The first byte of a TLS handshake record. */
+const TLS_HANDSHAKE = 0x16;
 const MAX_STARTUP = 10_000;
 /** Always kept equal between a client and its server; track_extra_parameters adds more. */
 const TRACKED = ['client_encoding', 'DateStyle', 'TimeZone', 'standard_conforming_strings', 'application_name'];

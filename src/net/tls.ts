@@ -1,47 +1,266 @@
-// TLS towards PostgreSQL: SSLRequest, then a TLS handshake whose checks follow libpq's sslmode.
+// TLS on both sides of the pooler.
+//
+// Contexts are built once per config generation (startup and each RELOAD), validated before they
+// are used: a broken file on RELOAD keeps the old contexts, and connections already open keep the
+// context they were made with. Client side: the pooler is the TLS server, after an SSLRequest or
+// directly (PostgreSQL 17 direct TLS, ALPN `postgresql` required). Server side: the pooler is a
+// libpq-like client whose checks follow libpq's sslmode exactly.
 import fs from 'node:fs';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import type { TlsSide } from '../config/types.js';
+import type { ClientTls, Config, SslMode, TlsSide } from '../config/types.js';
 
-export interface ServerTlsInfo {
+export interface TlsContexts {
+  /** Null when client_tls_sslmode = disable. */
+  readonly client: ClientTlsContext | null;
+  /** Null when server_tls_sslmode = disable. */
+  readonly server: ServerTlsContext | null;
+}
+
+export interface ClientTlsContext {
+  readonly side: ClientTls;
+  readonly context: tls.SecureContext;
+  /** Ask for a client certificate: only when one could be used (a CA to check it against). */
+  readonly requestCert: boolean;
+}
+
+export interface ServerTlsContext {
+  readonly side: TlsSide;
+  readonly context: tls.SecureContext;
+}
+
+export interface TlsInfo {
   readonly version: string;
   readonly cipher: string;
 }
 
-export type ServerTlsResult =
-  | { socket: tls.TLSSocket; info: ServerTlsInfo }
-  /** The server refused TLS and the mode allows plain text. */
-  | { socket: null }
-  | { error: string };
+/** What the handshake says about the client's certificate. */
+export interface PeerCert {
+  /** A certificate was presented and chains to client_tls_ca_file (and is not revoked). */
+  readonly verified: boolean;
+  /** Why it did not verify (OpenSSL's reason), or null. */
+  readonly error: string | null;
+  /** Subject CN: a string, an array when multi-valued, null when absent or no certificate. */
+  readonly cn: string | string[] | null;
+}
+
+export type ClientTlsResult = { socket: tls.TLSSocket; info: TlsInfo; peer: PeerCert } | { error: string };
+
+const PROTOCOL_ORDER = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const;
+
+/**
+ * PgBouncer's protocol list (`secure`, `all`, `tlsv1.2`, `!tlsv1.1`, comma or colon separated) as
+ * Node's contiguous min/max range.
+ */
+export function protocolRange(spec: string): { minVersion: tls.SecureVersion; maxVersion: tls.SecureVersion } {
+  const on = new Set<string>();
+  const names: Record<string, string[]> = {
+    all: [...PROTOCOL_ORDER],
+    secure: ['TLSv1.2', 'TLSv1.3'],
+    default: ['TLSv1.2', 'TLSv1.3'],
+    tlsv1: ['TLSv1'],
+    'tlsv1.0': ['TLSv1'],
+    'tlsv1.1': ['TLSv1.1'],
+    'tlsv1.2': ['TLSv1.2'],
+    'tlsv1.3': ['TLSv1.3'],
+  };
+  for (const raw of spec.split(/[,:]/)) {
+    const word = raw.trim().toLowerCase();
+    if (word === '') continue;
+    const neg = word.startsWith('!');
+    for (const v of names[neg ? word.slice(1) : word] ?? []) {
+      if (neg) on.delete(v);
+      else on.add(v);
+    }
+  }
+  const enabled = PROTOCOL_ORDER.filter((v) => on.has(v));
+  if (enabled.length === 0) throw new Error(`no TLS protocol version left enabled by "${spec}"`);
+  return { minVersion: enabled[0]!, maxVersion: enabled[enabled.length - 1]! };
+}
+
+/**
+ * PostgreSQL's rule for private keys: refused when others can read it, or group or others can
+ * write it (0600 and 0640 are fine). Returns the problem, or null.
+ */
+export function keyFileProblem(file: string): string | null {
+  let mode: number;
+  try {
+    mode = fs.statSync(file).mode & 0o777;
+  } catch (err) {
+    return `cannot read private key file "${file}": ${(err as Error).message}`;
+  }
+  if ((mode & 0o037) !== 0) {
+    return `private key file "${file}" has group or world access (mode 0${mode.toString(8)}); it must be 0600 or 0640`;
+  }
+  return null;
+}
+
+function readPem(file: string | null, what: string): Buffer | undefined {
+  if (file === null) return undefined;
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new Error(`cannot read ${what} "${file}": ${(err as Error).message}`);
+  }
+}
+
+function context(side: TlsSide, extra: tls.SecureContextOptions): tls.SecureContext {
+  if (side.keyFile !== null) {
+    const p = keyFileProblem(side.keyFile);
+    if (p !== null) throw new Error(p);
+  }
+  // PgBouncer's names for "the library's default"; TLS 1.3 suites go in the same OpenSSL list.
+  const base = ['default', 'secure', 'fast', 'normal', ''].includes(side.ciphers) ? tls.DEFAULT_CIPHERS : side.ciphers === 'all' ? 'ALL' : side.ciphers;
+  const ciphers = side.tls13Ciphers === '' ? base : `${side.tls13Ciphers}:${base}`;
+  try {
+    return tls.createSecureContext({
+      ...protocolRange(side.protocols),
+      key: readPem(side.keyFile, 'private key file'),
+      cert: readPem(side.certFile, 'certificate file'),
+      ca: side.caFile === 'system' ? tls.rootCertificates.slice() : readPem(side.caFile, 'CA file'),
+      crl: readPem(side.crlFile, 'CRL file'),
+      ciphers,
+      ...extra,
+    });
+  } catch (err) {
+    throw new Error(`TLS setup failed (${side.certFile ?? side.caFile ?? 'no files'}): ${(err as Error).message}`);
+  }
+}
+
+/** Build and validate both sides' contexts for a config generation. Throws with a clear reason. */
+export function buildTlsContexts(cfg: Config, certAuthPossible: boolean): TlsContexts {
+  const c = cfg.clientTls;
+  let client: ClientTlsContext | null = null;
+  if (c.sslmode !== 'disable') {
+    const extra: tls.SecureContextOptions = {};
+    if (c.ecdhCurve !== 'auto' && c.ecdhCurve !== 'none') extra.ecdhCurve = c.ecdhCurve;
+    if (c.dheParams !== 'auto' && c.dheParams !== 'none' && c.dheParams !== 'legacy') extra.dhparam = readPem(c.dheParams, 'DH parameters file');
+    const verifyMode = c.sslmode === 'verify-ca' || c.sslmode === 'verify-full';
+    client = {
+      side: c,
+      context: context(c, extra),
+      requestCert: c.caFile !== null && (verifyMode || certAuthPossible),
+    };
+  }
+  const s = cfg.serverTls;
+  const server = s.sslmode === 'disable' ? null : { side: s, context: context(s, {}) };
+  return { client, server };
+}
+
+// ------------------------------------------------------------------ client side
+
+/**
+ * Run the TLS handshake as the server on a client connection. `pending` holds bytes already read
+ * (the ClientHello of a direct-TLS client); they are fed to the TLS layer first.
+ */
+export function acceptClientTls(raw: net.Socket, ctx: ClientTlsContext, pending: Buffer | null): Promise<ClientTlsResult> {
+  return new Promise((resolve) => {
+    // Node's TLS server takes over the socket's handle and would lose bytes already read; a
+    // direct-TLS connection therefore goes through a small Duplex that replays them first.
+    const transport: net.Socket | Duplex = pending === null ? raw : replayDuplex(raw, pending);
+    const sock = new tls.TLSSocket(transport as net.Socket, {
+      isServer: true,
+      secureContext: ctx.context,
+      requestCert: ctx.requestCert,
+      // Never let Node reject: a presented certificate that does not verify is only "not
+      // trusted" in allow/prefer/require; the verdict is read below from verifyError().
+      rejectUnauthorized: false,
+      ALPNProtocols: ['postgresql'],
+    });
+    const onError = (err: Error) => {
+      sock.destroy();
+      resolve({ error: `TLS handshake failed: ${err.message}` });
+    };
+    sock.once('error', onError);
+    sock.once('secure', () => {
+      sock.removeListener('error', onError);
+      resolve({ socket: sock, info: tlsInfo(sock), peer: peerCert(sock) });
+    });
+  });
+}
+
+/** Node pitfall: with isServer + requestCert, `authorized` is never set on a wrapped socket and an
+ * untrusted certificate still completes the handshake. The handle's verifyError() holds the truth. */
+function peerCert(sock: tls.TLSSocket): PeerCert {
+  const cert = sock.getPeerCertificate();
+  if (cert === null || Object.keys(cert).length === 0) return { verified: false, error: null, cn: null };
+  const handle = (sock as unknown as { _handle?: { verifyError(): Error | null } })._handle;
+  const err = handle?.verifyError() ?? new Error('cannot read the certificate verdict');
+  const cn = (cert.subject as Record<string, string | string[] | undefined> | undefined)?.CN ?? null;
+  return { verified: err === null, error: err === null ? null : describeVerifyError(err), cn };
+}
+
+function describeVerifyError(err: Error & { code?: string }): string {
+  switch (err.code) {
+    case 'CERT_REVOKED':
+      return 'certificate revoked';
+    case 'CERT_HAS_EXPIRED':
+      return 'certificate has expired';
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+      return 'self-signed certificate';
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+      return 'certificate is not signed by a trusted CA';
+    default:
+      return err.message;
+  }
+}
+
+function tlsInfo(sock: tls.TLSSocket): TlsInfo {
+  return { version: sock.getProtocol() ?? '', cipher: sock.getCipher()?.name ?? '' };
+}
+
+/** A Duplex over `raw` that first yields `first` (bytes already consumed from it). */
+function replayDuplex(raw: net.Socket, first: Buffer): Duplex {
+  raw.removeAllListeners('data');
+  const d = new Duplex({
+    read() {
+      raw.resume();
+    },
+    write(chunk: Buffer, _enc, cb) {
+      raw.write(chunk, cb);
+    },
+    final(cb) {
+      raw.end(cb);
+    },
+    destroy(err, cb) {
+      raw.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  d.push(first);
+  raw.on('data', (chunk: Buffer) => {
+    if (!d.push(chunk)) raw.pause();
+  });
+  raw.on('end', () => d.push(null));
+  raw.on('close', () => d.destroy());
+  raw.on('error', (err) => d.destroy(err));
+  return d;
+}
+
+// ------------------------------------------------------------------ server side
+
+export type ServerTlsResult = { socket: tls.TLSSocket; info: TlsInfo } | { socket: null } | { error: string };
 
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
-/** One SecureContext per config generation: a reload builds a new TlsSide object. */
-const contexts = new WeakMap<TlsSide, tls.SecureContext>();
-
-function secureContext(side: TlsSide): tls.SecureContext {
-  let ctx = contexts.get(side);
-  if (ctx === undefined) {
-    const read = (f: string | null) => (f !== null && f !== 'system' ? fs.readFileSync(f) : undefined);
-    ctx = tls.createSecureContext({
-      ca: side.caFile === 'system' ? tls.rootCertificates.slice() : read(side.caFile),
-      cert: read(side.certFile),
-      key: read(side.keyFile),
-      crl: read(side.crlFile),
-      minVersion: 'TLSv1.2',
-    });
-    contexts.set(side, ctx);
-  }
-  return ctx;
+/** Does this mode make the pooler verify the server's chain / its host name (libpq's rules)? */
+export function serverChecks(side: TlsSide): { verifyChain: boolean; verifyHost: boolean } {
+  const mode: SslMode = side.sslmode;
+  // sslrootcert=system forces verify-full; require with a CA file verifies the chain (libpq).
+  const verifyHost = mode === 'verify-full' || side.caFile === 'system';
+  const verifyChain = verifyHost || mode === 'verify-ca' || (mode === 'require' && side.caFile !== null);
+  return { verifyChain, verifyHost };
 }
 
 /**
  * Ask the server for TLS on a connected socket and run the handshake. Resolves with the TLS
- * socket, with `{socket: null}` when the server said no and plain text is allowed, or an error
- * that names the TLS reason.
+ * socket, with `{socket: null}` when the server said no and the mode allows plain text, or an
+ * error that names the TLS reason.
  */
-export function connectServerTls(sock: net.Socket, side: TlsSide, host: string): Promise<ServerTlsResult> {
+export function connectServerTls(sock: net.Socket, ctx: ServerTlsContext, host: string): Promise<ServerTlsResult> {
   return new Promise((resolve) => {
     const fail = (error: string) => {
       sock.destroy();
@@ -50,27 +269,37 @@ export function connectServerTls(sock: net.Socket, side: TlsSide, host: string):
     sock.once('error', (err) => fail(`could not connect to server: ${err.message}`));
     sock.once('data', (answer: Buffer) => {
       sock.removeAllListeners('error');
+      // Bytes after the answer would be unencrypted data injected before the handshake.
       if (answer.length !== 1) return fail('server sent unexpected data after the SSL request answer');
       if (answer[0] === 0x4e /* N */) {
-        if (side.sslmode === 'prefer' || side.sslmode === 'allow') return resolve({ socket: null });
-        return fail('server refused SSL');
+        const mode = ctx.side.sslmode;
+        if (mode === 'prefer' || mode === 'allow') return resolve({ socket: null });
+        return fail('server does not support SSL, but SSL was required (server_tls_sslmode=' + mode + ')');
       }
       if (answer[0] !== 0x53 /* S */) return fail('server sent an invalid answer to the SSL request');
-      const verify = side.sslmode === 'verify-ca' || side.sslmode === 'verify-full' || (side.sslmode === 'require' && side.caFile !== null);
-      const checkHost = side.sslmode === 'verify-full' || side.caFile === 'system';
+      const { verifyChain, verifyHost } = serverChecks(ctx.side);
       const t = tls.connect({
         socket: sock,
-        secureContext: secureContext(side),
-        rejectUnauthorized: verify,
-        servername: checkHost && net.isIP(host) === 0 ? host : undefined,
-        checkServerIdentity: checkHost ? (_h, cert) => tls.checkServerIdentity(host, cert) : () => undefined,
+        secureContext: ctx.context,
+        rejectUnauthorized: verifyChain,
+        // SNI only names a host, never an IP address (RFC 6066).
+        servername: net.isIP(host) === 0 ? host : undefined,
+        checkServerIdentity: verifyHost ? (_h, cert) => tls.checkServerIdentity(host, cert) : () => undefined,
       });
       t.once('secureConnect', () => {
         t.removeAllListeners('error');
-        resolve({ socket: t, info: { version: t.getProtocol() ?? '', cipher: t.getCipher()?.name ?? '' } });
+        resolve({ socket: t, info: tlsInfo(t) });
       });
-      t.once('error', (err) => fail(`TLS handshake with server failed: ${err.message}`));
+      t.once('error', (err: Error & { code?: string }) =>
+        fail(`TLS handshake with server failed: ${describeServerError(err)}`),
+      );
     });
     sock.write(SSL_REQUEST);
   });
+}
+
+function describeServerError(err: Error & { code?: string }): string {
+  if (err.code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `server certificate does not match host name: ${err.message}`;
+  const d = describeVerifyError(err);
+  return d === err.message ? d : `server ${d} (${err.code})`;
 }

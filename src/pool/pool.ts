@@ -12,11 +12,13 @@ import { log } from '../log.js';
 import { TxStatus } from '../protocol/codes.js';
 import { ServerConn, type LoginError, type ServerState, type ServerTarget } from '../server/server-conn.js';
 import { ServerPool } from '../server/server-pool.js';
+import type { TlsContexts } from '../net/tls.js';
 import type { PoolClient } from './types.js';
 
 /** What a pool asks of the registry that owns it (limits that span pools, the live config). */
 export interface PoolHost {
   readonly cfg: Config;
+  readonly tls: TlsContexts;
   /** Live server connections of a database / a server user, across pools. */
   serverCount(db: string | null, user: string | null): number;
   /** Close one idle server of another pool of this database to make room (max_db_connections). */
@@ -95,6 +97,10 @@ export class Pool {
 
   get cfg(): Config {
     return this.host.cfg;
+  }
+
+  get tls(): TlsContexts {
+    return this.host.tls;
   }
 
   get serverUser(): string {

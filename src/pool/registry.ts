@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Config, DatabaseDef } from '../config/types.js';
 import { Errors, type PoolerError } from '../errors.js';
 import { parseScramSecret } from '../protocol/scram.js';
+import type { TlsContexts } from '../net/tls.js';
 import type { ServerCredentials } from '../server/server-auth.js';
 import type { ServerTarget } from '../server/server-conn.js';
 import { Pool, type PoolHost } from './pool.js';
@@ -20,7 +21,10 @@ export class Registry implements PoolHost {
   private readonly scramKeys = new Map<string, ScramKeys>();
   private hostTurn = 0;
 
-  constructor(public cfg: Config) {}
+  constructor(
+    public cfg: Config,
+    public tls: TlsContexts,
+  ) {}
 
   /** The pool for a login, created on first use, or the reason there is none. */
   poolFor(dbName: string, user: string, keys: ScramKeys | null): Pool | PoolerError {
@@ -118,9 +122,10 @@ export class Registry implements PoolHost {
   }
 
   /** Swap in a new config. Pools whose database definition changed get fresh servers. */
-  reload(cfg: Config): void {
+  reload(cfg: Config, tls: TlsContexts): void {
     const old = this.cfg;
     this.cfg = cfg;
+    this.tls = tls;
     for (const p of this.pools.values()) {
       const before = old.databases.get(p.db.name);
       const after = cfg.databases.get(p.db.name);

@@ -55,6 +55,14 @@ export class Framer {
     for (const t of types) this.wanted[t] = WANT_BODY;
   }
 
+  /** Forget any partial message (a connection attempt started over). */
+  reset(): void {
+    this.headerHave = 0;
+    this.inBody = false;
+    this.remain = 0;
+    this.parts = null;
+  }
+
   /** True when no message is half-read: a safe point to hand the connection over. */
   get atBoundary(): boolean {
     return this.headerHave === 0 && !this.inBody;

@@ -13,7 +13,7 @@ import { connLogger, type Logger } from '../log.js';
 import { Backend, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
-import { connectServerTls, type ServerTlsInfo } from '../net/tls.js';
+import { connectServerTls, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
 
@@ -24,6 +24,7 @@ export type ServerState = 'login' | 'idle' | 'active' | 'used' | 'tested' | 'clo
  * imports point down the layers). */
 export interface ServerOwner {
   readonly cfg: Config;
+  readonly tls: TlsContexts;
   onServerState(server: ServerConn, from: ServerState, to: ServerState): void;
   onServerLogin(server: ServerConn, error: LoginError | null): void;
   onServerClosed(server: ServerConn, reason: string): void;
@@ -63,7 +64,7 @@ export class ServerConn {
   readonly log: Logger;
   state: ServerState = 'login';
   socket: net.Socket;
-  tls: ServerTlsInfo | null = null;
+  tls: TlsInfo | null = null;
 
   /** Parameter values the server reported (its session's state). */
   readonly params = new Map<string, string>();
@@ -124,9 +125,14 @@ export class ServerConn {
     this.owner.onServerState(this, from, to);
   }
 
+  /** server_tls_sslmode=allow: the plain attempt was refused, this is the TLS one (libpq). */
+  private allowRetry = false;
+
   private connect(): void {
     const { host, port, unix } = this.target;
     const sock = this.socket;
+    const ctx = this.owner.tls.server;
+    const useTls = !unix && ctx !== null && (ctx.side.sslmode !== 'allow' || this.allowRetry);
     sock.once('error', (err) => this.loginFailed(`could not connect to server: ${err.message}`));
     const onConnect = (): void => {
       sock.removeAllListeners('error');
@@ -134,11 +140,11 @@ export class ServerConn {
       if (!unix) sock.setNoDelay(true);
       const cfg = this.owner.cfg;
       if (!unix && cfg.tcpKeepalive) sock.setKeepAlive(true, cfg.tcpKeepidle * 1000);
-      if (unix || cfg.serverTls.sslmode === 'disable') {
+      if (!useTls || ctx === null) {
         this.startLogin();
         return;
       }
-      connectServerTls(sock, cfg.serverTls, host).then(
+      connectServerTls(sock, ctx, host).then(
         (r) => {
           if ('error' in r) return this.loginFailed(r.error);
           if (r.socket) {
@@ -152,6 +158,14 @@ export class ServerConn {
     };
     if (unix) sock.connect({ path: host }, onConnect);
     else sock.connect({ host, port }, onConnect);
+  }
+
+  private detachSocket(): void {
+    const sock = this.socket;
+    sock.removeListener('data', this.onData);
+    sock.removeListener('error', this.onError);
+    sock.removeListener('close', this.onClose);
+    sock.destroy();
   }
 
   private startLogin(): void {
@@ -267,6 +281,18 @@ export class ServerConn {
 
   private loginFailed(message: string, sqlstate = '08006'): void {
     if (this.loginDone || this.closing) return;
+    // allow: plain text first; if the server refuses it (an error, not a dead socket), try TLS.
+    if (this.owner.tls.server?.side.sslmode === 'allow' && !this.allowRetry && !this.target.unix && sqlstate !== '08006') {
+      this.allowRetry = true;
+      this.log.debug({ reason: message }, 'plain connection refused, retrying with TLS (server_tls_sslmode=allow)');
+      this.detachSocket();
+      this.framer.reset();
+      this.auth = new ServerAuth(this.target.user, this.target.creds);
+      this.params.clear();
+      this.socket = new net.Socket();
+      this.connect();
+      return;
+    }
     this.closing = true;
     this.log.warn({ reason: message }, `server login failed: ${message}`);
     this.socket.destroy();
