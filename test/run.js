@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // `npm test` entry (after `tsc -p .`): runs the compiled tests with node's built-in runner.
 //
-// Unit files are pure and run in parallel. Integration and regression files each start their own
-// PostgreSQL and pooler processes, so they run one file at a time: on a 2-core CI machine,
-// parallel clusters turn timing-sensitive tests (timeouts, backpressure) into flaky ones.
+// One node:test run over every file, one file at a time, so CI reads a single summary. Integration
+// and regression files each start their own PostgreSQL and pooler processes: on a 2-core machine,
+// parallel clusters turn timing-sensitive tests (timeouts, backpressure) into flaky ones, and the
+// unit files take seconds either way.
 //
 // Test files are listed here rather than by passing directories to `node --test`: Node 20 treats
 // every .js under a directory named `test` as a test file, which would include dist/test/support.
@@ -58,20 +59,12 @@ function runPhase(name, files, concurrency) {
 const explicit = process.argv.slice(2).map((f) => path.resolve(f));
 const phases = explicit.length > 0
   ? [['selected', explicit, 1]]
-  : [
-      ['unit', testFiles(path.join(dist, 'unit')), os.availableParallelism()],
-      ['integration+regress', [...testFiles(path.join(dist, 'integration')), ...testFiles(path.join(dist, 'regress'))], 1],
-    ];
+  : [['all', ['unit', 'integration', 'regress'].flatMap((d) => testFiles(path.join(dist, d))), 1]];
 
 if (phases.every(([, files]) => files.length === 0)) {
   console.error(`run.js: no *.test.js under ${dist}; did \`tsc -p .\` run?`);
   process.exit(1);
 }
 
-let exitCode = 0;
-for (const [name, files, concurrency] of phases) {
-  // Later phases still run after a failure, so one CI run reports every broken suite.
-  const code = await runPhase(name, files, concurrency);
-  if (exitCode === 0) exitCode = code;
-}
-process.exit(exitCode);
+const [[name, files, concurrency]] = phases;
+process.exit(await runPhase(name, files, concurrency));
