@@ -3,7 +3,8 @@
 import net from 'node:net';
 import { refresh } from './clock.js';
 import { ClientConn, type ClientHost } from './client/client-conn.js';
-import { loadConfig } from './config/load.js';
+import { loadAuthRules, type AuthRules } from './client/hba.js';
+import { ConfigError, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { Errors, type PoolerError } from './errors.js';
 import { log } from './log.js';
@@ -31,10 +32,12 @@ export class App implements ClientHost {
   readonly exited: Promise<void>;
 
   tls: TlsContexts;
+  auth: AuthRules;
 
-  /** Throws when a TLS file is unusable (startup must fail with the reason). */
+  /** Throws when a TLS, hba or ident file is unusable (startup must fail with the reason). */
   constructor(public cfg: Config) {
-    this.tls = buildTlsContexts(cfg, cfg.authType === 'cert' || cfg.authType === 'hba');
+    this.auth = authRules(cfg);
+    this.tls = buildTlsContexts(cfg, certAuthPossible(cfg, this.auth));
     this.registry = new Registry(cfg, this.tls);
     this.exited = new Promise((r) => (this.exitResolve = r));
   }
@@ -144,8 +147,10 @@ export class App implements ClientHost {
     try {
       const cfg = loadConfig(this.cfg.configFile);
       // Everything is built and validated before anything is swapped.
-      const tls = buildTlsContexts(cfg, cfg.authType === 'cert' || cfg.authType === 'hba');
+      const auth = authRules(cfg);
+      const tls = buildTlsContexts(cfg, certAuthPossible(cfg, auth));
       this.cfg = cfg;
+      this.auth = auth;
       this.tls = tls;
       this.registry.reload(cfg, tls);
       log().info('configuration reloaded');
@@ -189,4 +194,16 @@ export class App implements ClientHost {
     await this.registry.close();
     this.exitResolve?.();
   }
+}
+
+/** hba and ident files for a config; their problems fail startup and RELOAD like the ini's. */
+export function authRules(cfg: Config): AuthRules {
+  const rules = loadAuthRules(cfg);
+  if (rules.problems.length > 0) throw new ConfigError(rules.problems);
+  return rules;
+}
+
+/** A client certificate is asked for only when some login could use it. */
+function certAuthPossible(cfg: Config, auth: AuthRules): boolean {
+  return cfg.authType === 'cert' || (auth.hba ?? []).some((r) => r.method === 'cert');
 }

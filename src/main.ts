@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { App, type ShutdownMode } from './app.js';
+import { App, authRules, type ShutdownMode } from './app.js';
 import { ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { configureLog, flushLog, log } from './log.js';
@@ -89,6 +89,11 @@ async function main(): Promise<void> {
     }
     const cfg = load(args);
     if (cfg === null) die('no configuration');
+    try {
+      authRules(cfg);
+    } catch (err) {
+      die((err as Error).message);
+    }
     try {
       buildTlsContexts(cfg, true);
     } catch (err) {

@@ -20,6 +20,7 @@ import type { PoolClient } from '../pool/types.js';
 import type { ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { authFlow, type AuthFlow } from './auth.js';
+import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js';
 
 export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
 
@@ -28,6 +29,8 @@ export interface ClientHost {
   readonly cfg: Config;
   /** The TLS contexts of the current config generation. */
   readonly tls: TlsContexts;
+  /** hba rules and ident maps of the current config generation. */
+  readonly auth: AuthRules;
   /** Find or create the pool for a login, or say why not. */
   poolFor(dbName: string, user: string, scramKeys: { clientKey: Buffer; serverKey: Buffer } | null): Pool | PoolerError;
   /** The secret for a user from auth_file, or by auth_query (asynchronous), or null. */
@@ -244,7 +247,15 @@ export class ClientConn implements PoolClient {
 
     this.phase = 'auth';
     this.framer.want([Frontend.Password, Frontend.Terminate]);
-    const method = cfg.authType === 'hba' ? 'md5' : cfg.authType;
+    const chosen = this.chooseMethod();
+    if (chosen === null) return;
+    const { method, map } = chosen;
+    if (method === 'cert') return this.certAuth(map);
+    if (method === 'peer') {
+      return this.fail(
+        Errors.authRejected(`peer authentication failed for user "${user}": peer credentials are not available to pgpool-ts`),
+      );
+    }
     const found = this.host.secretFor(this.dbName, user);
     if (!(found instanceof Promise)) return this.beginAuth(method, found);
     // auth_query: hold the client's bytes until the secret is known.
@@ -256,6 +267,53 @@ export class ClientConn implements PoolClient {
       },
       (err: Error) => this.fail(Errors.serverConnFailed(err.message)),
     );
+  }
+
+  /** The auth method for this connection: auth_type, or the first matching hba line. */
+  private chooseMethod(): { method: AuthType | 'peer'; map: string | null } | null {
+    const cfg = this.host.cfg;
+    if (cfg.authType !== 'hba') return { method: cfg.authType, map: null };
+    const conn = { unix: this.isUnix, tls: this.tls !== null, addr: this.remoteAddress, database: this.dbName, user: this.user };
+    const rule = matchHba(this.host.auth.hba ?? [], conn);
+    if (rule === null) {
+      this.fail(Errors.authRejected(noMatchMessage(conn)));
+      return null;
+    }
+    if (rule.method === 'reject') {
+      const host = this.isUnix ? '[local]' : this.remoteAddress;
+      const enc = this.tls !== null ? 'SSL encryption' : 'no encryption';
+      this.fail(
+        Errors.authRejected(`pg_hba.conf rejects connection for host "${host}", user "${this.user}", database "${this.dbName}", ${enc}`),
+      );
+      return null;
+    }
+    return { method: rule.method === 'password' ? 'plain' : rule.method, map: rule.map };
+  }
+
+  /**
+   * Certificate authentication: a verified client certificate whose subject CN is the user name
+   * exactly (case-sensitive, as PostgreSQL), or maps to it through auth_ident_file.
+   */
+  private certAuth(map: string | null): void {
+    const peer = this.peer;
+    const fail = (why: string) =>
+      this.fail(Errors.authRejected(`certificate authentication failed for user "${this.user}": ${why}`));
+    if (this.tls === null) return fail('the connection does not use SSL');
+    if (peer === null || (peer.cn === null && peer.error === null)) return fail('no client certificate was presented');
+    if (!peer.verified) return fail(`client certificate not trusted: ${peer.error ?? 'unknown reason'}`);
+    if (typeof peer.cn !== 'string') {
+      return fail(peer.cn === null ? 'client certificate has no CN' : 'client certificate has more than one CN');
+    }
+    const ok = map === null ? peer.cn === this.user : identAllows(this.host.auth.ident, map, peer.cn, this.user);
+    if (!ok) {
+      return fail(
+        map === null
+          ? `client certificate CN "${peer.cn}" does not match user "${this.user}"`
+          : `client certificate CN "${peer.cn}" is not mapped to user "${this.user}" by map "${map}"`,
+      );
+    }
+    this.authMethod = 'cert';
+    this.onAuthResult({ ok: true, scramKeys: null });
   }
 
   private beginAuth(method: AuthType, secret: string | null): void {
