@@ -2,6 +2,7 @@
 // shutdown. Nothing imports it but main.ts.
 import net from 'node:net';
 import { refresh } from './clock.js';
+import { Console, type AdminHost } from './admin/console.js';
 import { ClientConn, type ClientHost } from './client/client-conn.js';
 import { loadAuthRules, type AuthRules } from './client/hba.js';
 import { ConfigError, loadConfig } from './config/load.js';
@@ -15,12 +16,16 @@ import type { Pool } from './pool/pool.js';
 import { Registry } from './pool/registry.js';
 import { TxStatus } from './protocol/codes.js';
 
+export const VERSION = '0.1.0';
+
 /** How often the janitor sweeps (PgBouncer: 1/3 s). */
 const JANITOR_MS = 333;
 
 export type ShutdownMode = 'immediate' | 'wait_for_servers' | 'wait_for_clients';
 
-export class App implements ClientHost {
+export class App implements ClientHost, AdminHost {
+  readonly version = VERSION;
+  readonly console: Console;
   readonly registry: Registry;
   /** Every client connection, logging in or logged in. */
   readonly clients = new Set<ClientConn>();
@@ -39,6 +44,7 @@ export class App implements ClientHost {
     this.auth = authRules(cfg);
     this.tls = buildTlsContexts(cfg, certAuthPossible(cfg, this.auth));
     this.registry = new Registry(cfg, this.tls);
+    this.console = new Console(this);
     this.exited = new Promise((r) => (this.exitResolve = r));
   }
 

@@ -4,13 +4,11 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { App, authRules, type ShutdownMode } from './app.js';
+import { App, VERSION, authRules, type ShutdownMode } from './app.js';
 import { ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { configureLog, flushLog, log } from './log.js';
 import { buildTlsContexts } from './net/tls.js';
-
-export const VERSION = '0.1.0';
 
 const USAGE = `pgpool-ts ${VERSION}: a PgBouncer-compatible PostgreSQL connection pooler
 

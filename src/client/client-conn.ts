@@ -31,6 +31,8 @@ export interface ClientHost {
   readonly tls: TlsContexts;
   /** hba rules and ident maps of the current config generation. */
   readonly auth: AuthRules;
+  /** The admin console (the virtual database `pgbouncer`). */
+  readonly console: AdminConsole;
   /** Find or create the pool for a login, or say why not. */
   poolFor(dbName: string, user: string, scramKeys: { clientKey: Buffer; serverKey: Buffer } | null): Pool | PoolerError;
   /** The secret for a user from auth_file, or by auth_query (asynchronous), or null. */
@@ -42,6 +44,17 @@ export interface ClientHost {
   registerCancel(client: ClientConn): void;
   onClientClosed(client: ClientConn): void;
 }
+
+/** The admin console as the client sees it: a login check and one simple query at a time. */
+export interface AdminConsole {
+  /** May this authenticated user use the console? An error refuses the login. */
+  login(client: ClientConn): PoolerError | null;
+  /** Answer one simple-protocol query; writes the whole reply including ReadyForQuery. */
+  query(client: ClientConn, sql: string): void;
+}
+
+/** The virtual database of the admin console. */
+export const ADMIN_DB = 'pgbouncer';
 
 /** Startup parameters the pooler understands; anything else needs ignore_startup_parameters. */
 const KNOWN_STARTUP = new Set(['user', 'database', 'replication']);
@@ -222,7 +235,9 @@ export class ClientConn implements PoolClient {
     this.log = connLogger({ id: this.label, db: this.dbName, user, addr: this.addr });
     const tlsProblem = this.tlsPolicyProblem();
     if (tlsProblem !== null) return this.fail(tlsProblem);
-    if (!this.host.admitClient()) return this.fail(Errors.tooManyClients());
+    // Console logins are exempt from max_client_conn, so an operator can always get in.
+    this.admin = this.dbName === ADMIN_DB;
+    if (!this.admin && !this.host.admitClient()) return this.fail(Errors.tooManyClients());
 
     const unsupported: string[] = [];
     const tracked = new Map([...TRACKED, ...cfg.trackExtraParameters].map((n) => [n.toLowerCase(), n]));
@@ -337,6 +352,7 @@ export class ClientConn implements PoolClient {
       return this.fail(r.error);
     }
     if (r.final !== undefined) this.socket.write(r.final);
+    if (this.admin) return this.adminLogin();
     const pool = this.host.poolFor(this.dbName, this.user, r.scramKeys);
     if (!(pool instanceof Object && 'clActive' in pool)) return this.fail(pool as PoolerError);
     this.pool = pool;
@@ -372,11 +388,52 @@ export class ClientConn implements PoolClient {
     this.socket.write(Buffer.concat(parts));
     this.phase = 'ready';
     this.framer.maxPacket = this.host.cfg.maxPacketSize;
-    this.framer.want([Frontend.Terminate], HOT_HEADERS);
+    if (this.admin) this.framer.want([Frontend.Query, Frontend.Terminate], CONSOLE_REFUSED);
+    else this.framer.want([Frontend.Terminate], HOT_HEADERS);
     const queued = this.queued;
     this.queued = [];
     for (const chunk of queued) this.onReadyData(chunk);
   }
+
+  // ---------------------------------------------------------------- admin console
+
+  /** A console client (database `pgbouncer`): no pool, simple queries answered by the console. */
+  admin = false;
+
+  private adminLogin(): void {
+    const refused = this.host.console.login(this);
+    if (refused !== null) return this.fail(refused);
+    if (this.host.cfg.logConnections) this.log.info({ method: this.authMethod }, `login attempt: db=${ADMIN_DB} user=${this.user} (admin console)`);
+    this.socket.write(encode.authenticationOk);
+    this.welcome(ADMIN_PARAMS);
+  }
+
+  private adminData(chunk: Buffer): void {
+    const stop = this.framer.feed(chunk, 0, this.onAdminMessage);
+    if (stop === FRAMER_STOPPED) this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
+  }
+
+  private readonly onAdminMessage = (type: number, body: Buffer): boolean => {
+    if (type === Frontend.Query) {
+      const z = body.indexOf(0);
+      this.host.console.query(this, body.toString('utf8', 0, z < 0 ? body.length : z));
+    } else if (type === Frontend.Terminate) {
+      this.close('client close request', false);
+      return false;
+    } else if (type === Frontend.Sync) {
+      this.socket.write(encode.readyForQuery(0x49));
+    } else if (!this.adminRefusedExtended) {
+      // Answer the first message of an extended-protocol batch; the rest is skipped until Sync.
+      this.adminRefusedExtended = true;
+      this.socket.write(
+        encode.errorResponse({ severity: 'ERROR', code: '08P01', message: 'extended query protocol not supported by the admin console' }),
+      );
+    }
+    if (type === Frontend.Sync) this.adminRefusedExtended = false;
+    return true;
+  };
+
+  private adminRefusedExtended = false;
 
   // ---------------------------------------------------------------- TLS
 
@@ -432,6 +489,7 @@ export class ClientConn implements PoolClient {
   // ---------------------------------------------------------------- hot path
 
   private onReadyData(chunk: Buffer): void {
+    if (this.admin) return this.adminData(chunk);
     const server = this.server;
     if (server !== null && this.queued.length === 0) return this.forward(chunk, server);
     if (server === null && this.framer.atBoundary && chunk[0] === Frontend.Terminate && this.queued.length === 0) {
@@ -569,6 +627,20 @@ export class ClientConn implements PoolClient {
     else this.socket.destroy();
   }
 }
+
+/** What a console client is told at login (PgBouncer's fixed values for driver compatibility). */
+const ADMIN_PARAMS: ReadonlyMap<string, string> = new Map([
+  ['server_version', '15.0 (pgpool-ts)'],
+  ['client_encoding', 'UTF8'],
+  ['server_encoding', 'UTF8'],
+  ['DateStyle', 'ISO, MDY'],
+  ['TimeZone', 'GMT'],
+  ['standard_conforming_strings', 'on'],
+  ['integer_datetimes', 'on'],
+  ['application_name', ''],
+]);
+/** Extended-protocol messages the console answers with an error. */
+const CONSOLE_REFUSED = [Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Execute, Frontend.Close, Frontend.Flush, Frontend.Sync, Frontend.FunctionCall];
 
 const NO = Buffer.from('N');
 const YES = Buffer.from('S');
