@@ -119,7 +119,8 @@ async function main(): Promise<void> {
   } catch (err) {
     die(`could not listen: ${(err as Error).message}`);
   }
-  if (args.user !== null) dropPrivileges(args.user);
+  const runAs = args.user ?? cfg.user;
+  if (runAs !== null) dropPrivileges(runAs);
   installSignals(app);
   await app.exited;
   if (cfg.pidfile !== null) fs.rmSync(cfg.pidfile, { force: true });

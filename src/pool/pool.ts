@@ -108,7 +108,8 @@ export class Pool {
   }
 
   get mode(): PoolMode {
-    return this.db.poolMode ?? this.cfg.users.get(this.userName)?.poolMode ?? this.cfg.poolMode;
+    // A [users] pool_mode wins over the database's, as in PgBouncer.
+    return this.cfg.users.get(this.userName)?.poolMode ?? this.db.poolMode ?? this.cfg.poolMode;
   }
 
   get poolSize(): number {

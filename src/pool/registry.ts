@@ -19,6 +19,8 @@ export class Registry implements PoolHost {
   pausedAll = false;
   /** SCRAM keys recovered from clients' logins, for pass-through to servers (per user). */
   private readonly scramKeys = new Map<string, ScramKeys>();
+  /** Secrets found by auth_query: they also log the user in to PostgreSQL (as PgBouncer). */
+  private readonly queriedSecrets = new Map<string, string>();
   private hostTurn = 0;
 
   constructor(
@@ -67,7 +69,7 @@ export class Registry implements PoolHost {
 
   private credentials(db: DatabaseDef, user: string): ServerCredentials {
     if (db.password !== null) return { kind: 'password', password: db.password };
-    const secret = this.cfg.authEntries.get(user)?.secret;
+    const secret = this.cfg.authEntries.get(user)?.secret ?? this.queriedSecrets.get(user);
     if (secret === undefined || secret === '') return { kind: 'none' };
     if (parseScramSecret(secret) !== null) {
       // A SCRAM secret can only log in by passing through the client's own keys.
@@ -86,11 +88,14 @@ export class Registry implements PoolHost {
     const db = this.databaseDef(dbName);
     const authUser = db?.authUser ?? this.cfg.authUser;
     if (authUser === null) return null;
-    const pool = this.poolFor(this.cfg.authDbname ?? dbName, authUser, null);
+    const pool = this.poolFor(db?.authDbname ?? this.cfg.authDbname ?? dbName, authUser, null);
     if (!(pool instanceof Pool)) return null;
-    const r = await pool.queryRows(this.cfg.authQuery, [user]);
+    const r = await pool.queryRows(db?.authQuery ?? this.cfg.authQuery, [user]);
     if (r.error !== null) throw new Error(`auth_query failed: ${r.error}`);
-    return r.rows[0]?.[1] ?? null;
+    const secret = r.rows[0]?.[1] ?? null;
+    if (secret !== null) this.queriedSecrets.set(user, secret);
+    else this.queriedSecrets.delete(user);
+    return secret;
   }
 
   serverCount(db: string | null, user: string | null): number {
