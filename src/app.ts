@@ -9,6 +9,8 @@ import { ConfigError, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { Errors, type PoolerError } from './errors.js';
 import { log } from './log.js';
+import { startMetrics, type MetricsServer } from './metrics/prometheus.js';
+import { reloads } from './metrics/stats.js';
 import { openListeners, type Listeners } from './net/listener.js';
 import { buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
@@ -35,6 +37,8 @@ export class App implements ClientHost, AdminHost {
   private shuttingDown: ShutdownMode | null = null;
   private exitResolve: (() => void) | null = null;
   readonly exited: Promise<void>;
+  /** The Prometheus endpoint, when metrics_port is set (opened at start, closed last). */
+  private metrics: MetricsServer | null = null;
 
   tls: TlsContexts;
   auth: AuthRules;
@@ -54,6 +58,15 @@ export class App implements ClientHost, AdminHost {
     const addrs = this.cfg.listenAddr.map((a) => `${a}:${this.cfg.listenPort}`);
     if (this.listeners.unixPath !== null) addrs.push(this.listeners.unixPath);
     log().info({ listen: addrs }, `listening on ${addrs.join(', ')}`);
+    if (this.cfg.metricsPort > 0) {
+      this.metrics = await startMetrics(this);
+      log().info(`metrics on http://${this.cfg.metricsListenAddr}:${this.metrics.port}/metrics`);
+    }
+  }
+
+  /** A shutdown is under way (for the console's RESUME and /healthz). */
+  get stopping(): boolean {
+    return this.shuttingDown !== null;
   }
 
   private readonly onConnection = (socket: net.Socket, isUnix: boolean): void => {
@@ -147,11 +160,12 @@ export class App implements ClientHost, AdminHost {
 
   // ---------------------------------------------------------------- reload and shutdown
 
-  /** Re-read the config file; a bad file changes nothing and the problems are returned. */
-  reload(): { ok: true } | { ok: false; error: string } {
+  /** Re-read the config file; a bad file changes nothing and the problems are returned.
+   * `overrides` are the admin console's SET values, applied over the file. */
+  reload(overrides?: ReadonlyMap<string, string>): { ok: true } | { ok: false; error: string } {
     if (this.cfg.configFile === null) return { ok: false, error: 'configuration came from the environment; nothing to reload' };
     try {
-      const cfg = loadConfig(this.cfg.configFile);
+      const cfg = loadConfig(this.cfg.configFile, overrides);
       // Everything is built and validated before anything is swapped.
       const auth = authRules(cfg);
       const tls = buildTlsContexts(cfg, certAuthPossible(cfg, auth));
@@ -160,8 +174,10 @@ export class App implements ClientHost, AdminHost {
       this.tls = tls;
       this.registry.reload(cfg, tls);
       log().info('configuration reloaded');
+      reloads.ok++;
       return { ok: true };
     } catch (err) {
+      reloads.failed++;
       const msg = (err as Error).message;
       log().error({ reason: msg }, `reload failed, keeping old configuration: ${msg}`);
       return { ok: false, error: msg };
@@ -198,6 +214,7 @@ export class App implements ClientHost, AdminHost {
     for (const c of [...this.clients]) c.fail(Errors.shuttingDown());
     await this.listeners?.close();
     await this.registry.close();
+    await this.metrics?.close();
     this.exitResolve?.();
   }
 }

@@ -139,13 +139,19 @@ function installSignals(app: App): void {
   process.on('SIGTERM', stop('wait_for_clients'));
   process.on('SIGINT', stop('wait_for_servers'));
   process.on('SIGQUIT', stop('immediate'));
-  process.on('SIGHUP', () => void app.reload());
+  process.on('SIGHUP', () => {
+    log().info('got SIGHUP, re-reading config');
+    app.reload();
+  });
+  // PAUSE and RESUME go through the console, so a signal does exactly what the command does
+  // (released servers are closed while paused; SIGUSR2 is ignored during a shutdown).
   process.on('SIGUSR1', () => {
-    app.registry.pausedAll = true;
+    log().info('got SIGUSR1, pausing all activity');
+    app.console.pauseAll();
   });
   process.on('SIGUSR2', () => {
-    app.registry.pausedAll = false;
-    for (const p of app.registry.pools.values()) p.pump();
+    log().info('got SIGUSR2, continuing');
+    app.console.resumeAll();
   });
   process.on('SIGPIPE', () => undefined);
 }

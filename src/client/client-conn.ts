@@ -21,6 +21,7 @@ import type { ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { authFlow, type AuthFlow } from './auth.js';
 import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js';
+import { ClientStatements, Reply } from './prepared.js';
 
 export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
 
@@ -389,7 +390,14 @@ export class ClientConn implements PoolClient {
     this.phase = 'ready';
     this.framer.maxPacket = this.host.cfg.maxPacketSize;
     if (this.admin) this.framer.want([Frontend.Query, Frontend.Terminate], CONSOLE_REFUSED);
-    else this.framer.want([Frontend.Terminate], HOT_HEADERS);
+    else {
+      const max = this.host.cfg.maxPreparedStatements;
+      // Named statements need tracking only when servers change under the client.
+      if (max > 0 && this.pool !== null && this.pool.mode !== 'session') {
+        this.stmts = new ClientStatements(max);
+        this.framer.want(STATEMENT_BODIES, HOT_HEADERS);
+      } else this.framer.want([Frontend.Terminate], HOT_HEADERS);
+    }
     const queued = this.queued;
     this.queued = [];
     for (const chunk of queued) this.onReadyData(chunk);
@@ -504,13 +512,28 @@ export class ClientConn implements PoolClient {
 
   private forward(chunk: Buffer, server: ServerConn): void {
     this.terminateAt = -1;
+    this.segStart = 0;
+    this.fwdChunk = chunk;
     const stop = this.framer.feed(chunk, 0, this.onClientMessage);
     if (stop === FRAMER_STOPPED) return this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
-    const end = this.terminateAt >= 0 ? this.terminateAt : chunk.length;
-    if (end > 0) {
-      const part = end === chunk.length ? chunk : chunk.subarray(0, end);
+    let end = this.terminateAt >= 0 ? this.terminateAt : chunk.length;
+    // A Parse/Bind/Describe/Close still arriving is held back until it is whole (it may be renamed).
+    if (this.terminateAt < 0 && this.framer.pendingWanted) end = Math.max(this.segStart, this.framer.msgStart);
+    const pieces = this.pieces;
+    if (end > this.segStart) {
+      pieces.push(this.segStart === 0 && end === chunk.length ? chunk : chunk.subarray(this.segStart, end));
+    }
+    if (pieces.length > 0) {
+      let ok = true;
+      if (pieces.length === 1) ok = server.write(pieces[0]!);
+      else {
+        server.socket.cork();
+        for (const p of pieces) ok = server.write(p);
+        server.socket.uncork();
+      }
       if (this.pool !== null) this.pool.stats.bytesReceived += end;
-      if (!server.write(part)) {
+      pieces.length = 0;
+      if (!ok) {
         this.socket.pause();
         server.socket.once('drain', this.resumeReading);
       }
@@ -518,11 +541,20 @@ export class ClientConn implements PoolClient {
     if (this.terminateAt >= 0) this.close('client close request', true);
   }
 
+  private fwdChunk: Buffer | null = null;
+  /** Where the not-yet-sent raw bytes of the chunk being forwarded begin. */
+  private segStart = 0;
+  /** Buffers to write for the chunk being forwarded, when some messages were rewritten. */
+  private readonly pieces: Buffer[] = [];
+  private readonly rewritten: Buffer[] = [];
+  /** Named prepared statements, tracked in transaction and statement mode (null: pass through). */
+  stmts: ClientStatements | null = null;
+
   private readonly resumeReading = (): void => {
     if (this.phase !== 'closed') this.socket.resume();
   };
 
-  private readonly onClientMessage = (type: number, _body: Buffer, end: number): boolean => {
+  private readonly onClientMessage = (type: number, body: Buffer, end: number): boolean => {
     const server = this.server!;
     switch (type) {
       case Frontend.Query:
@@ -535,16 +567,39 @@ export class ClientConn implements PoolClient {
         server.owed++;
         server.requestTime = now;
         this.inExtendedQuery = false;
+        if (this.stmts !== null) server.replies.push(Reply.Sync);
         return true;
       case Frontend.Terminate:
         this.terminateAt = end - 5;
         return false;
+      case Frontend.Parse:
+      case Frontend.Bind:
+      case Frontend.Describe:
+      case Frontend.Close:
+        this.inExtendedQuery = true;
+        if (this.stmts !== null) this.rewrite(type, body, end, server);
+        return true;
       default:
-        // Parse, Bind, Describe, Execute, Close, Flush: a pipeline is open until its Sync.
+        // Execute, Flush: a pipeline is open until its Sync.
         this.inExtendedQuery = true;
         return true;
     }
   };
+
+  /** Replace one whole message by the statement tracker's version, cutting the raw segment. */
+  private rewrite(type: number, body: Buffer, end: number, server: ServerConn): void {
+    const out = this.rewritten;
+    const changed = this.stmts!.rewrite(type, body, server, out);
+    // Negative when the message began in an earlier chunk (its bytes were held back then).
+    const msgStart = end - 5 - body.length;
+    if (!changed && msgStart >= 0) return;
+    const chunkPart = msgStart > this.segStart ? msgStart : this.segStart;
+    if (chunkPart > this.segStart) this.pieces.push(this.fwdChunk!.subarray(this.segStart, chunkPart));
+    if (changed) this.pieces.push(...out);
+    else this.pieces.push(wholeMessage(type, body));
+    out.length = 0;
+    this.segStart = end;
+  }
 
   // ---------------------------------------------------------------- pool callbacks
 
@@ -650,6 +705,18 @@ const MAX_STARTUP = 10_000;
 /** Always kept equal between a client and its server; track_extra_parameters adds more. */
 const TRACKED = ['client_encoding', 'DateStyle', 'TimeZone', 'standard_conforming_strings', 'application_name'];
 const STARTUP_TYPES = [0, Frontend.Password, Frontend.Terminate];
+/** With statement tracking, these bodies are read (names may be rewritten). */
+const STATEMENT_BODIES = [Frontend.Terminate, Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Close];
+
+/** Re-frame a message that was held back across chunks and is sent unchanged. */
+function wholeMessage(type: number, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out[0] = type;
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+
 const HOT_HEADERS = [
   Frontend.Query,
   Frontend.Sync,

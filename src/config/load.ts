@@ -186,8 +186,9 @@ const SETTINGS: readonly Setting[] = [
   setting('server_tls_ciphers', CIPHERS, 'default', (c) => c.serverTls.ciphers),
   setting('server_tls13_ciphers', STR, '', (c) => c.serverTls.tls13Ciphers),
   // metrics (pgpool-ts only)
-  setting('metrics_listen_addr', STR, '127.0.0.1', (c) => c.metricsListenAddr),
-  setting('metrics_port', count(0, 65535), '0', (c) => c.metricsPort),
+  // The HTTP listener is opened once at start, like the PostgreSQL ones.
+  setting('metrics_listen_addr', STR, '127.0.0.1', (c) => c.metricsListenAddr, false),
+  setting('metrics_port', count(0, 65535), '0', (c) => c.metricsPort, false),
   // Real PgBouncer settings that pgpool-ts accepts (so an existing file loads) but does not act on.
   setting('syslog', BOOL, '0', null),
   setting('syslog_ident', STR, 'pgbouncer', null),
@@ -758,8 +759,12 @@ function finish(collected: Collected, mainFile: string, configFile: string | nul
   return deepFreeze(config);
 }
 
-/** Read, validate and default a pgbouncer.ini; throws ConfigError listing every problem. */
-export function loadConfig(file: string): Config {
+/** Where problems in `overrides` are reported (the admin console's SET). */
+export const OVERRIDE_FILE = 'SET';
+
+/** Read, validate and default a pgbouncer.ini; throws ConfigError listing every problem.
+ * `overrides` ([pgbouncer] key → value, from the console's SET) win over the file's lines. */
+export function loadConfig(file: string, overrides: ReadonlyMap<string, string> = new Map()): Config {
   let text: string;
   let real: string;
   try {
@@ -770,6 +775,9 @@ export function loadConfig(file: string): Config {
   }
   const collected = emptyCollected();
   collect(text, file, collected, { section: null, ignoring: false }, [real]);
+  for (const [key, value] of overrides) {
+    collected.sections.pgbouncer.set(key.toLowerCase(), { file: OVERRIDE_FILE, line: 0, key, raw: quoteValue(value) });
+  }
   return finish(collected, file, resolve(file));
 }
 

@@ -9,6 +9,7 @@ import { now } from '../clock.js';
 import type { Config, DatabaseDef, PoolMode } from '../config/types.js';
 import { Errors, PoolerError } from '../errors.js';
 import { log } from '../log.js';
+import { timings } from '../metrics/stats.js';
 import { TxStatus } from '../protocol/codes.js';
 import { ServerConn, type LoginError, type ServerState, type ServerTarget } from '../server/server-conn.js';
 import { ServerPool } from '../server/server-pool.js';
@@ -226,6 +227,7 @@ export class Pool {
     this.clActive.add(client);
     this.stats.serverAssignments++;
     this.stats.waitTime += (now - client.waitStart) * 1000;
+    timings(this.dbName).wait.observe((now - client.waitStart) / 1000);
     server.link(client);
     client.server = server;
     client.onLinked(server);
@@ -243,6 +245,7 @@ export class Pool {
   onServerReady(server: ServerConn): void {
     const client = server.client as PoolClient | null;
     if (client === null) return;
+    this.countTimes(server);
     const mode = this.mode;
     if (mode === 'session' && !client.closing) return;
     if (!client.atMessageBoundary || client.inExtendedQuery) return;
@@ -253,11 +256,37 @@ export class Pool {
       }
       return;
     }
-    this.stats.xacts++;
     client.server = null;
     server.unlink();
     client.onUnlinked();
     this.giveBack(server, this.cfg.serverResetQueryAlways);
+  }
+
+  /** When the transaction running on a linked server began (xact_time); absent between them. */
+  private readonly xactStart = new WeakMap<ServerConn, number>();
+
+  /**
+   * SHOW STATS query and transaction counts and times (µs) and the duration histograms, at each
+   * ReadyForQuery the client was owed: a query ended, and a transaction too if the server is idle
+   * again. Counted here rather than at unlink so session mode counts its transactions as well.
+   * Only requests made during this link count: a server linked at login just to learn the
+   * parameters answered none.
+   */
+  private countTimes(server: ServerConn): void {
+    if (server.requestTime < server.lastUsed) return;
+    const t = timings(this.dbName);
+    const query = now - server.requestTime;
+    this.stats.queryTime += query * 1000;
+    t.query.observe(query / 1000);
+    const start = this.xactStart.get(server) ?? server.requestTime;
+    if (server.txStatus !== TxStatus.Idle) {
+      this.xactStart.set(server, start);
+      return;
+    }
+    this.xactStart.delete(server);
+    this.stats.xacts++;
+    this.stats.xactTime += (now - start) * 1000;
+    t.xact.observe((now - start) / 1000);
   }
 
   /** A server comes back from a client: reset it if asked, then make it idle (or close it). */
@@ -270,6 +299,8 @@ export class Pool {
     }
     const query = this.cfg.serverResetQuery;
     if (reset && query !== '') {
+      // DISCARD ALL / DEALLOCATE drop the server's prepared statements with everything else.
+      if (/discard|deallocate/i.test(query)) server.prepared.clear();
       server.setState('used');
       server.sendInternal(query, () => this.release(server));
       return;

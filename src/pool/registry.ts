@@ -17,6 +17,10 @@ export class Registry implements PoolHost {
   /** Databases paused by PAUSE (all of them when `pausedAll`). */
   readonly paused = new Set<string>();
   pausedAll = false;
+  /** Databases refused to new clients by the console's DISABLE (until ENABLE). */
+  readonly disabled = new Set<string>();
+  /** The console's SUSPEND: no pool gets a server until RESUME, as while paused. */
+  suspended = false;
   /** SCRAM keys recovered from clients' logins, for pass-through to servers (per user). */
   private readonly scramKeys = new Map<string, ScramKeys>();
   /** Secrets found by auth_query: they also log the user in to PostgreSQL (as PgBouncer). */
@@ -32,6 +36,8 @@ export class Registry implements PoolHost {
   poolFor(dbName: string, user: string, keys: ScramKeys | null): Pool | PoolerError {
     const db = this.databaseDef(dbName);
     if (db === null) return Errors.noSuchDatabase(dbName);
+    // DISABLE db: new clients are refused (clients call this at login).
+    if (this.disabled.has(dbName)) return Errors.databaseDisabled(dbName);
     if (keys !== null) this.scramKeys.set(user, keys);
     const key = db.user !== null ? `${dbName}\0` : `${dbName}\0${user}`;
     let pool = this.pools.get(key);
@@ -119,7 +125,7 @@ export class Registry implements PoolHost {
   }
 
   isPaused(db: string): boolean {
-    return this.pausedAll || this.paused.has(db);
+    return this.pausedAll || this.suspended || this.paused.has(db);
   }
 
   sweep(): void {

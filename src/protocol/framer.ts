@@ -63,6 +63,15 @@ export class Framer {
     this.parts = null;
   }
 
+  /** Where the message in progress began in the chunk being fed; -1 when in an earlier chunk. */
+  msgStart = -1;
+
+  /** A message is half-read and its body is wanted: its bytes must not be forwarded yet. */
+  get pendingWanted(): boolean {
+    if (this.inBody) return this.wanted[this.type] === WANT_BODY;
+    return this.headerHave > 0 && !this.startup && this.wanted[this.header[0]!] === WANT_BODY;
+  }
+
   /** True when no message is half-read: a safe point to hand the connection over. */
   get atBoundary(): boolean {
     return this.headerHave === 0 && !this.inBody;
@@ -76,8 +85,10 @@ export class Framer {
   feed(chunk: Buffer, start: number, sink: FrameSink): number {
     let pos = start;
     const len = chunk.length;
+    if (!this.atBoundary) this.msgStart = -1;
     while (pos < len) {
       if (!this.inBody) {
+        if (this.headerHave === 0) this.msgStart = pos;
         const headerSize = this.startup ? 4 : 5;
         // Fast path: the whole header is in this chunk.
         let msgLen: number;

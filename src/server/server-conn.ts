@@ -16,6 +16,7 @@ import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { connectServerTls, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
+import { Reply, ReplyQueue } from '../client/prepared.js';
 
 /** Each state is a list in the owning pool (SHOW POOLS counts are those lists' sizes). */
 export type ServerState = 'login' | 'idle' | 'active' | 'used' | 'tested' | 'closed';
@@ -78,6 +79,10 @@ export class ServerConn {
   owed = 0;
   /** ReadyForQuery messages of pooler-sent queries still to swallow. */
   internal = 0;
+  /** Pooler-named prepared statements this server holds, least recently used first. */
+  readonly prepared = new Map<string, true>();
+  /** What is owed for each Parse/Close sent while statements are tracked (client/prepared.ts). */
+  readonly replies = new ReplyQueue();
   /** Set when the server must not be reused (RECONNECT, a reload changed its database). */
   closeNeeded = false;
   /** Set when something went wrong mid-protocol: destroy instead of reuse. */
@@ -231,7 +236,7 @@ export class ServerConn {
     const c = this.collector;
     if (c === null) return;
     this.collector = null;
-    this.framer.want(RELAY_TYPES);
+    this.framer.want(RELAY_TYPES, RELAY_HEADERS);
     c.resolve({ rows: c.rows, error: c.error });
   }
 
@@ -269,7 +274,7 @@ export class ServerConn {
       }
       case Backend.ReadyForQuery:
         this.loginDone = true;
-        this.framer.want(RELAY_TYPES);
+        this.framer.want(RELAY_TYPES, RELAY_HEADERS);
         this.log.debug({ pid: this.backendPid, tls: this.tls?.version }, 'new connection to server');
         this.owner.onServerLogin(this, null);
         return false;
@@ -315,6 +320,7 @@ export class ServerConn {
   /** Forward server bytes to the linked client, reading only headers. */
   private relay(chunk: Buffer): void {
     let pos = 0;
+    this.relayChunk = chunk;
     while (pos < chunk.length) {
       this.fwdFrom = pos;
       this.releaseAt = -1;
@@ -340,8 +346,26 @@ export class ServerConn {
     }
   }
 
+  private relayChunk: Buffer | null = null;
+
+  /** Drop one whole reply the client never asked for: send what precedes it, skip it. */
+  private cut(start: number, end: number): void {
+    const client = this.client;
+    if (client !== null && start > this.fwdFrom && !client.writeFromServer(this.relayChunk!.subarray(this.fwdFrom, start))) {
+      this.pauseFor(client.socket);
+    }
+    this.fwdFrom = end;
+  }
+
   private readonly onRelayMessage = (type: number, body: Buffer, end: number): boolean => {
+    if (type === Backend.ParseComplete || type === Backend.CloseComplete) {
+      // Only while statements are tracked: which of these replies the client asked for.
+      const r = this.replies.length > 0 ? this.replies.shift() : undefined;
+      if (r === Reply.SwallowParse || r === Reply.SwallowClose) this.cut(end - 5, end);
+      return true;
+    }
     if (type === Backend.ReadyForQuery) {
+      if (this.replies.peek() === Reply.Sync) this.replies.shift();
       this.txStatus = body[0] ?? TxStatus.Idle;
       if (this.internal > 0) {
         // The end of a pooler-sent query's reply: forward only what follows.
@@ -365,7 +389,8 @@ export class ServerConn {
       if (kv !== null && this.internal === 0) this.client?.onServerParameter(kv[0], kv[1]);
       return true;
     }
-    // ErrorResponse
+    // ErrorResponse: PostgreSQL now skips the rest of the batch, so no reply is owed until Sync.
+    this.replies.dropUntilSync();
     if (this.internal > 0) {
       const f = decodeErrorFields(body);
       this.log.warn({ sqlstate: f.C, reason: f.M }, `pooler query failed: ${f.M ?? ''}`);
@@ -510,3 +535,5 @@ const LOGIN_TYPES = [
   Backend.NegotiateProtocolVersion,
 ];
 const RELAY_TYPES = [Backend.ReadyForQuery, Backend.ParameterStatus, Backend.ErrorResponse];
+/** Header events: the replies to Parse and Close, counted while prepared statements are tracked. */
+const RELAY_HEADERS = [Backend.ParseComplete, Backend.CloseComplete];

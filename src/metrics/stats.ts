@@ -1,0 +1,55 @@
+// Statistics kept as plain numbers outside the pools' own `stats`: duration distributions per
+// database and the reload outcomes. The pool and the app only add to them; SHOW and the
+// Prometheus collector read them when asked. Imports nothing, so any layer may write here.
+
+/** Bucket upper bounds in seconds, 100 µs to 1 min: a pooled query or wait spans that range. */
+export const DURATION_BOUNDS: readonly number[] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60];
+
+/** A histogram as plain numbers: one counter per bound (not cumulative; readers sum), plus the
+ * overflow above the last bound, the sum and the count. */
+export class Buckets {
+  /** counts[i] = observations in (bounds[i-1], bounds[i]]; counts[bounds.length] = above all. */
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+
+  constructor(readonly bounds: readonly number[]) {
+    this.counts = new Array<number>(bounds.length + 1).fill(0);
+  }
+
+  observe(seconds: number): void {
+    let i = 0;
+    while (i < this.bounds.length && seconds > this.bounds[i]!) i++;
+    this.counts[i]!++;
+    this.sum += seconds;
+    this.count++;
+  }
+}
+
+/** The duration distributions of one database (the name clients connect to). */
+export interface DbTimings {
+  /** How long a client waited for a server (cl_waiting → linked). */
+  readonly wait: Buckets;
+  /** From a query sent to the ReadyForQuery that answers it. */
+  readonly query: Buckets;
+  /** From the first query of a transaction to the ReadyForQuery that ends it. */
+  readonly xact: Buckets;
+}
+
+const byDatabase = new Map<string, DbTimings>();
+
+export function timings(db: string): DbTimings {
+  let t = byDatabase.get(db);
+  if (t === undefined) {
+    t = { wait: new Buckets(DURATION_BOUNDS), query: new Buckets(DURATION_BOUNDS), xact: new Buckets(DURATION_BOUNDS) };
+    byDatabase.set(db, t);
+  }
+  return t;
+}
+
+export function allTimings(): ReadonlyMap<string, DbTimings> {
+  return byDatabase;
+}
+
+/** Outcomes of configuration reloads (SIGHUP, RELOAD, SET), since start. */
+export const reloads = { ok: 0, failed: 0 };
