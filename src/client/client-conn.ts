@@ -539,6 +539,10 @@ export class ClientConn implements PoolClient {
       }
     }
     if (this.terminateAt >= 0) this.close('client close request', true);
+    else if (this.answeredLocally) {
+      this.answeredLocally = false;
+      if (server.owed === 0) this.pool?.onServerReady(server);
+    }
   }
 
   private fwdChunk: Buffer | null = null;
@@ -558,10 +562,10 @@ export class ClientConn implements PoolClient {
     const server = this.server!;
     switch (type) {
       case Frontend.Query:
+        if (this.stmts === null || !this.sqlDeallocate(end, server)) this.request(server);
+        return true;
       case Frontend.FunctionCall:
-        server.owed++;
-        server.requestTime = now;
-        if (this.pool !== null) this.pool.stats.queries++;
+        this.request(server);
         return true;
       case Frontend.Sync:
         server.owed++;
@@ -585,6 +589,57 @@ export class ClientConn implements PoolClient {
         return true;
     }
   };
+
+  /** A Query or FunctionCall: the server owes one more ReadyForQuery. */
+  private request(server: ServerConn): void {
+    server.owed++;
+    server.requestTime = now;
+    if (this.pool !== null) this.pool.stats.queries++;
+  }
+
+  /**
+   * SQL `DEALLOCATE name`, `DEALLOCATE ALL` and `DISCARD ALL` act on the client's own statements
+   * (PgBouncer handles only the ALL forms, its #991). A short Query whose text lies in this chunk
+   * is peeked at, without decoding any other query. Returns true when the pooler answered it.
+   */
+  private sqlDeallocate(end: number, server: ServerConn): boolean {
+    const chunk = this.fwdChunk!;
+    const len = chunk.readInt32BE(end - 4) - 4;
+    if (len > 256 || end + len > chunk.length || (chunk[end]! | 0x20) !== 0x64 /* d */) return false;
+    const sql = chunk.toString('utf8', end, end + len - 1).trim().replace(/;\s*$/, '');
+    const m = /^(?:deallocate(?:\s+prepare)?\s+(?:(all)|"([^"]+)"|([a-z_][a-z0-9_$]*))|discard\s+(all))$/i.exec(sql);
+    if (m === null) return false;
+    if (m[1] !== undefined || m[4] !== undefined) {
+      this.stmts!.clear();
+      // The server drops every statement, including those other clients rely on: forget them
+      // all so they are prepared again where needed.
+      server.prepared.clear();
+      return false;
+    }
+    const serverName = this.stmts!.forget(m[2] ?? m[3]!.toLowerCase());
+    if (serverName === null) return false; // PostgreSQL's own "does not exist" error is the answer.
+    const before = end - 5;
+    if (server.prepared.delete(serverName)) {
+      this.cutMessage(before, end + len, queryMessage(`DEALLOCATE "${serverName}"`));
+      return false;
+    }
+    if (server.owed > 0 || this.inExtendedQuery) return false; // Pipelined: let PostgreSQL answer.
+    // The statement was never placed on this server: nothing to drop there, answer it here.
+    this.cutMessage(before, end + len, null);
+    this.socket.write(Buffer.concat([encode.commandComplete('DEALLOCATE'), encode.readyForQuery(server.txStatus)]));
+    this.answeredLocally = true;
+    return true;
+  }
+
+  /** Set when the pooler answered a request itself: the server may be released after forwarding. */
+  private answeredLocally = false;
+
+  /** Replace the bytes [start, end) of the chunk being forwarded by `msg` (or nothing). */
+  private cutMessage(start: number, end: number, msg: Buffer | null): void {
+    if (start > this.segStart) this.pieces.push(this.fwdChunk!.subarray(this.segStart, start));
+    if (msg !== null) this.pieces.push(msg);
+    this.segStart = end;
+  }
 
   /** Replace one whole message by the statement tracker's version, cutting the raw segment. */
   private rewrite(type: number, body: Buffer, end: number, server: ServerConn): void {
@@ -707,6 +762,15 @@ const TRACKED = ['client_encoding', 'DateStyle', 'TimeZone', 'standard_conformin
 const STARTUP_TYPES = [0, Frontend.Password, Frontend.Terminate];
 /** With statement tracking, these bodies are read (names may be rewritten). */
 const STATEMENT_BODIES = [Frontend.Terminate, Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Close];
+
+function queryMessage(sql: string): Buffer {
+  const text = Buffer.from(sql + '\0');
+  const out = Buffer.allocUnsafe(5 + text.length);
+  out[0] = Frontend.Query;
+  out.writeInt32BE(4 + text.length, 1);
+  text.copy(out, 5);
+  return out;
+}
 
 /** Re-frame a message that was held back across chunks and is sent unchanged. */
 function wholeMessage(type: number, body: Buffer): Buffer {

@@ -208,6 +208,17 @@ export class ClientStatements {
     server.replies.push(reply);
   }
 
+  /**
+   * SQL DEALLOCATE of one of the client's statements: forget it and return the server-side name
+   * to deallocate on the linked server (other clients there prepare it again if they need it).
+   */
+  forget(name: string): string | null {
+    const st = this.named.get(name);
+    if (st === undefined) return null;
+    this.named.delete(name);
+    return st.serverName;
+  }
+
   /** DEALLOCATE ALL / DISCARD ALL from the client: forget its statements. */
   clear(): void {
     this.named.clear();
