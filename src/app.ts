@@ -213,7 +213,7 @@ export class App implements ClientHost, AdminHost {
     this.janitor = null;
     for (const c of [...this.clients]) c.fail(Errors.shuttingDown());
     await this.listeners?.close();
-    await this.registry.close();
+    this.registry.close();
     await this.metrics?.close();
     this.exitResolve?.();
   }

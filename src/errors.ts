@@ -32,8 +32,9 @@ export const Errors = {
   queryWaitTimeout: () => fatal(SqlState.TooManyConnections, 'query_wait_timeout'),
   clientIdleTimeout: () => fatal(SqlState.IdleSessionTimeout, 'client_idle_timeout'),
   idleTransactionTimeout: () => fatal(SqlState.IdleInTransactionTimeout, 'idle transaction timeout'),
+  // 08P01 as PgBouncer: clients (PostgREST) match on it.
   statementModeTransaction: () =>
-    fatal(SqlState.FeatureNotSupported, 'transaction blocks not allowed in statement pooling mode'),
+    fatal(SqlState.ProtocolViolation, 'transaction blocks not allowed in statement pooling mode'),
   serverConnFailed: (why: string) => fatal(SqlState.ConnectionFailure, why),
   serverClosed: (why: string) => fatal(SqlState.ConnectionFailure, `server conn crashed? ${why}`),
   shuttingDown: () => fatal(SqlState.AdminShutdown, 'pooler is shutting down'),

@@ -400,6 +400,9 @@ export class Pool {
 
   /** On borrow: too old, marked, or idle long enough to need server_check_query? */
   private validate(server: ServerConn): Promise<boolean> {
+    // A failed login must reach onAcquired, which reports it and destroys the connection; refused
+    // here, generic-pool would call create() again at once, in a loop.
+    if (server.loginError !== null) return Promise.resolve(true);
     if (!server.usable || now - server.connectTime >= this.serverLifetime * 1000) {
       if (server.state !== 'closed') server.close(server.closeNeeded ? 'close_needed' : 'server lifetime over');
       return Promise.resolve(false);
@@ -464,9 +467,9 @@ export class Pool {
     }
   }
 
-  async close(): Promise<void> {
+  close(): void {
     this.closed = true;
     this.closeServers('pool closed', true);
-    await this.servers.close();
+    this.servers.close();
   }
 }

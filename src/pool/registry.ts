@@ -147,7 +147,7 @@ export class Registry implements PoolHost {
     for (const p of this.pools.values()) p.pump();
   }
 
-  async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.close()));
+  close(): void {
+    for (const p of this.pools.values()) p.close();
   }
 }

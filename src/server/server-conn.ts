@@ -14,7 +14,7 @@ import { Backend, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { connectServerTls, type TlsContexts, type TlsInfo } from '../net/tls.js';
-import type { Config } from '../config/types.js';
+import type { Config, PoolMode } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
 import { Reply, ReplyQueue } from '../client/prepared.js';
 
@@ -25,6 +25,7 @@ export type ServerState = 'login' | 'idle' | 'active' | 'used' | 'tested' | 'clo
  * imports point down the layers). */
 export interface ServerOwner {
   readonly cfg: Config;
+  readonly mode: PoolMode;
   readonly tls: TlsContexts;
   onServerState(server: ServerConn, from: ServerState, to: ServerState): void;
   onServerLogin(server: ServerConn, error: LoginError | null): void;
@@ -97,6 +98,8 @@ export class ServerConn {
   private readonly framer: Framer;
   private auth: ServerAuth;
   private loginDone = false;
+  /** Why the login failed, for the pool to report (see server-pool.ts). */
+  loginError: LoginError | null = null;
   private internalDone: (() => void) | null = null;
   /** Where forwarding resumes in the chunk being scanned (after swallowed replies). */
   private fwdFrom = 0;
@@ -302,7 +305,8 @@ export class ServerConn {
     this.log.warn({ reason: message }, `server login failed: ${message}`);
     this.socket.destroy();
     this.state = 'closed';
-    this.owner.onServerLogin(this, { message, sqlstate });
+    this.loginError = { message, sqlstate };
+    this.owner.onServerLogin(this, this.loginError);
   }
 
   private storeParameter(body: Buffer): [string, string] | null {
@@ -379,7 +383,10 @@ export class ServerConn {
       }
       if (this.owed > 0) this.owed--;
       if (this.owed === 0) {
-        this.releaseAt = end;
+        // Statement mode refuses a transaction: the client must not see this ReadyForQuery, or
+        // its driver takes the statement as done (PgBouncer stops before it too).
+        const refused = this.txStatus !== TxStatus.Idle && this.owner.mode === 'statement';
+        this.releaseAt = refused ? end - 6 : end;
         return false;
       }
       return true;

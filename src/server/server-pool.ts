@@ -65,9 +65,11 @@ export class ServerPool {
     return this.gp.size;
   }
 
-  /** Stop lending and close every idle server; borrowed ones are destroyed as they come back. */
-  async close(): Promise<void> {
-    await this.gp.drain();
-    await this.gp.clear();
+  /**
+   * Stop lending. The pool has already closed every server it holds; the library's own cleanup
+   * is not waited for, so an acquire still pending cannot hold a shutdown up.
+   */
+  close(): void {
+    void this.gp.drain().then(() => this.gp.clear());
   }
 }

@@ -1,0 +1,739 @@
+// Client and server authentication through the real pooler, against a real PostgreSQL, judged by
+// PgBouncer's documented rules: auth_type trust, plain, md5 and scram-sha-256 against an auth_file
+// holding plaintext, md5 and SCRAM secrets; an unknown user is indistinguishable from a wrong
+// password; md5 with a SCRAM secret means SCRAM; towards PostgreSQL the password comes from
+// [databases], from the auth_file (plain or md5) or from the client's own SCRAM keys; auth_user
+// with auth_query; and the login-phase protocol rules (client_login_timeout, protocol
+// negotiation, bad lengths) seen from a raw socket.
+//
+// The md5 and SCRAM secrets are computed here from the passwords with node:crypto, independently
+// of src/, so the pooler's hashing is checked against the definitions, not against itself.
+
+import assert from 'node:assert/strict';
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { after, afterEach, before, describe, it } from 'node:test';
+import pg from 'pg';
+import postgres from 'postgres';
+import { cstr, int32, msg, startupPacket, V3 } from '../support/bytes.js';
+import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
+import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { psql } from '../support/run-cmd.js';
+
+const CONNECT_TIMEOUT_MS = 10_000;
+const QUERY_TIMEOUT_MS = 10_000;
+
+// ------------------------------------------------------------------------------------------------
+// Secrets, computed from their definitions
+
+/** PostgreSQL's md5 secret: "md5" + md5(password || user). */
+function md5Secret(user: string, password: string): string {
+  return 'md5' + createHash('md5').update(password + user).digest('hex');
+}
+
+function hmac(key: Buffer, data: string | Buffer): Buffer {
+  return createHmac('sha256', key).update(data).digest();
+}
+
+/** RFC 5803 / PostgreSQL: SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey> (ASCII passwords
+ * need no SASLprep). */
+function scramSecret(password: string, salt: Buffer = randomBytes(16), iterations = 4096): string {
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  const clientKey = hmac(salted, 'Client Key');
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = hmac(salted, 'Server Key');
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+// ------------------------------------------------------------------------------------------------
+// A raw protocol client: hand-built bytes out, backend messages in
+
+interface BackendMessage {
+  type: string;
+  body: Buffer;
+}
+
+class RawConn {
+  private buf = Buffer.alloc(0);
+  private wake: (() => void) | null = null;
+  closed = false;
+  readonly closedAt: Promise<number>;
+
+  private constructor(readonly sock: net.Socket) {
+    sock.on('data', (b: Buffer) => {
+      this.buf = Buffer.concat([this.buf, b]);
+      this.wake?.();
+    });
+    sock.on('error', () => undefined);
+    this.closedAt = new Promise((resolve) =>
+      sock.once('close', () => {
+        this.closed = true;
+        this.wake?.();
+        resolve(Date.now());
+      }),
+    );
+  }
+
+  static connect(port: number, host = '127.0.0.1'): Promise<RawConn> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new Error('raw connect timed out'));
+      }, CONNECT_TIMEOUT_MS);
+      sock.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        resolve(new RawConn(sock));
+      });
+    });
+  }
+
+  send(b: Buffer): void {
+    this.sock.write(b);
+  }
+
+  /** The next backend message, or null when the connection closed first. */
+  async next(timeoutMs = 5_000): Promise<BackendMessage | null> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.buf.length >= 5) {
+        const len = this.buf.readInt32BE(1);
+        if (this.buf.length >= 1 + len) {
+          const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
+          this.buf = this.buf.subarray(1 + len);
+          return m;
+        }
+      }
+      if (this.closed) return null;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no complete backend message within ${timeoutMs} ms (have ${this.buf.length} bytes)`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+  }
+
+  /** Read messages until one of `type` (returned) — all of them are collected in `seen`. */
+  async until(type: string, seen: BackendMessage[] = [], timeoutMs = 5_000): Promise<BackendMessage> {
+    for (;;) {
+      const m = await this.next(timeoutMs);
+      if (m === null) throw new Error(`connection closed before '${type}'; saw ${seen.map((s) => s.type).join('')}`);
+      seen.push(m);
+      if (m.type === 'E' && type !== 'E') throw new Error(`ErrorResponse before '${type}': ${JSON.stringify(errorFields(m.body))}`);
+      if (m.type === type) return m;
+    }
+  }
+
+  /** Resolves true if the peer closed within `ms`. */
+  async closesWithin(ms: number): Promise<boolean> {
+    let t: NodeJS.Timeout | undefined;
+    const r = await Promise.race([this.closedAt.then(() => true), new Promise<boolean>((res) => { t = setTimeout(() => res(false), ms); })]);
+    clearTimeout(t);
+    return r;
+  }
+
+  destroy(): void {
+    this.sock.destroy();
+  }
+}
+
+function errorFields(body: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  let pos = 0;
+  while (pos < body.length && body[pos] !== 0) {
+    const code = String.fromCharCode(body[pos]!);
+    const end = body.indexOf(0, pos + 1);
+    out[code] = body.toString('utf8', pos + 1, end);
+    pos = end + 1;
+  }
+  return out;
+}
+
+/** SCRAM-SHA-256 client side by hand (RFC 5802), over a RawConn that got AuthenticationSASL. */
+async function rawScram(raw: RawConn, password: string): Promise<{ serverFirst: string; result: BackendMessage | null }> {
+  const nonce = randomBytes(18).toString('base64');
+  const clientFirstBare = `n=,r=${nonce}`;
+  const clientFirst = Buffer.from(`n,,${clientFirstBare}`);
+  raw.send(msg('p', cstr('SCRAM-SHA-256'), int32(clientFirst.length), clientFirst));
+  const cont = await raw.next();
+  assert.ok(cont !== null && cont.type === 'R', `expected AuthenticationSASLContinue, got ${cont?.type}`);
+  assert.equal(cont.body.readInt32BE(0), 11, 'AuthenticationSASLContinue');
+  const serverFirst = cont.body.toString('utf8', 4);
+  const attrs = new Map(serverFirst.split(',').map((kv) => [kv[0], kv.slice(2)] as const));
+  const salt = Buffer.from(attrs.get('s') ?? '', 'base64');
+  const iterations = Number(attrs.get('i'));
+  const serverNonce = attrs.get('r') ?? '';
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  const clientKey = hmac(salted, 'Client Key');
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const finalWithoutProof = `c=biws,r=${serverNonce}`;
+  const authMessage = `${clientFirstBare},${serverFirst},${finalWithoutProof}`;
+  const signature = hmac(storedKey, authMessage);
+  const proof = Buffer.from(clientKey.map((b, i) => b ^ signature[i]!));
+  raw.send(msg('p', `${finalWithoutProof},p=${proof.toString('base64')}`));
+  return { serverFirst, result: await raw.next() };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Drivers
+
+interface PgError extends Error {
+  code?: string;
+  severity?: string;
+}
+
+async function queryOnce<R extends pg.QueryResultRow>(config: pg.ClientConfig, sql: string): Promise<R[]> {
+  const client = new pg.Client({ connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS, ...config });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return (await client.query<R>(sql)).rows;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** The FATAL a wrong password (or an unknown user) must get: PostgreSQL's exact words and code. */
+function passwordFailed(user: string) {
+  return (e: PgError): boolean => {
+    assert.equal(e.code, '28P01', `SQLSTATE of: ${e.message}`);
+    assert.equal(e.severity, 'FATAL');
+    assert.equal(e.message, `password authentication failed for user "${user}"`);
+    return true;
+  };
+}
+
+/** Track failures; dump the PostgreSQL log and every pooler's output once at the end if any. */
+function dumpLogsOnFailure(cluster: () => Cluster | undefined, poolers: () => Pooler[]): void {
+  let failed = false;
+  afterEach((t) => {
+    if ('passed' in t && !t.passed) failed = true;
+  });
+  after(async () => {
+    if (!failed) return;
+    for (const p of poolers()) console.error(`--- pooler ${p.port} (${p.iniPath}) ---\n${p.logs().join('\n')}`);
+    const c = cluster();
+    if (c !== undefined) console.error(`--- ${c.logFile} ---\n${(await c.readLog()).split('\n').slice(-200).join('\n')}`);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+
+describe('authentication', () => {
+  let cluster: Cluster | undefined;
+  const poolers: Pooler[] = [];
+  const c = (): Cluster => {
+    assert.ok(cluster, 'cluster did not start');
+    return cluster;
+  };
+  /** The SCRAM secret PostgreSQL stored for scramuser (for pass-through). */
+  let scramuserRolpassword = '';
+
+  const dbs = (extra: Record<string, string> = {}): Record<string, string> => ({
+    p0: `host=127.0.0.1 port=${c().port} dbname=p0`,
+    p1: `host=127.0.0.1 port=${c().port} dbname=p1`,
+    ...extra,
+  });
+
+  async function pooler(ini: IniSections, userlist?: Record<string, string>): Promise<Pooler> {
+    const p = await startPooler(ini, userlist === undefined ? {} : { userlist });
+    poolers.push(p);
+    return p;
+  }
+
+  before(async () => {
+    cluster = await startCluster({ name: 'auth' });
+    const r = await cluster.query<{ p: string }>('SELECT rolpassword AS p FROM pg_authid WHERE rolname = $1', 'p0', [USERS.scram.name]);
+    scramuserRolpassword = r.rows[0]?.p ?? '';
+    assert.match(scramuserRolpassword, /^SCRAM-SHA-256\$/);
+    // A schema that would answer auth_query with attacker-chosen passwords if a client's
+    // search_path could reach the query (it must not: the default query says pg_catalog).
+    await cluster.query(`CREATE SCHEMA evil;
+      CREATE VIEW evil.pg_authid AS
+        SELECT 'ghost'::name AS rolname, 'ghostpass'::text AS rolpassword, NULL::timestamptz AS rolvaliduntil, true AS rolcanlogin
+        UNION ALL
+        SELECT '${USERS.md5.name}'::name, 'evilpass', NULL, true;
+      GRANT USAGE ON SCHEMA evil TO PUBLIC; GRANT SELECT ON evil.pg_authid TO PUBLIC`);
+    // A role PostgreSQL trusts over TCP, whose pooler secret is a SCRAM verifier made here.
+    await cluster.query('CREATE ROLE scramlocal LOGIN');
+  });
+  dumpLogsOnFailure(() => cluster, () => poolers);
+  after(async () => {
+    await Promise.all(poolers.map((p) => p.stop()));
+    await cluster?.destroy();
+  });
+
+  describe('auth_type = trust with an auth_file', () => {
+    let p: Pooler | undefined;
+    const port = () => {
+      assert.ok(p, 'pooler did not start');
+      return p.port;
+    };
+    before(async () => {
+      p = await pooler(
+        {
+          pgbouncer: { auth_type: 'trust', pool_mode: 'session', client_login_timeout: '1', max_packet_size: '65536' },
+          databases: dbs(),
+        },
+        { [USERS.trust.name]: '', [USERS.md5.name]: USERS.md5.password },
+      );
+    });
+
+    it('lets a listed user in without a password', async () => {
+      const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: USERS.trust.name, database: 'p0' }, 'SELECT current_user AS u');
+      assert.deepEqual(rows, [{ u: USERS.trust.name }]);
+    });
+
+    it('logs in to PostgreSQL with the plaintext auth_file password when the server asks (md5)', async () => {
+      // The client gives no password (trust); md5user's server login needs the file's one.
+      const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: USERS.md5.name, database: 'p0' }, 'SELECT current_user AS u');
+      assert.deepEqual(rows, [{ u: USERS.md5.name }]);
+    });
+
+    it('refuses a user that is not in the auth_file', async () => {
+      // PgBouncer: '"trust" authentication failed' for a user it does not know.
+      await assert.rejects(
+        queryOnce({ host: '127.0.0.1', port: port(), user: USERS.scram.name, database: 'p0' }, 'SELECT 1'),
+        (e: PgError) => {
+          assert.equal(e.severity, 'FATAL', e.message);
+          return true;
+        },
+      );
+      const r = await psql(`postgresql://nobody@127.0.0.1:${port()}/p0`, 'SELECT 1');
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /FATAL/);
+    });
+
+    describe('login-phase protocol (raw socket)', () => {
+      it('closes a client that connects and sends nothing within client_login_timeout + 1 s', async () => {
+        const t0 = Date.now();
+        const silent = await RawConn.connect(port());
+        // Half a startup packet: a length promising more than ever comes.
+        const half = await RawConn.connect(port());
+        half.send(startupPacket({ user: USERS.trust.name, database: 'p0' }).subarray(0, 10));
+        try {
+          const [a, b] = await Promise.all([silent.closesWithin(2_000 + 500), half.closesWithin(2_000 + 500)]);
+          assert.ok(a, 'silent client still open after client_login_timeout (1 s) + 1 s');
+          assert.ok(b, 'half-startup client still open after client_login_timeout (1 s) + 1 s');
+          const took = Math.max(await silent.closedAt, await half.closedAt) - t0;
+          assert.ok(took <= 2_000 + 300, `closed after ${took} ms`);
+          // Not closed at once either: the timeout, not some parse error, closed them.
+          assert.ok(took >= 900, `closed after only ${took} ms`);
+        } finally {
+          silent.destroy();
+          half.destroy();
+        }
+      });
+
+      it('answers a protocol 3.2 startup with NegotiateProtocolVersion and goes on with 3.0', async () => {
+        const raw = await RawConn.connect(port());
+        try {
+          raw.send(startupPacket({ user: USERS.trust.name, database: 'p0' }, V3 + 2));
+          const first = await raw.next();
+          assert.equal(first?.type, 'v', 'NegotiateProtocolVersion first');
+          assert.equal(first.body.readInt32BE(0), 0, 'newest minor version supported: 3.0');
+          assert.equal(first.body.readInt32BE(4), 0, 'no unrecognised options');
+          await raw.until('Z');
+          // Still speaking 3.0: a simple query works.
+          raw.send(msg('Q', cstr('SELECT 42')));
+          const seen: BackendMessage[] = [];
+          await raw.until('Z', seen);
+          const row = seen.find((m) => m.type === 'D');
+          assert.ok(row, `a DataRow, saw ${seen.map((m) => m.type).join('')}`);
+          assert.equal(row.body.toString('utf8', 6), '42');
+        } finally {
+          raw.destroy();
+        }
+      });
+
+      it('lists a _pq_ startup option it does not know in NegotiateProtocolVersion', async () => {
+        const raw = await RawConn.connect(port());
+        try {
+          raw.send(startupPacket({ user: USERS.trust.name, database: 'p0', '_pq_.foo': 'bar' }));
+          const first = await raw.next();
+          assert.equal(first?.type, 'v');
+          assert.equal(first.body.readInt32BE(0), 0);
+          assert.equal(first.body.readInt32BE(4), 1);
+          assert.equal(first.body.toString('utf8', 8, first.body.length - 1), '_pq_.foo');
+          await raw.until('Z');
+          raw.send(msg('Q', cstr('SELECT 1')));
+          await raw.until('Z');
+        } finally {
+          raw.destroy();
+        }
+      });
+
+      it('refuses a protocol 2 startup with an ErrorResponse', async () => {
+        const raw = await RawConn.connect(port());
+        try {
+          raw.send(startupPacket({ user: USERS.trust.name, database: 'p0' }, 2 * 65536));
+          const m = await raw.next();
+          assert.equal(m?.type, 'E');
+          const f = errorFields(m.body);
+          assert.equal(f.S, 'FATAL');
+          assert.match(f.M ?? '', /unsupported frontend protocol 2\.0/);
+          assert.ok(await raw.closesWithin(2_000), 'closed after the error');
+        } finally {
+          raw.destroy();
+        }
+      });
+
+      for (const [name, packet] of [
+        ['3', int32(3)],
+        ['-1', int32(-1)],
+        ['70000 (over the limit)', Buffer.concat([int32(70_000), int32(V3)])],
+      ] as const) {
+        it(`answers a startup packet length of ${name} with ErrorResponse 08P01 and closes`, async () => {
+          const raw = await RawConn.connect(port());
+          try {
+            raw.send(packet);
+            const m = await raw.next();
+            assert.equal(m?.type, 'E');
+            assert.equal(errorFields(m.body).C, '08P01');
+            assert.ok(await raw.closesWithin(2_000), 'closed after the error');
+          } finally {
+            raw.destroy();
+          }
+        });
+      }
+
+      it('answers a message over max_packet_size after login with ErrorResponse 08P01 and closes', async () => {
+        const raw = await RawConn.connect(port());
+        try {
+          raw.send(startupPacket({ user: USERS.trust.name, database: 'p0' }));
+          await raw.until('Z');
+          // A Query header announcing 100 000 bytes; max_packet_size is 65536.
+          raw.send(Buffer.concat([Buffer.from('Q'), int32(100_000)]));
+          const seen: BackendMessage[] = [];
+          let m: BackendMessage | null;
+          while ((m = await raw.next()) !== null && m.type !== 'E') seen.push(m);
+          assert.equal(m?.type, 'E', `an ErrorResponse, saw ${seen.map((s) => s.type).join('')}`);
+          assert.equal(errorFields(m.body).C, '08P01');
+          assert.ok(await raw.closesWithin(2_000), 'closed after the error');
+        } finally {
+          raw.destroy();
+        }
+      });
+    });
+  });
+
+  describe('auth_type = plain with plaintext secrets', () => {
+    let p: Pooler | undefined;
+    const port = () => {
+      assert.ok(p, 'pooler did not start');
+      return p.port;
+    };
+    before(async () => {
+      p = await pooler(
+        { pgbouncer: { auth_type: 'plain', pool_mode: 'session' }, databases: dbs() },
+        { [USERS.md5.name]: USERS.md5.password, [USERS.scram.name]: USERS.scram.password },
+      );
+    });
+
+    it('accepts the right password, and logs in to PostgreSQL with the file password (md5 and SCRAM servers)', async () => {
+      for (const u of [USERS.md5, USERS.scram]) {
+        const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: u.name, password: u.password, database: 'p0' }, 'SELECT current_user AS u');
+        assert.deepEqual(rows, [{ u: u.name }]);
+      }
+    });
+
+    it('refuses a wrong password and an unknown user with the same 28P01', async () => {
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: USERS.md5.name, password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed(USERS.md5.name));
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: 'ghost', password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed('ghost'));
+    });
+
+    it('works with psql', async () => {
+      const ok = await psql(`postgresql://${USERS.scram.name}@127.0.0.1:${port()}/p1`, 'SELECT current_user', { env: { PGPASSWORD: USERS.scram.password } });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout.trim(), USERS.scram.name);
+      const bad = await psql(`postgresql://${USERS.scram.name}@127.0.0.1:${port()}/p1`, 'SELECT 1', { env: { PGPASSWORD: 'wrong' } });
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, new RegExp(`FATAL: +password authentication failed for user "${USERS.scram.name}"`));
+    });
+  });
+
+  describe('auth_type = md5', () => {
+    let p: Pooler | undefined;
+    const port = () => {
+      assert.ok(p, 'pooler did not start');
+      return p.port;
+    };
+    before(async () => {
+      p = await pooler(
+        {
+          pgbouncer: { auth_type: 'md5', pool_mode: 'session' },
+          databases: dbs({
+            // Forced server users with the password in [databases] (md5 and SCRAM on the server).
+            fwd_md5: `host=127.0.0.1 port=${c().port} dbname=p0 user=${USERS.md5.name} password=${USERS.md5.password}`,
+            fwd_scram: `host=127.0.0.1 port=${c().port} dbname=p1 user=${USERS.scram.name} password=${USERS.scram.password}`,
+          }),
+        },
+        {
+          // md5 hash: md5 towards the client and towards PostgreSQL.
+          [USERS.md5.name]: md5Secret(USERS.md5.name, USERS.md5.password),
+          // PostgreSQL's own verifier: SCRAM towards the client, pass-through towards PostgreSQL.
+          [USERS.scram.name]: scramuserRolpassword,
+          // A plaintext secret serves md5 too.
+          [USERS.trust.name]: 'plainpass',
+          // A SCRAM secret made here, for a user PostgreSQL trusts.
+          scramlocal: scramSecret('localpass'),
+        },
+      );
+    });
+
+    it('accepts the right password for an md5 secret, with pg and psql', async () => {
+      const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: USERS.md5.name, password: USERS.md5.password, database: 'p0' }, 'SELECT current_user AS u');
+      assert.deepEqual(rows, [{ u: USERS.md5.name }]);
+      const r = await psql(`postgresql://${USERS.md5.name}@127.0.0.1:${port()}/p1`, 'SELECT current_user', { env: { PGPASSWORD: USERS.md5.password } });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.trim(), USERS.md5.name);
+    });
+
+    it('accepts the right password for a plaintext secret', async () => {
+      const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: USERS.trust.name, password: 'plainpass', database: 'p0' }, 'SELECT current_user AS u');
+      assert.deepEqual(rows, [{ u: USERS.trust.name }]);
+    });
+
+    it('refuses a wrong password with FATAL 28P01, with pg and psql', async () => {
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: USERS.md5.name, password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed(USERS.md5.name));
+      const r = await psql(`postgresql://${USERS.md5.name}@127.0.0.1:${port()}/p0`, 'SELECT 1', { env: { PGPASSWORD: 'wrong' } });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, new RegExp(`FATAL: +password authentication failed for user "${USERS.md5.name}"`));
+    });
+
+    it('refuses an unknown user exactly as a wrong password, after the same md5 exchange', async () => {
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: 'ghost', password: 'whatever', database: 'p0' }, 'SELECT 1'), passwordFailed('ghost'));
+      // The md5 challenge is sent before any verdict: asking reveals nothing.
+      const raw = await RawConn.connect(port());
+      try {
+        raw.send(startupPacket({ user: 'ghost', database: 'p0' }));
+        const m = await raw.next();
+        assert.equal(m?.type, 'R');
+        assert.equal(m.body.readInt32BE(0), 5, 'AuthenticationMD5Password');
+      } finally {
+        raw.destroy();
+      }
+      const r = await psql(`postgresql://ghost@127.0.0.1:${port()}/p0`, 'SELECT 1', { env: { PGPASSWORD: 'whatever' } });
+      assert.match(r.stderr, /FATAL: +password authentication failed for user "ghost"/);
+    });
+
+    it('authenticates a user with a SCRAM secret by SCRAM (PgBouncer rule for md5)', async () => {
+      const raw = await RawConn.connect(port());
+      try {
+        raw.send(startupPacket({ user: 'scramlocal', database: 'p0' }));
+        const m = await raw.next();
+        assert.equal(m?.type, 'R');
+        assert.equal(m.body.readInt32BE(0), 10, 'AuthenticationSASL, not MD5Password');
+        assert.match(m.body.toString('utf8', 4), /SCRAM-SHA-256/);
+      } finally {
+        raw.destroy();
+      }
+      const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: 'scramlocal', password: 'localpass', database: 'p0' }, 'SELECT current_user AS u');
+      assert.deepEqual(rows, [{ u: 'scramlocal' }]);
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: 'scramlocal', password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed('scramlocal'));
+    });
+
+    it('logs in to PostgreSQL with the password from [databases] (forced md5 and SCRAM users)', async () => {
+      const client = { host: '127.0.0.1', port: port(), user: USERS.md5.name, password: USERS.md5.password };
+      assert.deepEqual(await queryOnce({ ...client, database: 'fwd_md5' }, 'SELECT current_user AS u, current_database() AS d'), [{ u: USERS.md5.name, d: 'p0' }]);
+      assert.deepEqual(await queryOnce({ ...client, database: 'fwd_scram' }, 'SELECT current_user AS u, current_database() AS d'), [{ u: USERS.scram.name, d: 'p1' }]);
+    });
+
+    it('logs in to PostgreSQL by md5 with the md5 hash from the auth_file', async () => {
+      // No password in [databases]: the server's md5 challenge is answered from the stored hash.
+      // Its earlier server connections are ended first, so this one is a fresh login.
+      const old = await c().backendPids({ user: USERS.md5.name });
+      await c().terminateBackends({ user: USERS.md5.name });
+      const rows = await queryOnce<{ u: string; pid: number }>(
+        { host: '127.0.0.1', port: port(), user: USERS.md5.name, password: USERS.md5.password, database: 'p1' },
+        'SELECT current_user AS u, pg_backend_pid() AS pid',
+      );
+      assert.equal(rows[0]?.u, USERS.md5.name);
+      assert.ok(!old.includes(rows[0].pid), 'a new server login');
+    });
+
+    it('passes SCRAM through: a client SCRAM login with the rolpassword verifier logs in to PostgreSQL', async () => {
+      // The pooler knows no password for scramuser, only the verifier; the server's SCRAM
+      // challenge can only be answered with the keys recovered from the client's proof.
+      const rows = await queryOnce<{ u: string }>(
+        { host: '127.0.0.1', port: port(), user: USERS.scram.name, password: USERS.scram.password, database: 'p0' },
+        'SELECT current_user AS u',
+      );
+      assert.deepEqual(rows, [{ u: USERS.scram.name }]);
+      await assert.rejects(
+        queryOnce({ host: '127.0.0.1', port: port(), user: USERS.scram.name, password: 'wrong', database: 'p0' }, 'SELECT 1'),
+        passwordFailed(USERS.scram.name),
+      );
+    });
+  });
+
+  describe('auth_type = scram-sha-256', () => {
+    let p: Pooler | undefined;
+    const port = () => {
+      assert.ok(p, 'pooler did not start');
+      return p.port;
+    };
+    before(async () => {
+      p = await pooler(
+        { pgbouncer: { auth_type: 'scram-sha-256', pool_mode: 'session' }, databases: dbs() },
+        {
+          // Plaintext: SCRAM towards the client, and the password towards PostgreSQL's md5.
+          [USERS.md5.name]: USERS.md5.password,
+          [USERS.scram.name]: scramuserRolpassword,
+          // An md5 hash cannot serve SCRAM (as in PostgreSQL).
+          [USERS.trust.name]: md5Secret(USERS.trust.name, 'trustpass'),
+        },
+      );
+    });
+
+    it('accepts the right password, with pg and psql', async () => {
+      for (const u of [USERS.md5, USERS.scram]) {
+        const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: u.name, password: u.password, database: 'p0' }, 'SELECT current_user AS u');
+        assert.deepEqual(rows, [{ u: u.name }]);
+      }
+      const r = await psql(`postgresql://${USERS.scram.name}@127.0.0.1:${port()}/p1`, 'SELECT current_user', { env: { PGPASSWORD: USERS.scram.password } });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.trim(), USERS.scram.name);
+    });
+
+    it('refuses a wrong password and an unknown user with the same FATAL 28P01', async () => {
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: USERS.scram.name, password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed(USERS.scram.name));
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: 'ghost', password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed('ghost'));
+      const r = await psql(`postgresql://ghost@127.0.0.1:${port()}/p0`, 'SELECT 1', { env: { PGPASSWORD: 'wrong' } });
+      assert.match(r.stderr, /FATAL: +password authentication failed for user "ghost"/);
+    });
+
+    it('refuses a user whose secret is an md5 hash', async () => {
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: USERS.trust.name, password: 'trustpass', database: 'p0' }, 'SELECT 1'), passwordFailed(USERS.trust.name));
+    });
+
+    it('runs the whole SCRAM exchange for an unknown user, with a stable salt, before refusing', async () => {
+      const attempt = async (user: string, password: string) => {
+        const raw = await RawConn.connect(port());
+        try {
+          raw.send(startupPacket({ user, database: 'p0' }));
+          const sasl = await raw.next();
+          assert.equal(sasl?.type, 'R');
+          assert.equal(sasl.body.readInt32BE(0), 10, 'AuthenticationSASL');
+          return await rawScram(raw, password);
+        } finally {
+          raw.destroy();
+        }
+      };
+      const known = await attempt(USERS.scram.name, 'wrong');
+      const ghost1 = await attempt('ghost', 'wrong');
+      const ghost2 = await attempt('ghost', 'wrong');
+      for (const r of [known, ghost1, ghost2]) {
+        assert.match(r.serverFirst, /^r=[^,]+,s=[A-Za-z0-9+/=]+,i=\d+$/);
+        assert.equal(r.result?.type, 'E');
+        assert.equal(errorFields(r.result.body).C, '28P01');
+      }
+      const saltOf = (s: string) => /,s=([^,]+),/.exec(s)?.[1];
+      assert.equal(saltOf(ghost1.serverFirst), saltOf(ghost2.serverFirst), 'the fake salt must not change between probes');
+      // The right password by hand, to prove the raw client itself is correct.
+      const good = await attempt(USERS.scram.name, USERS.scram.password);
+      assert.equal(good.result?.type, 'R');
+      assert.equal(good.result.body.readInt32BE(0), 12, 'AuthenticationSASLFinal');
+    });
+  });
+
+  it('does not retry a failed server login before server_login_retry', async () => {
+    // Forced user scramuser with no password anywhere: PostgreSQL's SCRAM challenge cannot be
+    // answered. PgBouncer then waits server_login_retry (15 s by default) before trying again,
+    // rather than hammering the server.
+    const p = await startPooler(
+      {
+        pgbouncer: { auth_type: 'trust', pool_mode: 'session' },
+        databases: { nopass: `host=127.0.0.1 port=${c().port} dbname=p0 user=${USERS.scram.name}` },
+      },
+      { userlist: { [USERS.trust.name]: '' } },
+    );
+    try {
+      const failures = () => p.logs().filter((l) => l.includes('server login failed')).length;
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: p.port, user: USERS.trust.name, database: 'nopass' }, 'SELECT 1'), (e: PgError) => {
+        assert.equal(e.severity, 'FATAL', e.message);
+        return true;
+      });
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.ok(failures() <= 1, `${failures()} server logins were tried (and failed) within 1.5 s; server_login_retry is 15 s`);
+    } finally {
+      // Bounded: shutting down while logins fail is cli.test.ts's business.
+      await p.stop('SIGTERM', 3_000);
+    }
+  });
+
+  describe('auth_user and auth_query', () => {
+    let p: Pooler | undefined;
+    const port = () => {
+      assert.ok(p, 'pooler did not start');
+      return p.port;
+    };
+    before(async () => {
+      p = await pooler(
+        {
+          pgbouncer: {
+            auth_type: 'md5',
+            pool_mode: 'session',
+            auth_user: 'postgres',
+            // A client's search_path must get past the startup check to try to steer the query.
+            ignore_startup_parameters: 'search_path',
+          },
+          databases: dbs(),
+        },
+        // Only the auth user; PostgreSQL trusts postgres over TCP here.
+        { postgres: '' },
+      );
+    });
+
+    it('looks up a user missing from the auth_file with auth_query and lets it in with its password', async () => {
+      // md5user's rolpassword is an md5 hash: md5 towards the client and towards PostgreSQL.
+      const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: USERS.md5.name, password: USERS.md5.password, database: 'p0' }, 'SELECT current_user AS u');
+      assert.deepEqual(rows, [{ u: USERS.md5.name }]);
+      await assert.rejects(
+        queryOnce({ host: '127.0.0.1', port: port(), user: USERS.md5.name, password: 'wrong', database: 'p0' }, 'SELECT 1'),
+        passwordFailed(USERS.md5.name),
+      );
+    });
+
+    it('looks up a SCRAM user with auth_query and passes its SCRAM keys through to PostgreSQL', async () => {
+      const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: USERS.scram.name, password: USERS.scram.password, database: 'p1' }, 'SELECT current_user AS u');
+      assert.deepEqual(rows, [{ u: USERS.scram.name }]);
+    });
+
+    it('does not let a client search_path steer auth_query', async () => {
+      const viaPostgresJs = async (user: string, password: string) => {
+        const sql = postgres({
+          host: '127.0.0.1', port: port(), user, password, database: 'p0',
+          prepare: false, max: 1, connect_timeout: 10, idle_timeout: 1,
+          connection: { search_path: 'evil, pg_catalog' },
+          onnotice: () => undefined,
+        });
+        try {
+          const [row] = await sql<{ u: string }[]>`SELECT current_user AS u`;
+          return row?.u;
+        } finally {
+          await sql.end({ timeout: 2 });
+        }
+      };
+      // evil.pg_authid would say 'ghost' exists with ghostpass and md5user's password is evilpass.
+      await assert.rejects(viaPostgresJs('ghost', 'ghostpass'), (e: PgError) => {
+        assert.equal(e.severity, 'FATAL', e.message);
+        return true;
+      });
+      await assert.rejects(viaPostgresJs(USERS.md5.name, 'evilpass'), (e: PgError) => {
+        assert.equal(e.code, '28P01', e.message);
+        return true;
+      });
+      assert.equal(await viaPostgresJs(USERS.md5.name, USERS.md5.password), USERS.md5.name);
+    });
+  });
+});
