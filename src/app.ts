@@ -189,8 +189,12 @@ export class App implements ClientHost, AdminHost {
     if (this.shuttingDown !== null && mode !== 'immediate') mode = 'immediate';
     this.shuttingDown = mode;
     log().info({ mode }, `shutting down (${mode})`);
-    await this.listeners?.close();
+    // Stop accepting now. close() resolves only once every accepted connection has ended, so
+    // awaiting it here would hang an immediate shutdown for as long as any client stays connected
+    // (the console session that asked for it included); the waiting modes wait below instead.
+    const listeners = this.listeners;
     this.listeners = null;
+    void listeners?.close();
     if (mode === 'immediate') return this.finish();
     if (mode === 'wait_for_clients') {
       if (this.loggedInClients() === 0) return this.finish();

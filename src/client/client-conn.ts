@@ -80,6 +80,8 @@ export class ClientConn implements PoolClient {
   cancelPid = 0;
   cancelSecret: Buffer = Buffer.alloc(0);
   authMethod = '';
+  /** The protocol minor version agreed with the client (0 or 2). */
+  protocolMinor = 0;
   closing = false;
   inExtendedQuery = false;
 
@@ -192,7 +194,7 @@ export class ClientConn implements PoolClient {
 
   private onStartupPacket(body: Buffer, end: number): void {
     if (this.phase !== 'startup') return this.fail(Errors.protocolViolation('unexpected startup packet'));
-    const p = decodeStartupPacket(body);
+    const p = decodeStartupPacket(body, NEWEST_MINOR);
     switch (p.kind) {
       case 'ssl': {
         // A second SSLRequest inside TLS is an attack or a broken client: PostgreSQL closes.
@@ -257,9 +259,12 @@ export class ClientConn implements PoolClient {
       const app = this.params.get('application_name') ?? '';
       this.params.set('application_name', `${app} - ${this.remoteAddress}:${this.remotePort}`);
     }
-    // A newer minor version or _pq_ options: offer 3.0 and list what we do not know, as
-    // PostgreSQL does; the client then goes on with 3.0.
-    if (minor > 0 || unsupported.length > 0) this.socket.write(encode.negotiateProtocolVersion(0, unsupported));
+    // A minor version newer than ours, or _pq_ options: offer the newest we speak and list what
+    // we do not know, as PostgreSQL does; the client then goes on with that version.
+    this.protocolMinor = Math.min(minor, NEWEST_MINOR);
+    if (minor > NEWEST_MINOR || unsupported.length > 0) {
+      this.socket.write(encode.negotiateProtocolVersion(this.protocolMinor, unsupported));
+    }
 
     this.phase = 'auth';
     this.framer.want([Frontend.Password, Frontend.Terminate]);
@@ -383,7 +388,7 @@ export class ClientConn implements PoolClient {
       parts.push(encode.parameterStatus(name, mine ?? value));
     }
     this.cancelPid = crypto.randomInt(1, 0x7fffffff);
-    this.cancelSecret = crypto.randomBytes(4);
+    this.cancelSecret = mintCancelSecret(this.protocolMinor);
     this.host.registerCancel(this);
     parts.push(encode.backendKeyData(this.cancelPid, this.cancelSecret), encode.readyForQuery(0x49));
     this.socket.write(Buffer.concat(parts));
@@ -771,6 +776,22 @@ function queryMessage(sql: string): Buffer {
   text.copy(out, 5);
   return out;
 }
+
+/** Protocol 3.2 (PostgreSQL 18) is the newest we speak: its only change is longer cancel keys. */
+const NEWEST_MINOR = 2;
+
+/**
+ * The secret half of a cancel key: 4 random bytes under 3.0; 32 under 3.2, whose first two bytes
+ * are reserved for a worker/instance id (0 today) so a cancel that lands on another pooler process
+ * can later be routed to the one that minted it, without PgBouncer's [peers] configuration.
+ */
+function mintCancelSecret(minor: number): Buffer {
+  if (minor < 2) return crypto.randomBytes(4);
+  const secret = crypto.randomBytes(32);
+  secret.writeUInt16BE(INSTANCE_ID, 0);
+  return secret;
+}
+const INSTANCE_ID = 0;
 
 /** Re-frame a message that was held back across chunks and is sent unchanged. */
 function wholeMessage(type: number, body: Buffer): Buffer {

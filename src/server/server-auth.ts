@@ -6,7 +6,21 @@ import { AuthCode } from '../protocol/codes.js';
 import { ScramClientSession, md5Response } from '../protocol/scram.js';
 
 export const Frontend = {
-  startup: (params: Record<string, string>): Buffer => serialize.startup(params),
+  /**
+   * StartupMessage asking for protocol 3.2: PostgreSQL 18 accepts it (32-byte cancel keys),
+   * older servers answer NegotiateProtocolVersion and the session goes on as 3.0. pg-protocol
+   * only builds 3.0 startups, so this one is written here.
+   */
+  startup: (params: Record<string, string>): Buffer => {
+    const parts = [Buffer.from([0, 3, 0, 2])];
+    for (const [k, v] of Object.entries(params)) parts.push(Buffer.from(`${k}\0${v}\0`));
+    parts.push(Buffer.from([0]));
+    const body = Buffer.concat(parts);
+    const out = Buffer.allocUnsafe(4 + body.length);
+    out.writeInt32BE(4 + body.length, 0);
+    body.copy(out, 4);
+    return out;
+  },
   query: (sql: string): Buffer => serialize.query(sql),
   terminate: serialize.end(),
   sslRequest: serialize.requestSsl(),
