@@ -9,7 +9,7 @@ import type net from 'node:net';
 import crypto from 'node:crypto';
 import { now, refresh } from '../clock.js';
 import type { AuthType, Config } from '../config/types.js';
-import { Errors, type PoolerError } from '../errors.js';
+import { Errors, PoolerError } from '../errors.js';
 import { connLogger, log, type Logger } from '../log.js';
 import { Frontend } from '../protocol/codes.js';
 import * as encode from '../protocol/encode.js';
@@ -360,7 +360,7 @@ export class ClientConn implements PoolClient {
     if (r.final !== undefined) this.socket.write(r.final);
     if (this.admin) return this.adminLogin();
     const pool = this.host.poolFor(this.dbName, this.user, r.scramKeys);
-    if (!(pool instanceof Object && 'clActive' in pool)) return this.fail(pool as PoolerError);
+    if (pool instanceof PoolerError) return this.fail(pool);
     this.pool = pool;
     if (this.host.cfg.logConnections) {
       const tls = this.tls === null ? 'no' : `${this.tls.version}/${this.tls.cipher}`;
