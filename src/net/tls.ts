@@ -105,6 +105,17 @@ function readPem(file: string | null, what: string): Buffer | undefined {
   }
 }
 
+/**
+ * Node reads only the first CRL of a PEM Buffer, and checks CRLs for the whole chain once it has
+ * one: every CRL in the file is passed as its own entry.
+ */
+function crlList(pem: Buffer | undefined): string[] | undefined {
+  if (pem === undefined) return undefined;
+  const blocks = pem.toString('latin1').match(/-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g);
+  if (blocks === null) throw new Error('no PEM CRL found in the CRL file');
+  return blocks;
+}
+
 function context(side: TlsSide, extra: tls.SecureContextOptions): tls.SecureContext {
   if (side.keyFile !== null) {
     const p = keyFileProblem(side.keyFile);
@@ -119,7 +130,7 @@ function context(side: TlsSide, extra: tls.SecureContextOptions): tls.SecureCont
       key: readPem(side.keyFile, 'private key file'),
       cert: readPem(side.certFile, 'certificate file'),
       ca: side.caFile === 'system' ? tls.rootCertificates.slice() : readPem(side.caFile, 'CA file'),
-      crl: readPem(side.crlFile, 'CRL file'),
+      crl: crlList(readPem(side.crlFile, 'CRL file')),
       ciphers,
       ...extra,
     });
@@ -186,9 +197,16 @@ function peerCert(sock: tls.TLSSocket): PeerCert {
   const cert = sock.getPeerCertificate();
   if (cert === null || Object.keys(cert).length === 0) return { verified: false, error: null, cn: null };
   const handle = (sock as unknown as { _handle?: { verifyError(): Error | null } })._handle;
-  const err = handle?.verifyError() ?? new Error('cannot read the certificate verdict');
+  // verifyError() is null when the certificate verified.
+  const err = handle === undefined ? new Error('cannot read the certificate verdict') : handle.verifyError();
   const cn = (cert.subject as Record<string, string | string[] | undefined> | undefined)?.CN ?? null;
-  return { verified: err === null, error: err === null ? null : describeVerifyError(err), cn };
+  if (err === null) return { verified: true, error: null, cn };
+  // With rejectUnauthorized off OpenSSL goes on after the first failure and reports the last one:
+  // a self-signed certificate then shows up as "no CRL for its issuer". Name the real reason.
+  const code = (err as Error & { code?: string }).code;
+  const detailed = sock.getPeerCertificate(true);
+  const selfIssued = detailed.issuerCertificate !== undefined && detailed.issuerCertificate.fingerprint256 === detailed.fingerprint256;
+  return { verified: false, error: code === 'UNABLE_TO_GET_CRL' && selfIssued ? 'self-signed certificate' : describeVerifyError(err), cn };
 }
 
 function describeVerifyError(err: Error & { code?: string }): string {
