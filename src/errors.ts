@@ -36,7 +36,6 @@ export const Errors = {
   statementModeTransaction: () =>
     fatal(SqlState.ProtocolViolation, 'transaction blocks not allowed in statement pooling mode'),
   serverConnFailed: (why: string) => fatal(SqlState.ConnectionFailure, why),
-  serverClosed: (why: string) => fatal(SqlState.ConnectionFailure, `server conn crashed? ${why}`),
   shuttingDown: () => fatal(SqlState.AdminShutdown, 'pooler is shutting down'),
   databaseDisabled: (db: string) => fatal(SqlState.CannotConnectNow, `database "${db}" is disabled`),
   queryTimeout: () => fatal(SqlState.QueryCanceled, 'query_timeout'),

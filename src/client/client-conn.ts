@@ -711,7 +711,7 @@ export class ClientConn implements PoolClient {
   }
 
   onServerLost(reason: string): void {
-    this.fail(Errors.serverClosed(reason));
+    this.fail(Errors.serverConnFailed(reason));
   }
 
   // ---------------------------------------------------------------- closing

@@ -10,10 +10,10 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import { databaseRecords, listRecords, poolRecords, statsTotals, type DatabaseRecord, type PoolRecord, type ShowHost } from '../admin/show.js';
 import type { PoolStats } from '../pool/pool.js';
-import { DURATION_BOUNDS, allTimings, reloads, type Buckets, type DbTimings } from './stats.js';
+import { allTimings, reloads, type Buckets, type DbTimings } from './stats.js';
 
 /** What the endpoint reads; App provides it. */
 export interface MetricsHost extends ShowHost {
@@ -68,34 +68,35 @@ function counter(reg: Registry, name: string, help: string, labelNames: string[]
   });
 }
 
-/** A histogram whose buckets are counted elsewhere as plain numbers (metrics/stats.ts): get() is
- * replaced to report them, per database. */
-class PlainHistogram extends Histogram<'database' | 'le'> {
-  constructor(
-    reg: Registry,
-    name: string,
-    help: string,
-    private readonly pick: (t: DbTimings) => Buckets,
-  ) {
-    super({ name, help, labelNames: ['database'], buckets: [...DURATION_BOUNDS], registers: [reg] });
-  }
-
-  override async get(): ReturnType<Histogram<'database' | 'le'>['get']> {
-    const base = await super.get();
-    const values: typeof base.values = [];
-    for (const [database, t] of allTimings()) {
-      const b = this.pick(t);
-      let cumulative = 0;
-      b.bounds.forEach((le, k) => {
-        cumulative += b.counts[k]!;
-        values.push({ metricName: `${base.name}_bucket`, labels: { database, le }, value: cumulative });
-      });
-      values.push({ metricName: `${base.name}_bucket`, labels: { database, le: '+Inf' }, value: b.count });
-      values.push({ metricName: `${base.name}_sum`, labels: { database }, value: b.sum });
-      values.push({ metricName: `${base.name}_count`, labels: { database }, value: b.count });
-    }
-    return { ...base, values };
-  }
+/**
+ * A histogram whose buckets are counted elsewhere as plain numbers (metrics/stats.ts), per
+ * database. prom-client's Histogram can only observe values one by one, so this is a metric
+ * object of its own: the registry asks any registered metric for get() and formats what it
+ * returns, _bucket/_sum/_count lines included.
+ */
+function plainHistogram(reg: Registry, name: string, help: string, pick: (t: DbTimings) => Buckets): void {
+  const metric = {
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    get() {
+      const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+      for (const [database, t] of allTimings()) {
+        const b = pick(t);
+        let cumulative = 0;
+        b.bounds.forEach((le, k) => {
+          cumulative += b.counts[k]!;
+          values.push({ metricName: `${name}_bucket`, labels: { database, le }, value: cumulative });
+        });
+        values.push({ metricName: `${name}_bucket`, labels: { database, le: '+Inf' }, value: b.count });
+        values.push({ metricName: `${name}_sum`, labels: { database }, value: b.sum });
+        values.push({ metricName: `${name}_count`, labels: { database }, value: b.count });
+      }
+      return Promise.resolve({ name, help, type: 'histogram', aggregator: 'sum', values });
+    },
+  };
+  reg.registerMetric(metric as unknown as Metric);
 }
 
 /** Certificate settings whose expiry is watched. */
@@ -207,9 +208,9 @@ export function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): 
   ]);
 
   // Beyond PgBouncer.
-  new PlainHistogram(reg, 'pgpool_client_wait_seconds', 'Time a client waited for a server connection', (t) => t.wait);
-  new PlainHistogram(reg, 'pgpool_query_duration_seconds', 'Time from a query to the ReadyForQuery that answers it', (t) => t.query);
-  new PlainHistogram(reg, 'pgpool_transaction_duration_seconds', 'Time from the first query of a transaction to its end', (t) => t.xact);
+  plainHistogram(reg, 'pgpool_client_wait_seconds', 'Time a client waited for a server connection', (t) => t.wait);
+  plainHistogram(reg, 'pgpool_query_duration_seconds', 'Time from a query to the ReadyForQuery that answers it', (t) => t.query);
+  plainHistogram(reg, 'pgpool_transaction_duration_seconds', 'Time from the first query of a transaction to its end', (t) => t.xact);
   gauge(reg, 'pgpool_tls_certificate_expiry_seconds', 'Seconds until the first certificate in a configured file expires (negative: expired)', ['setting', 'file'], () => {
     const cfg = h.cfg;
     const files: Record<(typeof CERT_SETTINGS)[number], string | null> = {

@@ -285,8 +285,13 @@ export function connectServerTls(sock: net.Socket, ctx: ServerTlsContext, host: 
       resolve({ error });
     };
     sock.once('error', (err) => fail(`could not connect to server: ${err.message}`));
+    // A server that closes without answering the SSLRequest must fail the login now, not at
+    // server_connect_timeout.
+    const onEnd = () => fail('server closed the connection before answering the SSL request');
+    sock.once('end', onEnd);
     sock.once('data', (answer: Buffer) => {
       sock.removeAllListeners('error');
+      sock.removeListener('end', onEnd);
       // Bytes after the answer would be unencrypted data injected before the handshake.
       if (answer.length !== 1) return fail('server sent unexpected data after the SSL request answer');
       if (answer[0] === 0x4e /* N */) {

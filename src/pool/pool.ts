@@ -22,8 +22,8 @@ export interface PoolHost {
   readonly tls: TlsContexts;
   /** Live server connections of a database / a server user, across pools. */
   serverCount(db: string | null, user: string | null): number;
-  /** Close one idle server of another pool of this database to make room (max_db_connections). */
-  evictIdleFor(pool: Pool): boolean;
+  /** Close one idle server of another pool of this database / server user to make room. */
+  evictIdleFor(pool: Pool, by: 'db' | 'user'): boolean;
   isPaused(db: string): boolean;
 }
 
@@ -184,7 +184,9 @@ export class Pool {
   pump(): void {
     if (this.closed || this.host.isPaused(this.dbName)) return;
     while (this.clWaiting.size > this.acquiring) {
-      if (this.servers.available <= this.acquiring && !this.mayCreate()) break;
+      // Live idle servers only: the library's idle list may still hold closed ones (reaped on
+      // borrow by validate(), after which it creates a replacement).
+      if (this.svIdle.size <= this.acquiring && !this.mayCreate()) break;
       this.acquiring++;
       this.servers.acquire().then(this.onAcquired, this.onAcquireFailed);
     }
@@ -203,17 +205,22 @@ export class Pool {
       if (this.serverCount === 0) this.failWaiting(this.lastLoginError);
       return false;
     }
+    // At max_db_connections / max_user_connections, an idle server of another pool of the same
+    // database / user is closed to make room (PgBouncer's evict_connection).
     const maxDb = this.db.maxDbConnections ?? this.cfg.maxDbConnections;
-    if (maxDb > 0 && this.host.serverCount(this.db.name, null) >= maxDb && !this.host.evictIdleFor(this)) return false;
+    if (maxDb > 0 && this.host.serverCount(this.db.name, null) >= maxDb && !this.host.evictIdleFor(this, 'db')) return false;
     const maxUser = this.cfg.users.get(this.serverUser)?.maxUserConnections ?? this.cfg.maxUserConnections;
-    if (maxUser > 0 && this.host.serverCount(null, this.serverUser) >= maxUser) return false;
+    if (maxUser > 0 && this.host.serverCount(null, this.serverUser) >= maxUser && !this.host.evictIdleFor(this, 'user'))
+      return false;
     return true;
   }
 
   private readonly onAcquired = (server: ServerConn): void => {
     this.acquiring--;
-    if (server.state === 'closed') {
-      // A failed login (see server-pool.ts): the error was handled in onServerLogin.
+    if (!this.reusable(server)) {
+      // A failed login (handled in onServerLogin), a server that closed while idle, or one past
+      // its lifetime or marked close_needed: replace it through the limits.
+      if (server.state !== 'closed') server.close(server.closeNeeded ? 'close_needed' : 'server lifetime over');
       this.servers.destroy(server);
       this.pump();
       return;
@@ -399,24 +406,28 @@ export class Pool {
   }
 
   /** On borrow: too old, marked, or idle long enough to need server_check_query? */
+  /**
+   * On borrow: run server_check_query when the server idled past server_check_delay. It always
+   * hands the server over: one that is closed, too old or failed its check is destroyed by
+   * onAcquired, which then pumps again through the limits. Refused here, generic-pool would open a
+   * replacement itself, past max_db_connections, or in a loop after a failed login.
+   */
   private validate(server: ServerConn): Promise<boolean> {
-    // A failed login must reach onAcquired, which reports it and destroys the connection; refused
-    // here, generic-pool would call create() again at once, in a loop.
-    if (server.loginError !== null) return Promise.resolve(true);
-    if (!server.usable || now - server.connectTime >= this.serverLifetime * 1000) {
-      if (server.state !== 'closed') server.close(server.closeNeeded ? 'close_needed' : 'server lifetime over');
-      return Promise.resolve(false);
-    }
     const check = this.cfg.serverCheckQuery;
-    if (check === '' || now - server.lastUsed < this.cfg.serverCheckDelay * 1000) return Promise.resolve(true);
+    if (!this.reusable(server) || check === '' || now - server.lastUsed < this.cfg.serverCheckDelay * 1000) {
+      return Promise.resolve(true);
+    }
     return new Promise((resolve) => {
       server.setState('tested');
       server.sendInternal(check === '<empty>' ? '' : check, () => {
-        const ok = server.usable;
-        if (ok) server.setState('idle');
-        resolve(ok);
+        if (server.usable) server.setState('idle');
+        resolve(true);
       });
     });
+  }
+
+  private reusable(server: ServerConn): boolean {
+    return server.usable && now - server.connectTime < this.serverLifetime * 1000;
   }
 
   // ---------------------------------------------------------------- janitor
@@ -435,8 +446,8 @@ export class Pool {
       else continue;
       keep--;
     }
-    for (const s of this.svLogin) {
-      if (t - s.connectTime >= cfg.serverConnectTimeout * 1000) s.close('connect timeout');
+    for (const s of [...this.svLogin]) {
+      if (t - s.connectTime >= cfg.serverConnectTimeout * 1000) s.loginTimedOut();
     }
     // Waiting clients: query_wait_timeout; and the reserve pool opens after reserve_pool_timeout.
     if (cfg.queryWaitTimeout > 0) {
@@ -445,8 +456,17 @@ export class Pool {
       }
     }
     // min_pool_size: only for pools that have clients or a forced user (PgBouncer 1.21+).
-    if (this.minPoolSize > 0 && (this.clientCount > 0 || this.db.user !== null) && this.serverCount < this.minPoolSize) {
-      if (this.mayCreate()) {
+    if (
+      this.minPoolSize > 0 &&
+      this.clWaiting.size === 0 &&
+      this.acquiring === 0 &&
+      (this.clientCount > 0 || this.db.user !== null) &&
+      this.serverCount < this.minPoolSize &&
+      this.mayCreate()
+    ) {
+      // Borrowing every idle server plus the shortfall makes the library open new ones.
+      const n = this.svIdle.size + this.minPoolSize - this.serverCount;
+      for (let i = 0; i < n; i++) {
         this.acquiring++;
         this.servers.acquire().then((s) => {
           this.acquiring--;

@@ -112,12 +112,13 @@ export class Registry implements PoolHost {
     return n;
   }
 
-  evictIdleFor(pool: Pool): boolean {
+  evictIdleFor(pool: Pool, by: 'db' | 'user'): boolean {
     for (const p of this.pools.values()) {
-      if (p === pool || p.db.name !== pool.db.name) continue;
+      if (p === pool) continue;
+      if (by === 'db' ? p.db.name !== pool.db.name : p.serverUser !== pool.serverUser) continue;
       const idle = p.svIdle.values().next().value;
       if (idle !== undefined) {
-        idle.close('max_db_connections: making room for another pool');
+        idle.close(`max_${by}_connections: making room for another pool`);
         return true;
       }
     }

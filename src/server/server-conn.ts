@@ -287,6 +287,11 @@ export class ServerConn {
     }
   };
 
+  /** server_connect_timeout passed before the login finished: a failed login, as PgBouncer. */
+  loginTimedOut(): void {
+    this.loginFailed(`server_connect_timeout: no login within ${this.owner.cfg.serverConnectTimeout} s`);
+  }
+
   private loginFailed(message: string, sqlstate = '08006'): void {
     if (this.loginDone || this.closing) return;
     // allow: plain text first; if the server refuses it (an error, not a dead socket), try TLS.
@@ -479,6 +484,12 @@ export class ServerConn {
   }
 
   private finish(reason: string): void {
+    // A pooler query in flight (a server check) is answered by the close.
+    if (this.internalDone !== null) {
+      const done = this.internalDone;
+      this.internalDone = null;
+      queueMicrotask(done);
+    }
     if (this.collector !== null) {
       this.collector.error ??= reason;
       this.finishCollect();

@@ -1,0 +1,255 @@
+// Query cancellation through the real pooler. A client only knows the pooler-minted key from its
+// BackendKeyData; a CancelRequest with that key must reach the PostgreSQL backend the client is
+// linked to at that moment, which ends the query with 57014. Checked with node-postgres (the key
+// sent over a raw socket, as libpq does), with psql (SIGINT makes it send the CancelRequest), with
+// keys that match nothing (ignored: the query runs on and the pooler is unharmed), and in
+// transaction mode with two clients whose queries run on two servers at once.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { after, afterEach, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { cancelRequest } from '../support/bytes.js';
+import { startCluster, type Cluster } from '../support/pg-cluster.js';
+import { startPooler, type Pooler } from '../support/pooler.js';
+
+const USER = 'k_cancel';
+const CONNECT_TIMEOUT_MS = 10_000;
+/** Longer than any test: only a cancel ends these queries in time. */
+const SLEEP_S = 30;
+/** From sending the CancelRequest to the client seeing the error. */
+const CANCEL_BOUND_MS = 2_000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+type PgError = Error & { code?: string };
+
+let cluster: Cluster | undefined;
+let pooler: Pooler | undefined;
+const c = (): Cluster => {
+  assert.ok(cluster, 'cluster did not start');
+  return cluster;
+};
+const p = (): Pooler => {
+  assert.ok(pooler, 'pooler did not start');
+  return pooler;
+};
+
+async function connect(): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: p().url(USER, '', 'p0'), connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
+}
+
+/** The client's key as BackendKeyData gave it (pg keeps the secret as a signed int32). */
+function keyOf(client: pg.Client): { pid: number; secret: Buffer } {
+  const { processID, secretKey } = client as unknown as { processID: number | null; secretKey: number | null };
+  assert.ok(processID !== null && secretKey !== null, 'no BackendKeyData');
+  const secret = Buffer.alloc(4);
+  secret.writeInt32BE(secretKey);
+  return { pid: processID, secret };
+}
+
+/** A CancelRequest on a fresh connection to the pooler, as libpq sends it; resolves when closed. */
+function sendCancel(pid: number, secret: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port: p().port });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error('the pooler kept the cancel connection open for 5 s'));
+    }, 5_000);
+    sock.on('connect', () => sock.write(cancelRequest(pid, secret)));
+    sock.on('data', () => undefined);
+    sock.on('error', () => undefined);
+    sock.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Backends running a query that contains `marker`, as pg_stat_activity shows them. */
+async function running(marker: string): Promise<{ pid: number; state: string }[]> {
+  const r = await c().query<{ pid: number; state: string }>(
+    `SELECT pid, state FROM pg_stat_activity WHERE usename = $1 AND query LIKE '%' || $2 || '%'`, 'postgres', [USER, marker]);
+  return r.rows;
+}
+
+async function waitActive(marker: string): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const active = (await running(marker)).filter((r) => r.state === 'active');
+    if (active.length === 1) return active[0]!.pid;
+    assert.ok(Date.now() < deadline, `the query ${marker} never showed up as active`);
+    await sleep(25);
+  }
+}
+
+/** `sql`'s rejection and the ms from `since()` to it; fails if it succeeds or takes 10 s. */
+async function rejection(work: Promise<unknown>, since: () => number): Promise<{ err: PgError; ms: number }> {
+  let timer: NodeJS.Timeout | undefined;
+  const err = await Promise.race([
+    work.then(() => assert.fail('the query finished instead of being canceled'), (e: PgError) => e),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the query was still running 10 s after the cancel')), 10_000);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  return { err, ms: Date.now() - since() };
+}
+
+before(async () => {
+  cluster = await startCluster({ name: 'cancel' });
+  await cluster.query(`CREATE ROLE ${USER} LOGIN`, 'postgres');
+  pooler = await startPooler({
+    pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '2' },
+    databases: { p0: `host=127.0.0.1 port=${cluster.port} dbname=p0` },
+  });
+});
+
+let failed = false;
+afterEach((t) => {
+  if ('passed' in t && !t.passed) failed = true;
+});
+after(async () => {
+  if (failed && pooler !== undefined) console.error(`--- pooler (last 200 lines) ---\n${pooler.logs().slice(-200).join('\n')}`);
+  if (failed && cluster !== undefined) console.error(`--- ${cluster.logFile} ---\n${await cluster.readLog()}`);
+  await pooler?.stop('SIGTERM', 3_000);
+  // A cancel test that failed leaves pg_sleep(30) behind; do not wait for it.
+  await cluster?.terminateBackends({ user: USER }).catch(() => 0);
+  await cluster?.destroy();
+});
+
+describe('cancel through the pooler', () => {
+  it('cancels a node-postgres query with the key from BackendKeyData: 57014 within 2 s', async () => {
+    const client = await connect();
+    try {
+      const marker = 'cancel-pg';
+      const q = client.query(`SELECT pg_sleep(${SLEEP_S}) /* ${marker} */`);
+      // The cancel may land before sendCancel() returns; rejection() looks at it after.
+      q.catch(() => undefined);
+      await waitActive(marker);
+      const { pid, secret } = keyOf(client);
+      const sentAt = Date.now();
+      await sendCancel(pid, secret);
+      const { err, ms } = await rejection(q, () => sentAt);
+      assert.equal(err.code, '57014', err.message);
+      assert.ok(ms < CANCEL_BOUND_MS, `canceled only ${ms} ms after the CancelRequest`);
+      // The session goes on.
+      assert.deepEqual((await client.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  });
+
+  it('cancels a psql query on SIGINT (psql sends the CancelRequest): 57014 within 2 s', async () => {
+    const marker = 'cancel-psql';
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG') && v !== undefined) env[k] = v;
+    env.PGCONNECT_TIMEOUT = '10';
+    const child = spawn('psql', ['-X', '-v', 'VERBOSITY=verbose', '-d', p().url(USER, '', 'p0'),
+      '-c', `SELECT pg_sleep(${SLEEP_S}) /* ${marker} */`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.stdout.on('data', () => undefined);
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    try {
+      await waitActive(marker);
+      const sentAt = Date.now();
+      child.kill('SIGINT');
+      let timer: NodeJS.Timeout | undefined;
+      const code = await Promise.race([
+        exited,
+        new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), 10_000); }),
+      ]).finally(() => clearTimeout(timer));
+      const ms = Date.now() - sentAt;
+      assert.notEqual(code, 'timeout', `psql still running 10 s after SIGINT; stderr: ${stderr}`);
+      assert.match(stderr, /57014: canceling statement due to user request/, stderr);
+      assert.notEqual(code, 0);
+      assert.ok(ms < CANCEL_BOUND_MS, `psql ended only ${ms} ms after SIGINT`);
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+
+  it('ignores CancelRequests whose key matches no client: the query runs on, the pooler is unharmed', async () => {
+    const client = await connect();
+    try {
+      const marker = 'cancel-wrong';
+      const q = client.query(`SELECT pg_sleep(${SLEEP_S}) /* ${marker} */`);
+      let settled = false;
+      void q.then(() => (settled = true), () => (settled = true));
+      const backend = await waitActive(marker);
+      const { pid, secret } = keyOf(client);
+      const wrongSecret = Buffer.from(secret.map((b) => b ^ 0xff));
+      await sendCancel(pid, wrongSecret);
+      await sendCancel(pid ^ 0x5a5a5a, secret);
+      await sendCancel(0, Buffer.alloc(4));
+      await sleep(1_000);
+      assert.equal(settled, false, 'a CancelRequest with a wrong key ended the query');
+      assert.deepEqual(await running(marker), [{ pid: backend, state: 'active' }]);
+      // The pooler still serves everyone (the other server of the pool).
+      const other = await connect();
+      try {
+        assert.deepEqual((await other.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+      } finally {
+        await other.end();
+      }
+      // The right key still works.
+      const sentAt = Date.now();
+      await sendCancel(pid, secret);
+      const { err } = await rejection(q, () => sentAt);
+      assert.equal(err.code, '57014', err.message);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  });
+
+  it('in transaction mode, cancels on the server the client is linked to at that moment, and only there', async (t) => {
+    const a = await connect();
+    const b = await connect();
+    try {
+      // A's first transaction ran on some server; B then takes a server for a transaction (the
+      // one A just released, when servers are reused LIFO), so A's next query runs elsewhere.
+      const aBefore = (await a.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      await b.query('BEGIN');
+      const bPid = (await b.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const qa = a.query(`SELECT pg_sleep(${SLEEP_S}) /* cancel-tx-a */`);
+      qa.catch(() => undefined);
+      const qb = b.query(`SELECT pg_sleep(${SLEEP_S}) /* cancel-tx-b */`);
+      let bSettled = false;
+      void qb.then(() => (bSettled = true), () => (bSettled = true));
+      const aBackend = await waitActive('cancel-tx-a');
+      const bBackend = await waitActive('cancel-tx-b');
+      assert.equal(bBackend, bPid);
+      assert.notEqual(aBackend, bBackend);
+      t.diagnostic(`A ran first on backend ${aBefore}; at the cancel A is on ${aBackend}, B on ${bBackend}`);
+
+      const aKey = keyOf(a);
+      const sentAt = Date.now();
+      await sendCancel(aKey.pid, aKey.secret);
+      const { err, ms } = await rejection(qa, () => sentAt);
+      assert.equal(err.code, '57014', err.message);
+      assert.ok(ms < CANCEL_BOUND_MS, `canceled only ${ms} ms after the CancelRequest`);
+      // B's query, on the other server, was not touched.
+      await sleep(300);
+      assert.equal(bSettled, false, "A's cancel ended B's query");
+      assert.deepEqual(await running('cancel-tx-b'), [{ pid: bBackend, state: 'active' }]);
+
+      const bKey = keyOf(b);
+      const sentB = Date.now();
+      await sendCancel(bKey.pid, bKey.secret);
+      const rb = await rejection(qb, () => sentB);
+      assert.equal(rb.err.code, '57014', rb.err.message);
+      await b.query('ROLLBACK');
+      // Both sessions go on.
+      assert.deepEqual((await a.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+      assert.deepEqual((await b.query('SELECT 2 AS x')).rows, [{ x: 2 }]);
+    } finally {
+      await a.end().catch(() => undefined);
+      await b.end().catch(() => undefined);
+    }
+  });
+});

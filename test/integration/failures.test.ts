@@ -1,0 +1,257 @@
+// Real server-side failures under the real pooler: backends ended by pg_terminate_backend (linked
+// to a client mid-transaction, or idle in the pool), PostgreSQL stopped or SIGKILLed and started
+// again under a running pooler, and server sockets cut by the fault proxy in the middle of a large
+// result or right after accept. PgBouncer's contract: the client that lost its server gets an
+// error (never a truncated result that looks complete), its slot is freed, idle clients in
+// transaction mode carry on with a new server (at most one failed query each), and a server
+// connection that dies during login fails the waiting client instead of hanging it.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
+import { startCluster, type Cluster } from '../support/pg-cluster.js';
+import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { psql } from '../support/run-cmd.js';
+
+const CONNECT_TIMEOUT_MS = 10_000;
+const QUERY_TIMEOUT_MS = 20_000;
+
+const ROLES = ['f_tx', 'f_idle', 'f_restart', 'f_cut', 'f_drop'];
+
+/** ~20 MB of rows; the proxy cuts the server connection after 1 MB of it. */
+const BIG_ROWS = 20_000;
+const BIG_QUERY = `SELECT i, repeat('x', 1000) AS pad FROM generate_series(1, ${BIG_ROWS}) AS i`;
+const CUT_AFTER = 1_000_000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+type PgError = Error & { code?: string };
+
+let cluster: Cluster | undefined;
+const c = (): Cluster => {
+  assert.ok(cluster, 'cluster did not start');
+  return cluster;
+};
+
+interface Watched {
+  client: pg.Client;
+  /** The first error reported outside a query (a forwarded FATAL, the pooler's own, a closed socket). */
+  error: Promise<PgError>;
+}
+
+async function connect(p: Pooler, user: string, db = 'p0'): Promise<Watched> {
+  const client = new pg.Client({
+    connectionString: p.url(user, '', db),
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    query_timeout: QUERY_TIMEOUT_MS,
+  });
+  const error = new Promise<PgError>((resolve) => client.on('error', resolve));
+  await client.connect();
+  return { client, error };
+}
+
+async function queryOnce<R extends pg.QueryResultRow>(p: Pooler, user: string, sql: string, db = 'p0'): Promise<R[]> {
+  const { client } = await connect(p, user, db);
+  try {
+    return (await client.query<R>(sql)).rows;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Wait (bounded) for a pooler log line after `from` matching `pattern`; false if none came. */
+async function sawLog(p: Pooler, from: number, pattern: RegExp, timeoutMs = 3_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (p.logs().slice(from).some((l) => pattern.test(l))) return true;
+    await sleep(25);
+  }
+  return false;
+}
+
+function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+function dumpLogsOnFailure(poolers: () => (Pooler | undefined)[]): void {
+  let failed = false;
+  afterEach((t) => {
+    if ('passed' in t && !t.passed) failed = true;
+  });
+  after(async () => {
+    if (!failed) return;
+    for (const p of poolers()) if (p !== undefined) console.error(`--- pooler :${p.port} (last 300 lines) ---\n${p.logs().slice(-300).join('\n')}`);
+    if (cluster !== undefined) console.error(`--- ${cluster.logFile} ---\n${await cluster.readLog()}`);
+  });
+}
+
+before(async () => {
+  cluster = await startCluster({ name: 'failures' });
+  for (const r of ROLES) await cluster.query(`CREATE ROLE ${r} LOGIN`, 'postgres');
+});
+after(() => cluster?.destroy());
+
+describe('backends terminated and sockets cut', () => {
+  let pooler: Pooler | undefined;
+  let cutProxy: FaultProxy | undefined;
+  let dropProxy: FaultProxy | undefined;
+  const p = (): Pooler => {
+    assert.ok(pooler, 'pooler did not start');
+    return pooler;
+  };
+
+  before(async () => {
+    const pgAddr = { host: c().host, port: c().port };
+    cutProxy = await startFaultProxy(pgAddr, { cutAfterBytes: CUT_AFTER });
+    // Every connection is cut before the first server byte: the answer to the SSLRequest.
+    dropProxy = await startFaultProxy(pgAddr, { cutAfterBytes: 0 });
+    const ini: IniSections = {
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1', query_wait_timeout: '5' },
+      databases: {
+        p0: `host=127.0.0.1 port=${c().port} dbname=p0`,
+        cut: `host=127.0.0.1 port=${cutProxy.port} dbname=p0`,
+        drop: `host=127.0.0.1 port=${dropProxy.port} dbname=p0`,
+      },
+    };
+    pooler = await startPooler(ini);
+  });
+  dumpLogsOnFailure(() => [pooler]);
+  after(async () => {
+    await pooler?.stop('SIGTERM', 3_000);
+    await cutProxy?.close();
+    await dropProxy?.close();
+  });
+
+  it('pg_terminate_backend of a server linked mid-transaction errors that client and frees its slot', async () => {
+    const a = await connect(p(), 'f_tx');
+    try {
+      await a.client.query('BEGIN');
+      await a.client.query('CREATE TEMP TABLE t (x int)');
+      assert.equal(await c().terminateBackends({ user: 'f_tx' }), 1);
+      const err = await within(5_000, 'an error for the client whose server was terminated', a.error);
+      assert.ok(err instanceof Error);
+      await assert.rejects(a.client.query('SELECT 1'), 'the client went on as if its transaction still existed');
+    } finally {
+      await a.client.end().catch(() => undefined);
+    }
+    // default_pool_size=1: only a freed slot lets another client of the pool run.
+    const rows = await within(8_000, 'a new client of the same pool (pool_size 1)', queryOnce<{ x: number }>(p(), 'f_tx', 'SELECT 1 AS x'));
+    assert.deepEqual(rows, [{ x: 1 }]);
+  });
+
+  it('pg_terminate_backend of an idle pooled server: the next query of an idle client gets a new server', async () => {
+    const { client } = await connect(p(), 'f_idle');
+    try {
+      const before = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const mark = p().logs().length;
+      assert.equal(await c().terminateBackends({ user: 'f_idle' }), 1);
+      // Give the pooler the chance to read the FATAL its idle server got (both happen on sockets
+      // the pooler reads; a client query racing it is not what this test is about).
+      await sawLog(p(), mark, /server conn crashed|server error while idle|closing because/);
+      const after = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      assert.ok(after !== undefined);
+      assert.notEqual(after, before);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('a server socket cut in the middle of a large result gives the client an error, never a short result', async () => {
+    const cutsBefore = cutProxy!.cuts;
+    const { client } = await connect(p(), 'f_cut', 'cut');
+    try {
+      const outcome = await client.query(BIG_QUERY).then(
+        (r) => `a complete-looking result of ${r.rowCount} rows`,
+        (e: PgError) => e,
+      );
+      assert.ok(outcome instanceof Error, `the client got ${String(outcome)} although the server connection was cut after ${CUT_AFTER} bytes`);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+    assert.equal(cutProxy!.cuts, cutsBefore + 1, 'the proxy did not cut the server connection');
+
+    // psql too: a non-zero exit and no row count of a finished result.
+    const r = await psql(p().url('f_cut', '', 'cut'), BIG_QUERY, { timeoutMs: 30_000 });
+    assert.notEqual(r.code, 0, 'psql exited 0 for a result whose server connection was cut');
+    assert.doesNotMatch(r.stdout.slice(-200), new RegExp(`^${BIG_ROWS}\\|x{1000}$`, 'm'), 'psql printed the last row');
+
+    // The pooler is fine: the same database serves small results, the other one anything.
+    assert.deepEqual(await queryOnce(p(), 'f_cut', 'SELECT 1 AS x', 'cut'), [{ x: 1 }]);
+    assert.deepEqual(await queryOnce(p(), 'f_cut', 'SELECT count(*)::int AS n FROM generate_series(1, 1000)'), [{ n: 1000 }]);
+  });
+
+  it('a server connection closed right after connect fails the waiting client promptly, not at server_connect_timeout', async () => {
+    // server_connect_timeout is the default 15 s; the socket is closed by the far end at once,
+    // which the pooler sees immediately.
+    const t0 = Date.now();
+    const err = await within(8_000, 'login through a server that closes the connection at once',
+      connect(p(), 'f_drop', 'drop').then(
+        () => assert.fail('logged in through a server that closes every connection'),
+        (e: PgError) => e,
+      ));
+    const ms = Date.now() - t0;
+    assert.ok(dropProxy!.accepted >= 1, 'the pooler never connected');
+    assert.ok(ms < 3_000, `the client got "${err.message}" only after ${ms} ms`);
+  });
+});
+
+describe('PostgreSQL restarted under a running pooler', () => {
+  let pooler: Pooler | undefined;
+  const p = (): Pooler => {
+    assert.ok(pooler, 'pooler did not start');
+    return pooler;
+  };
+
+  before(async () => {
+    pooler = await startPooler({
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '2', query_wait_timeout: '10' },
+      databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
+    });
+  });
+  dumpLogsOnFailure(() => [pooler]);
+  after(() => pooler?.stop('SIGTERM', 3_000));
+
+  /** Each idle client's next query works, allowing at most one failed query per client. */
+  async function idleClientsSurvive(outage: () => Promise<void>): Promise<void> {
+    const clients = await Promise.all([0, 1, 2, 3].map(() => connect(p(), 'f_restart')));
+    try {
+      await Promise.all(clients.map(({ client }) => client.query('SELECT pg_sleep(0.1)')));
+      await outage();
+      const failures: string[] = [];
+      for (const [i, { client }] of clients.entries()) {
+        const first = await client.query<{ x: number }>('SELECT 1 AS x').then((r) => r.rows, (e: PgError) => e);
+        if (!(first instanceof Error)) {
+          assert.deepEqual(first, [{ x: 1 }]);
+          continue;
+        }
+        failures.push(`client ${i}: ${first.message}`);
+        const second = await client.query<{ x: number }>('SELECT 1 AS x').then((r) => r.rows, (e: PgError) => e);
+        assert.ok(!(second instanceof Error),
+          `client ${i} failed twice after the restart (${first.message}; then ${second instanceof Error ? second.message : ''})`);
+        assert.deepEqual(second, [{ x: 1 }]);
+      }
+      if (failures.length > 0) console.error(`tolerated first-query failures: ${failures.join('; ')}`);
+      // And new clients work.
+      assert.deepEqual(await queryOnce(p(), 'f_restart', 'SELECT 2 AS x'), [{ x: 2 }]);
+    } finally {
+      await Promise.all(clients.map(({ client }) => client.end().catch(() => undefined)));
+    }
+  }
+
+  it('idle clients carry on after a fast shutdown and start of PostgreSQL', () =>
+    idleClientsSurvive(async () => {
+      await c().stop();
+      await c().start();
+    }));
+
+  it('idle clients carry on after PostgreSQL is SIGKILLed and started again', () =>
+    idleClientsSurvive(async () => {
+      await c().kill();
+      await c().start();
+    }));
+});

@@ -1,0 +1,349 @@
+// Connection limits through the real pooler, judged by what PostgreSQL itself sees: the backends in
+// pg_stat_activity, sampled while real clients load the pool. PgBouncer's rules (reference §1.2):
+// max_client_conn refuses the N+1th client with 53300; default_pool_size, a [databases] pool_size,
+// max_db_connections (across users) and max_user_connections (across databases) cap the servers;
+// min_pool_size fills a pool that has a client; the reserve pool opens only to clients that waited
+// reserve_pool_timeout; query_wait_timeout ends a client that waited too long for a server.
+//
+// Each limit gets its own roles, so one test's idle servers never count in another's samples.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { startCluster, type Cluster } from '../support/pg-cluster.js';
+import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+
+const CONNECT_TIMEOUT_MS = 10_000;
+const QUERY_TIMEOUT_MS = 20_000;
+const SAMPLE_EVERY_MS = 25;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Roles created for this file (trusted by the harness hba's `host all all all trust`). */
+const ROLES = ['r_default', 'r_sized', 'r_min', 'r_mdb1', 'r_mdb2', 'r_muc', 'r_reserve', 'r_wait', 'r_maxcl'];
+
+let cluster: Cluster | undefined;
+const c = (): Cluster => {
+  assert.ok(cluster, 'cluster did not start');
+  return cluster;
+};
+
+type PgError = Error & { code?: string };
+
+async function connect(p: Pooler, user: string, db: string): Promise<pg.Client> {
+  const client = new pg.Client({
+    connectionString: p.url(user, '', db),
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    query_timeout: QUERY_TIMEOUT_MS,
+  });
+  // Pooler errors outside a query arrive as events; the test looks at queries instead.
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
+}
+
+/** `n` clients, connected at once, each running `sql`; resolves when all are done. */
+async function load(p: Pooler, user: string, db: string, n: number, sql: string): Promise<void> {
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      const client = await connect(p, user, db);
+      try {
+        await client.query(sql);
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    }),
+  );
+}
+
+interface Sample {
+  /** ms since sampling started, taken when the count came back (the snapshot is older). */
+  at: number;
+  n: number;
+}
+
+/**
+ * Count the client backends of `users` (optionally of `dbs` only) every SAMPLE_EVERY_MS over a
+ * private superuser connection until `work` settles; `work`'s failure is rethrown after sampling.
+ */
+async function sampleWhile(users: string[], work: () => Promise<void>, dbs: string[] | null = null): Promise<{ max: number; sustained: number; samples: Sample[] }> {
+  const probe = new pg.Client({ host: c().socketDir, port: c().port, user: 'postgres', database: 'postgres' });
+  probe.on('error', () => undefined);
+  await probe.connect();
+  const samples: Sample[] = [];
+  const t0 = Date.now();
+  let done = false;
+  const running = work().finally(() => {
+    done = true;
+  });
+  // Awaited below; this only keeps a failure during sampling from counting as unhandled.
+  running.catch(() => undefined);
+  try {
+    while (!done) {
+      const r = await probe.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE backend_type = 'client backend' AND usename = ANY($1) AND ($2::text[] IS NULL OR datname = ANY($2))`,
+        [users, dbs],
+      );
+      samples.push({ at: Date.now() - t0, n: r.rows[0]?.n ?? -1 });
+      await sleep(SAMPLE_EVERY_MS);
+    }
+    await running;
+  } finally {
+    await probe.end().catch(() => undefined);
+  }
+  return { max: Math.max(0, ...samples.map((s) => s.n)), sustained: sustainedMax(samples), samples };
+}
+
+/**
+ * The highest count seen in two consecutive samples. A cap that spans pools is kept by evicting an
+ * idle server of another pool and opening a new one at once (PgBouncer evict_connection); the
+ * evicted backend may still be listed for the few milliseconds it takes to exit, so one sample can
+ * be one over the cap even when the pooler is right. An overshoot that is still there a sample
+ * later is the pooler's.
+ */
+function sustainedMax(samples: Sample[]): number {
+  let max = 0;
+  for (let i = 0; i + 1 < samples.length; i++) max = Math.max(max, Math.min(samples[i]!.n, samples[i + 1]!.n));
+  return max;
+}
+
+/** Name the phase in a failure (a bare "query_wait_timeout" does not say which load it ended). */
+function phase<T>(name: string, work: Promise<T>): Promise<T> {
+  return work.catch((e: Error) => assert.fail(`${name}: ${e.message}`));
+}
+
+async function backendCount(users: string[]): Promise<number> {
+  const r = await c().query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = ANY($1)`,
+    'postgres', [users]);
+  return r.rows[0]?.n ?? -1;
+}
+
+async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** Print the pooler and server logs once if any test of the suite failed. */
+function dumpLogsOnFailure(poolers: () => (Pooler | undefined)[]): void {
+  let failed = false;
+  afterEach((t) => {
+    if ('passed' in t && !t.passed) failed = true;
+  });
+  after(async () => {
+    if (!failed) return;
+    for (const p of poolers()) if (p !== undefined) console.error(`--- pooler :${p.port} ---\n${p.logs().join('\n')}`);
+    if (cluster !== undefined) console.error(`--- ${cluster.logFile} ---\n${await cluster.readLog()}`);
+  });
+}
+
+function ini(pgbouncer: Record<string, string>, databases: Record<string, string>, users: Record<string, string> = {}): IniSections {
+  return {
+    pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', ...pgbouncer },
+    databases,
+    ...(Object.keys(users).length > 0 ? { users } : {}),
+  };
+}
+
+const target = (dbname: string, extra = ''): string => `host=127.0.0.1 port=${c().port} dbname=${dbname} ${extra}`.trim();
+
+before(async () => {
+  cluster = await startCluster({ name: 'limits' });
+  for (const r of ROLES) await cluster.query(`CREATE ROLE ${r} LOGIN`, 'postgres');
+});
+after(() => cluster?.destroy());
+
+describe('pool sizes and server connection caps', () => {
+  let pooler: Pooler | undefined;
+  const p = (): Pooler => {
+    assert.ok(pooler, 'pooler did not start');
+    return pooler;
+  };
+
+  before(async () => {
+    pooler = await startPooler(ini(
+      { default_pool_size: '2', query_wait_timeout: '5' },
+      {
+        p0: target('p0'),
+        sized: target('p0', 'pool_size=3'),
+        // PgBouncer fills min_pool_size only up to pool_size (janitor.c check_pool_size).
+        minp: target('p0', 'pool_size=5 min_pool_size=3'),
+        mdb: target('p0', 'pool_size=5 max_db_connections=2'),
+        mu0: target('p0', 'pool_size=5'),
+        mu1: target('p1', 'pool_size=5'),
+      },
+      { r_muc: 'max_user_connections=2' },
+    ));
+  });
+  dumpLogsOnFailure(() => [pooler]);
+  after(() => pooler?.stop('SIGTERM', 3_000));
+
+  it('never opens more than default_pool_size servers for ten busy clients of one user and database', async () => {
+    const { max, samples } = await sampleWhile(['r_default'], () => load(p(), 'r_default', 'p0', 10, 'SELECT pg_sleep(0.3)'));
+    assert.ok(max <= 2, `PostgreSQL saw ${max} backends with default_pool_size=2: ${JSON.stringify(samples)}`);
+    assert.equal(max, 2, 'ten waiting clients should use the whole pool');
+  });
+
+  it('takes pool_size from the [databases] entry over default_pool_size', async () => {
+    const { max, samples } = await sampleWhile(['r_sized'], () => load(p(), 'r_sized', 'sized', 10, 'SELECT pg_sleep(0.3)'));
+    assert.ok(max <= 3, `PostgreSQL saw ${max} backends with pool_size=3: ${JSON.stringify(samples)}`);
+    assert.equal(max, 3, 'ten waiting clients should use the whole pool of 3 (not default_pool_size=2)');
+  });
+
+  it('grows the servers of a pool with a client to min_pool_size, and no further', async () => {
+    assert.equal(await backendCount(['r_min']), 0);
+    const client = await connect(p(), 'r_min', 'minp');
+    try {
+      let seen = 0;
+      await waitFor('min_pool_size=3 server connections', 3_000, async () => (seen = await backendCount(['r_min'])) >= 3)
+        .catch((e: Error) => assert.fail(`${e.message}: PostgreSQL saw ${seen} backends of r_min`));
+      // A few janitor rounds later it has not overshot.
+      await sleep(1_000);
+      assert.equal(await backendCount(['r_min']), 3);
+      assert.deepEqual((await client.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('caps the servers of one database across two users at max_db_connections', async () => {
+    const users = ['r_mdb1', 'r_mdb2'];
+    const both = () => Promise.all(users.map((u) => load(p(), u, 'mdb', 4, 'SELECT pg_sleep(0.3)'))).then(() => undefined);
+    const concurrent = await phase('concurrent load of both users', sampleWhile(users, both));
+    assert.ok(concurrent.sustained <= 2, `concurrent load: PostgreSQL saw ${concurrent.sustained} backends of db mdb with max_db_connections=2: ${JSON.stringify(concurrent.samples)}`);
+    // Now r_mdb1 alone fills the cap with servers that stay idle; r_mdb2 must still get served
+    // (PgBouncer evicts an idle server of another pool of the database), not wait forever.
+    await phase('r_mdb1 alone', load(p(), 'r_mdb1', 'mdb', 3, 'SELECT pg_sleep(0.2)'));
+    const second = await phase('r_mdb2 after r_mdb1 filled the cap',
+      sampleWhile(users, () => load(p(), 'r_mdb2', 'mdb', 3, 'SELECT pg_sleep(0.2)')));
+    assert.ok(second.sustained <= 2, `r_mdb2 after r_mdb1 filled the cap: PostgreSQL saw ${second.sustained} backends of db mdb with max_db_connections=2: ${JSON.stringify(second.samples)}`);
+  });
+
+  it('caps the servers of one user across two databases at max_user_connections', async () => {
+    const both = () => Promise.all(['mu0', 'mu1'].map((db) => load(p(), 'r_muc', db, 4, 'SELECT pg_sleep(0.3)'))).then(() => undefined);
+    const concurrent = await phase('concurrent load of both databases', sampleWhile(['r_muc'], both));
+    assert.ok(concurrent.sustained <= 2, `concurrent load: PostgreSQL saw ${concurrent.sustained} backends of r_muc with max_user_connections=2: ${JSON.stringify(concurrent.samples)}`);
+    // mu0 alone fills the user's cap with idle servers; clients of mu1 must still get served
+    // (PgBouncer evicts an idle server of the same user), within query_wait_timeout.
+    await phase('mu0 alone', load(p(), 'r_muc', 'mu0', 3, 'SELECT pg_sleep(0.2)'));
+    const second = await phase('mu1 after mu0 filled the cap',
+      sampleWhile(['r_muc'], () => load(p(), 'r_muc', 'mu1', 3, 'SELECT pg_sleep(0.2)')));
+    assert.ok(second.sustained <= 2, `mu1 after mu0 filled the cap: PostgreSQL saw ${second.sustained} backends of r_muc with max_user_connections=2: ${JSON.stringify(second.samples)}`);
+  });
+});
+
+describe('reserve pool', () => {
+  let pooler: Pooler | undefined;
+
+  before(async () => {
+    pooler = await startPooler(ini(
+      { default_pool_size: '2', reserve_pool_size: '2', reserve_pool_timeout: '1' },
+      { p0: target('p0') },
+    ));
+  });
+  dumpLogsOnFailure(() => [pooler]);
+  after(() => pooler?.stop('SIGTERM', 3_000));
+
+  it('opens reserve_pool_size extra servers only to clients that waited reserve_pool_timeout', async () => {
+    assert.ok(pooler);
+    const p = pooler;
+    const { max, samples } = await sampleWhile(['r_reserve'], () => load(p, 'r_reserve', 'p0', 6, 'SELECT pg_sleep(2)'));
+    const detail = JSON.stringify(samples);
+    assert.ok(max <= 4, `PostgreSQL saw ${max} backends with pool_size=2 + reserve_pool_size=2: ${detail}`);
+    assert.equal(max, 4, `clients that waited 1 s should have got the 2 reserve servers: ${detail}`);
+    // No client can have waited reserve_pool_timeout=1 s before 0.6 s into the run.
+    const early = samples.filter((s) => s.at < 600);
+    assert.ok(early.length > 0, 'no sample in the first 0.6 s');
+    assert.ok(early.every((s) => s.n <= 2), `the reserve opened before reserve_pool_timeout: ${detail}`);
+  });
+});
+
+describe('max_client_conn and query_wait_timeout', () => {
+  let pooler: Pooler | undefined;
+  const p = (): Pooler => {
+    assert.ok(pooler, 'pooler did not start');
+    return pooler;
+  };
+
+  before(async () => {
+    pooler = await startPooler(ini(
+      { max_client_conn: '3', default_pool_size: '1', query_wait_timeout: '2' },
+      { p0: target('p0') },
+    ));
+  });
+  dumpLogsOnFailure(() => [pooler]);
+  after(() => pooler?.stop('SIGTERM', 3_000));
+
+  it('refuses the client beyond max_client_conn with 53300, and admits one again after a client leaves', async () => {
+    const clients = [];
+    try {
+      for (let i = 0; i < 3; i++) clients.push(await connect(p(), 'r_maxcl', 'p0'));
+      await assert.rejects(connect(p(), 'r_maxcl', 'p0'), (e: PgError) => {
+        assert.equal(e.code, '53300');
+        assert.match(e.message, /no more connections allowed \(max_client_conn\)/);
+        return true;
+      });
+      for (const cl of clients) assert.deepEqual((await cl.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+      await clients.pop()?.end();
+      // The pooler sees the close asynchronously: retry the login for a bounded while.
+      let admitted: pg.Client | null = null;
+      const deadline = Date.now() + 5_000;
+      while (admitted === null) {
+        try {
+          admitted = await connect(p(), 'r_maxcl', 'p0');
+        } catch (e) {
+          if ((e as PgError).code !== '53300' || Date.now() > deadline) throw e;
+          await sleep(100);
+        }
+      }
+      clients.push(admitted);
+      assert.deepEqual((await admitted.query('SELECT 2 AS x')).rows, [{ x: 2 }]);
+    } finally {
+      await Promise.all(clients.map((cl) => cl.end().catch(() => undefined)));
+    }
+  });
+
+  it('disconnects a client that waited query_wait_timeout for a server, naming the timeout', async () => {
+    // Let the previous test's clients leave, so the three slots are free again.
+    await waitFor('earlier clients to be gone', 5_000, async () => {
+      try {
+        const probe = await connect(p(), 'r_wait', 'p0');
+        await probe.end();
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    const holder = await connect(p(), 'r_wait', 'p0');
+    const waiter = await connect(p(), 'r_wait', 'p0');
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1');
+      const t0 = Date.now();
+      const err = await waiter.query('SELECT 1').then(
+        () => assert.fail('the second client got the only server while the first held it in a transaction'),
+        (e: PgError) => e,
+      );
+      const waited = Date.now() - t0;
+      assert.match(err.message, /query_wait_timeout/);
+      assert.ok(waited >= 1_900, `failed after ${waited} ms, before query_wait_timeout=2 s`);
+      assert.ok(waited < 5_000, `failed only after ${waited} ms with query_wait_timeout=2 s`);
+      // The holder's transaction is untouched, and its server serves others after COMMIT.
+      assert.deepEqual((await holder.query('SELECT 3 AS x')).rows, [{ x: 3 }]);
+      await holder.query('COMMIT');
+      const next = await connect(p(), 'r_wait', 'p0');
+      try {
+        assert.deepEqual((await next.query('SELECT 4 AS x')).rows, [{ x: 4 }]);
+      } finally {
+        await next.end();
+      }
+    } finally {
+      await holder.end().catch(() => undefined);
+      await waiter.end().catch(() => undefined);
+    }
+  });
+});
