@@ -123,10 +123,11 @@ function secondsToExpiry(file: string): number | null {
   return first === null ? null : (first - Date.now()) / 1000;
 }
 
-const US = 1e-6;
+/** µs → s. Dividing gives the double nearest the exact value (multiplying by 1e-6 may not). */
+const seconds = (us: number): number => us / 1e6;
 
 /** Every series, registered in a private registry. */
-export function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } {
+function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } {
   const reg = new Registry();
   let snap = snapshot(h);
 
@@ -151,7 +152,7 @@ export function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): 
   pool('server_used_connections', 'Server connections running server_reset_query (sv_used)', (p) => p.svUsed);
   pool('server_testing_connections', 'Server connections running server_check_query (sv_tested)', (p) => p.svTested);
   pool('server_login_connections', 'Server connections logging in (sv_login)', (p) => p.svLogin);
-  pool('client_maxwait_seconds', 'Age of the oldest waiting client, in seconds (maxwait)', (p) => p.maxwaitUs * US);
+  pool('client_maxwait_seconds', 'Age of the oldest waiting client, in seconds (maxwait)', (p) => seconds(p.maxwaitUs));
 
   // SHOW STATS_TOTALS, label {database}; times are µs there, seconds here.
   const total = (name: string, help: string, value: (s: PoolStats) => number): void =>
@@ -160,12 +161,12 @@ export function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): 
     );
   total('server_assignments_total', 'Times a server connection was assigned to a client', (s) => s.serverAssignments);
   total('queries_pooled_total', 'SQL queries pooled', (s) => s.queries);
-  total('queries_duration_seconds_total', 'Seconds spent connected to PostgreSQL executing queries', (s) => s.queryTime * US);
+  total('queries_duration_seconds_total', 'Seconds spent connected to PostgreSQL executing queries', (s) => seconds(s.queryTime));
   total('received_bytes_total', 'Bytes received from clients', (s) => s.bytesReceived);
   total('sent_bytes_total', 'Bytes sent to clients', (s) => s.bytesSent);
-  total('client_wait_seconds_total', 'Seconds clients spent waiting for a server', (s) => s.waitTime * US);
+  total('client_wait_seconds_total', 'Seconds clients spent waiting for a server', (s) => seconds(s.waitTime));
   total('sql_transactions_pooled_total', 'SQL transactions pooled', (s) => s.xacts);
-  total('server_in_transaction_seconds_total', 'Seconds spent connected to PostgreSQL in a transaction', (s) => s.xactTime * US);
+  total('server_in_transaction_seconds_total', 'Seconds spent connected to PostgreSQL in a transaction', (s) => seconds(s.xactTime));
   total('client_parses_total', 'Parse messages from clients tracked as prepared statements (not tracked: 0)', () => 0);
   total('server_parses_total', 'Parse messages sent to PostgreSQL for tracked prepared statements (not tracked: 0)', () => 0);
   total('binds_total', 'Bind messages for tracked prepared statements (not tracked: 0)', () => 0);

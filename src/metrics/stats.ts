@@ -3,7 +3,7 @@
 // Prometheus collector read them when asked. Imports nothing, so any layer may write here.
 
 /** Bucket upper bounds in seconds, 100 µs to 1 min: a pooled query or wait spans that range. */
-export const DURATION_BOUNDS: readonly number[] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60];
+const DURATION_BOUNDS: readonly number[] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60];
 
 /** A histogram as plain numbers: one counter per bound (not cumulative; readers sum), plus the
  * overflow above the last bound, the sum and the count. */

@@ -374,7 +374,8 @@ test('settingRows lists every setting alphabetically, as SHOW CONFIG prints it',
   assert.deepEqual(row('server_check_query'), { key: 'server_check_query', value: '<empty>', default: '<empty>', changeable: true });
   const fixed = rows.filter((r) => !r.changeable).map((r) => r.key);
   assert.deepEqual(fixed, [
-    'disable_pqexec', 'job_name', 'listen_addr', 'listen_backlog', 'listen_port', 'pidfile', 'pkt_buf', 'resolv_conf',
+    'disable_pqexec', 'job_name', 'listen_addr', 'listen_backlog', 'listen_port', 'metrics_listen_addr', 'metrics_port',
+    'pidfile', 'pkt_buf', 'resolv_conf',
     'service_name', 'so_reuseport', 'track_extra_parameters', 'unix_socket_dir', 'unix_socket_group', 'unix_socket_mode', 'user',
   ]);
   // With nothing set, every value is its default.

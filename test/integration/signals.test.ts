@@ -1,0 +1,292 @@
+// Signals and process life, as PgBouncer 1.23+ (reference §4), on the real pooler process:
+// SIGTERM = SHUTDOWN WAIT_FOR_CLIENTS (stop listening at once, exit 0 when the last client
+// leaves, a second SIGTERM exits at once), SIGINT = SHUTDOWN WAIT_FOR_SERVERS, SIGQUIT =
+// immediate, SIGHUP = RELOAD, SIGUSR1 = PAUSE, SIGUSR2 = RESUME. Every signal-driven exit is 0.
+// The two load tests drive pgbench through the pooler: a SIGTERM mid-run and ten reloads mid-run
+// must not fail a single transaction.
+//
+// The deployment files that rely on this behaviour are checked here too: the example
+// pgbouncer.ini and the Kubernetes ConfigMaps pass --check, yamllint passes on the manifests, and
+// the Dockerfile's HEALTHCHECK command, run as written, follows /healthz through a drain.
+
+import assert from 'node:assert/strict';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { startCluster, type Cluster } from '../support/pg-cluster.js';
+import { makePki } from '../support/pki.js';
+import { freePort, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { pgbench, runCommand, type RunResult } from '../support/run-cmd.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const MAIN_JS = path.join(ROOT, 'dist/src/main.js');
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+let cluster: Cluster | undefined;
+const c = (): Cluster => {
+  assert.ok(cluster, 'cluster did not start');
+  return cluster;
+};
+
+function ini(extra: Record<string, string> = {}): IniSections {
+  return {
+    pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '4', admin_users: 'admin', ...extra },
+    databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
+  };
+}
+
+async function connect(p: Pooler, db = 'p0', user = 'postgres'): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: p.url(user, '', db), query_timeout: 20_000 });
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
+}
+
+/** Whether `promise` settles within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  return Promise.race([promise.then(() => true, () => true), sleep(ms).then(() => false)]);
+}
+
+/** The tpcb-like pgbench run through the pooler, for `seconds`. */
+function bench(p: Pooler, seconds: number): Promise<RunResult> {
+  return pgbench(['-n', '-c', '8', '-j', '2', '-T', String(seconds), '-h', '127.0.0.1', '-p', String(p.port), '-U', 'postgres', 'p0']);
+}
+
+/** pgbench finished every transaction it started: exit 0, none failed, some processed. */
+function assertClean(r: RunResult): number {
+  const out = `${r.stdout}${r.stderr}`;
+  assert.equal(r.code, 0, out);
+  assert.doesNotMatch(out, /aborted|error/i);
+  const failed = /number of failed transactions: (\d+)/.exec(out);
+  if (failed !== null) assert.equal(failed[1], '0', out);
+  const done = Number(/number of transactions actually processed: (\d+)/.exec(out)?.[1] ?? 0);
+  assert.ok(done > 0, out);
+  return done;
+}
+
+before(async () => {
+  cluster = await startCluster({ name: 'signals' });
+  const init = await pgbench(['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(c().port), '-U', 'postgres', 'p0']);
+  assert.equal(init.code, 0, init.stderr);
+});
+
+after(async () => {
+  await cluster?.destroy();
+});
+
+describe('SIGTERM', () => {
+  it('under pgbench load: stops listening at once, fails no transaction, exits 0 when the clients are done', async () => {
+    const p = await startPooler(ini());
+    const run = bench(p, 6);
+    let benchDone = 0;
+    void run.then(() => (benchDone = Date.now()));
+    await sleep(2000);
+    process.kill(p.pid, 'SIGTERM');
+    await p.waitForLog(/shutting down/);
+    assert.equal(await accepts(p.port), false, 'still accepting after SIGTERM');
+    assert.equal(await settlesWithin(p.exited, 1000), false, 'exited while pgbench was running');
+    assertClean(await run);
+    const status = await p.exited;
+    assert.deepEqual(status, { code: 0, signal: null });
+    assert.ok(benchDone > 0);
+  });
+
+  it('a second SIGTERM exits at once, with 0', async () => {
+    const p = await startPooler(ini());
+    const client = await connect(p);
+    await client.query('SELECT 1');
+    process.kill(p.pid, 'SIGTERM');
+    assert.equal(await settlesWithin(p.exited, 700), false, 'the first SIGTERM did not wait for the client');
+    process.kill(p.pid, 'SIGTERM');
+    assert.equal(await settlesWithin(p.exited, 5000), true);
+    assert.deepEqual(await p.exited, { code: 0, signal: null });
+    await client.end().catch(() => undefined);
+  });
+});
+
+describe('SIGHUP', () => {
+  it('10 reloads alternating two pool sizes during a pgbench run lose no transaction', async () => {
+    const p = await startPooler(ini());
+    try {
+      const run = bench(p, 6);
+      await sleep(500);
+      for (let k = 0; k < 10; k++) {
+        await p.writeIni(ini({ default_pool_size: k % 2 === 0 ? '2' : '6' }));
+        p.reload();
+        await sleep(450);
+      }
+      assertClean(await run);
+      const reloaded = p.logs().filter((l) => l.includes('configuration reloaded')).length;
+      assert.equal(reloaded, 10);
+      const con = await connect(p, 'pgbouncer', 'admin');
+      const size = await con.query("SHOW CONFIG");
+      await con.end();
+      assert.equal(size.rows.find((r: { key: string }) => r.key === 'default_pool_size')?.value, '6');
+    } finally {
+      assert.deepEqual(await p.stop('SIGTERM'), { code: 0, signal: null });
+    }
+  });
+});
+
+describe('other signals', () => {
+  it('SIGINT drops clients without a server, lets linked ones finish, then exits 0', async () => {
+    const p = await startPooler(ini());
+    const linked = await connect(p);
+    const idle = await connect(p);
+    await idle.query('SELECT 1');
+    await linked.query('BEGIN');
+    process.kill(p.pid, 'SIGINT');
+    await p.waitForLog(/shutting down/);
+    await assert.rejects(idle.query('SELECT 1'));
+    assert.equal(await accepts(p.port), false);
+    assert.equal((await linked.query('SELECT 7 AS n')).rows[0].n, 7);
+    assert.equal(await settlesWithin(p.exited, 500), false, 'exited while a server was linked');
+    await linked.query('COMMIT').catch(() => undefined);
+    assert.deepEqual(await p.exited, { code: 0, signal: null });
+    await Promise.all([linked.end().catch(() => undefined), idle.end().catch(() => undefined)]);
+  });
+
+  it('SIGQUIT exits at once with 0, even mid-transaction', async () => {
+    const p = await startPooler(ini());
+    const client = await connect(p);
+    await client.query('BEGIN');
+    process.kill(p.pid, 'SIGQUIT');
+    assert.equal(await settlesWithin(p.exited, 5000), true);
+    assert.deepEqual(await p.exited, { code: 0, signal: null });
+    await client.end().catch(() => undefined);
+  });
+
+  it('SIGUSR1 pauses (queries wait), SIGUSR2 resumes', async () => {
+    const p = await startPooler(ini());
+    try {
+      const con = await connect(p, 'pgbouncer', 'admin');
+      const client = await connect(p);
+      await client.query('SELECT 1');
+      process.kill(p.pid, 'SIGUSR1');
+      await p.waitForLog(/got SIGUSR1/);
+      const state = async () => (await con.query('SHOW STATE')).rows.map((r: { value: string }) => r.value);
+      assert.deepEqual(await state(), ['no', 'yes', 'no']);
+      const held = client.query('SELECT 3 AS n');
+      assert.equal(await settlesWithin(held, 600), false, 'a query ran while paused');
+      process.kill(p.pid, 'SIGUSR2');
+      assert.equal((await held).rows[0].n, 3);
+      assert.deepEqual(await state(), ['yes', 'no', 'no']);
+      await client.end();
+      await con.end();
+    } finally {
+      assert.deepEqual(await p.stop('SIGTERM'), { code: 0, signal: null });
+    }
+  });
+
+  it('SIGHUP applies a changed file, and a broken file changes nothing', async () => {
+    const p = await startPooler(ini());
+    try {
+      const setting = async (k: string) => {
+        const con = await connect(p, 'pgbouncer', 'admin');
+        const r = await con.query('SHOW CONFIG');
+        await con.end();
+        return r.rows.find((row: { key: string }) => row.key === k)?.value;
+      };
+      await p.writeIni(ini({ default_pool_size: '11' }));
+      p.reload();
+      await p.waitForLog(/configuration reloaded/);
+      assert.equal(await setting('default_pool_size'), '11');
+      await p.writeIni(ini({ default_pool_size: '12', pool_mode: 'bogus' }));
+      p.reload();
+      await p.waitForLog(/reload failed, keeping old configuration/);
+      assert.equal(await setting('default_pool_size'), '11');
+    } finally {
+      assert.deepEqual(await p.stop('SIGTERM'), { code: 0, signal: null });
+    }
+  });
+});
+
+describe('deployment files', () => {
+  it('etc/pgbouncer.ini and the Kubernetes ConfigMaps pass pgpool-ts --check', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpool-deploy-'));
+    try {
+      // The files the examples name, under /etc/pgpool-ts, made real in a temp dir.
+      const pki = await makePki(path.join(dir, 'pki'));
+      const client = await pki.clientCert('app');
+      const etc = path.join(dir, 'etc');
+      await fsp.mkdir(path.join(etc, 'tls'), { recursive: true });
+      const copies: [string, string][] = [
+        [pki.server.key, 'tls/tls.key'], [pki.server.chain, 'tls/tls.crt'], [pki.caBundle, 'tls/ca.crt'],
+        [client.key, 'tls/client.key'], [client.chain, 'tls/client.crt'],
+      ];
+      for (const [from, to] of copies) await fsp.copyFile(from, path.join(etc, to));
+      for (const key of ['tls/tls.key', 'tls/client.key']) await fsp.chmod(path.join(etc, key), 0o600);
+      await fsp.writeFile(path.join(etc, 'userlist.txt'), '"pgbouncer" "x"\n');
+
+      const inis: [string, string][] = [['etc/pgbouncer.ini', await fsp.readFile(path.join(ROOT, 'etc/pgbouncer.ini'), 'utf8')]];
+      for (const file of ['configmap.yaml', 'sidecar.yaml']) {
+        const yaml = await fsp.readFile(path.join(ROOT, 'etc/kubernetes', file), 'utf8');
+        // The block scalar under `pgbouncer.ini: |`, indented four spaces.
+        const block = /^ {2}pgbouncer\.ini: \|\n((?: {4}.*\n|\n)+)/m.exec(yaml);
+        assert.ok(block, `no pgbouncer.ini in ${file}`);
+        inis.push([file, block[1]!.replace(/^ {4}/gm, '')]);
+      }
+      for (const [name, text] of inis) {
+        const ini = path.join(dir, 'pgbouncer.ini');
+        await fsp.writeFile(ini, text.replaceAll('/etc/pgpool-ts/', `${etc}/`));
+        const r = await runCommand(process.execPath, [MAIN_JS, '--check', '-c', ini]);
+        assert.equal(r.code, 0, `${name}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stdout, /OK \(/);
+      }
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('yamllint passes on etc/kubernetes', async (t) => {
+    const which = await runCommand('sh', ['-c', 'command -v yamllint']);
+    if (which.code !== 0) {
+      process.stdout.write('# skipped: yamllint is not installed (apt-get install -y yamllint)\n');
+      return t.skip('yamllint is not installed');
+    }
+    const r = await runCommand('yamllint', ['-s', path.join(ROOT, 'etc/kubernetes')]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  });
+
+  it("the Dockerfile's HEALTHCHECK, run as written, is healthy while serving and not once draining", async () => {
+    const dockerfile = await fsp.readFile(path.join(ROOT, 'Dockerfile'), 'utf8');
+    assert.match(dockerfile, /^STOPSIGNAL SIGTERM$/m);
+    assert.match(dockerfile, /^ENTRYPOINT \["pgpool-ts"\]$/m);
+    assert.match(dockerfile, /^CMD \["-c", "\/etc\/pgpool-ts\/pgbouncer\.ini"\]$/m);
+    assert.match(dockerfile, /^EXPOSE 6432 9127$/m);
+    assert.match(dockerfile, /^USER node$/m);
+    // The probe targets the metrics port the example config opens.
+    assert.match(await fsp.readFile(path.join(ROOT, 'etc/pgbouncer.ini'), 'utf8'), /^metrics_port = 9127$/m);
+    const cmd = /^ {2}CMD \["node", "-e", "(.*)"\]$/m.exec(dockerfile);
+    assert.ok(cmd, 'no exec-form HEALTHCHECK CMD');
+    const script = JSON.parse(`"${cmd[1]!}"`) as string;
+    assert.match(script, /127\.0\.0\.1:9127\/healthz/);
+
+    const port = await freePort();
+    const p = await startPooler(ini({ metrics_port: String(port) }));
+    const probe = () => runCommand(process.execPath, ['-e', script.replace(':9127/', `:${port}/`)]);
+    assert.equal((await probe()).code, 0);
+    const client = await connect(p);
+    process.kill(p.pid, 'SIGTERM');
+    await p.waitForLog(/shutting down/);
+    assert.equal((await probe()).code, 1);
+    await client.end();
+    assert.deepEqual(await p.exited, { code: 0, signal: null });
+  });
+});
