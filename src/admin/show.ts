@@ -8,7 +8,7 @@ import { settingRows } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { log } from '../log.js';
 import type { Column } from '../protocol/encode.js';
-import type { Pool, PoolStats } from '../pool/pool.js';
+import { zeroStats, type Pool, type PoolStats } from '../pool/pool.js';
 import type { Registry } from '../pool/registry.js';
 import type { ServerConn } from '../server/server-conn.js';
 
@@ -219,19 +219,8 @@ export function listRecords(h: ShowHost): [string, number][] {
   ];
 }
 
-function zeroStats(): PoolStats {
-  return { serverAssignments: 0, xacts: 0, queries: 0, bytesReceived: 0, bytesSent: 0, xactTime: 0, queryTime: 0, waitTime: 0 };
-}
-
 function addStats(into: PoolStats, s: PoolStats): void {
-  into.serverAssignments += s.serverAssignments;
-  into.xacts += s.xacts;
-  into.queries += s.queries;
-  into.bytesReceived += s.bytesReceived;
-  into.bytesSent += s.bytesSent;
-  into.xactTime += s.xactTime;
-  into.queryTime += s.queryTime;
-  into.waitTime += s.waitTime;
+  for (const k of Object.keys(into) as (keyof PoolStats)[]) into[k] += s[k];
 }
 
 /** Totals since start per database (times in µs), sorted by name; the console's row is zeros. */
@@ -360,10 +349,12 @@ const STATS_AVERAGES = columns(
    avg_server_parse_count avg_bind_count`,
 );
 
-/** The eight counters pgpool-ts keeps, then PgBouncer's three prepared-statement ones (always 0:
- * prepared statements are passed through, not tracked). */
+/** The counters in PgBouncer's order, the three prepared-statement ones last. */
 function statCells(s: PoolStats): number[] {
-  return [s.serverAssignments, s.xacts, s.queries, s.bytesReceived, s.bytesSent, int(s.xactTime), int(s.queryTime), int(s.waitTime), 0, 0, 0];
+  return [
+    s.serverAssignments, s.xacts, s.queries, s.bytesReceived, s.bytesSent, int(s.xactTime), int(s.queryTime), int(s.waitTime),
+    s.clientParses, s.serverParses, s.binds,
+  ];
 }
 
 function showStats(h: ShowHost, period: StatsPeriod): ResultSet {
@@ -413,7 +404,7 @@ function clientRow(h: ShowHost, c: ClientConn, state: string, debug: boolean): C
     unix ? 'unix' : c.remoteAddress, unix ? h.cfg.listenPort : c.remotePort,
     unix ? 'unix' : (c.socket.localAddress ?? ''), unix ? h.cfg.listenPort : (c.socket.localPort ?? 0),
     showTime(c.connectTime), showTime(c.lastActivity), int(waitMs / 1000), int((waitMs % 1000) * 1000), 0,
-    c.label, c.server?.label ?? '', 0, tlsText(c.tls), c.params.get('application_name') ?? '', 0, c.id,
+    c.label, c.server?.label ?? '', 0, tlsText(c.tls), c.params.get('application_name') ?? '', c.stmts?.size ?? 0, c.id,
   ];
   if (debug) row.push(0, 0, 0, 0, 0, 0, c.socket.writableLength);
   return row;
@@ -425,7 +416,7 @@ function serverRow(s: ServerConn, pool: Pool, state: string, link: ClientConn | 
     'S', t.user, pool.dbName, 'none', state,
     t.unix ? 'unix' : t.host, t.port, t.unix ? 'unix' : (s.socket.localAddress ?? ''), s.socket.localPort ?? 0,
     showTime(s.connectTime), showTime(s.lastUsed), 0, 0, s.closeNeeded ? 1 : 0,
-    s.label, link?.label ?? '', s.backendPid, tlsText(s.tls), s.params.get('application_name') ?? '', 0, s.id,
+    s.label, link?.label ?? '', s.backendPid, tlsText(s.tls), s.params.get('application_name') ?? '', s.prepared.size, s.id,
   ];
   if (debug) row.push(0, 0, 0, 0, 0, 0, s.socket.writableLength);
   return row;

@@ -21,7 +21,7 @@ import type { ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { authFlow, type AuthFlow } from './auth.js';
 import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js';
-import { ClientStatements, Reply } from './prepared.js';
+import { ClientStatements, Reply, deallocation } from './prepared.js';
 
 export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
 
@@ -399,7 +399,7 @@ export class ClientConn implements PoolClient {
       const max = this.host.cfg.maxPreparedStatements;
       // Named statements need tracking only when servers change under the client.
       if (max > 0 && this.pool !== null && this.pool.mode !== 'session') {
-        this.stmts = new ClientStatements(max);
+        this.stmts = new ClientStatements(max, this.pool.stats);
         this.framer.want(STATEMENT_BODIES, HOT_HEADERS);
       } else this.framer.want([Frontend.Terminate], HOT_HEADERS);
     }
@@ -567,7 +567,12 @@ export class ClientConn implements PoolClient {
     const server = this.server!;
     switch (type) {
       case Frontend.Query:
-        if (this.stmts === null || !this.sqlDeallocate(end, server)) this.request(server);
+        if (this.stmts !== null) {
+          if (this.sqlDeallocate(end, server)) return true;
+          // An error in a simple query must not take replies owed to a later batch with it.
+          server.replies.push(Reply.Sync);
+        }
+        this.request(server);
         return true;
       case Frontend.FunctionCall:
         this.request(server);
@@ -611,17 +616,18 @@ export class ClientConn implements PoolClient {
     const chunk = this.fwdChunk!;
     const len = chunk.readInt32BE(end - 4) - 4;
     if (len > 256 || end + len > chunk.length || (chunk[end]! | 0x20) !== 0x64 /* d */) return false;
-    const sql = chunk.toString('utf8', end, end + len - 1).trim().replace(/;\s*$/, '');
-    const m = /^(?:deallocate(?:\s+prepare)?\s+(?:(all)|"([^"]+)"|([a-z_][a-z0-9_$]*))|discard\s+(all))$/i.exec(sql);
-    if (m === null) return false;
-    if (m[1] !== undefined || m[4] !== undefined) {
+    const d = deallocation(chunk.toString('utf8', end, end + len - 1));
+    if (d === null) return false;
+    if ('all' in d) {
+      // DISCARD ALL fails inside a transaction block: then nothing is dropped.
+      if (d.discard && server.inTransaction) return false;
       this.stmts!.clear();
       // The server drops every statement, including those other clients rely on: forget them
       // all so they are prepared again where needed.
       server.prepared.clear();
       return false;
     }
-    const serverName = this.stmts!.forget(m[2] ?? m[3]!.toLowerCase());
+    const serverName = this.stmts!.forget(d.name);
     if (serverName === null) return false; // PostgreSQL's own "does not exist" error is the answer.
     const before = end - 5;
     if (server.prepared.delete(serverName)) {

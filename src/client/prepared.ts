@@ -26,18 +26,22 @@ export const Reply = {
   Sync: 5,
 } as const;
 export type Reply = (typeof Reply)[keyof typeof Reply];
+type Undo = () => void;
 
-/** FIFO with a moving head: no shift() cost on the hot path. */
+/** FIFO with a moving head: no shift() cost on the hot path. An entry may carry an undo: the
+ * bookkeeping made when its message was sent, reverted when PostgreSQL skips or refuses it. */
 export class ReplyQueue {
   private items: Reply[] = [];
+  private undos: (Undo | null)[] = [];
   private head = 0;
 
   get length(): number {
     return this.items.length - this.head;
   }
 
-  push(r: Reply): void {
+  push(r: Reply, undo: Undo | null = null): void {
     this.items.push(r);
+    this.undos.push(undo);
   }
 
   peek(): Reply | undefined {
@@ -46,27 +50,33 @@ export class ReplyQueue {
 
   shift(): Reply | undefined {
     const r = this.items[this.head++];
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    }
+    if (this.head === this.items.length) this.clear();
     return r;
   }
 
-  /** After an ErrorResponse PostgreSQL skips to the next Sync: so do the replies owed. */
+  /**
+   * After an ErrorResponse PostgreSQL skips to the next Sync: so do the replies owed. A Parse
+   * skipped (or the one that failed) prepared nothing; a Close skipped closed nothing.
+   */
   dropUntilSync(): void {
-    while (this.length > 0 && this.peek() !== Reply.Sync) this.shift();
+    while (this.length > 0 && this.peek() !== Reply.Sync) {
+      const undo = this.undos[this.head] ?? null;
+      this.shift();
+      undo?.();
+    }
   }
 
   clear(): void {
     this.items = [];
+    this.undos = [];
     this.head = 0;
   }
 }
 
 /** One distinct statement (text + parameter types), shared by every client that prepares it. */
 export interface Statement {
-  readonly serverName: string;
+  /** Renamed when DDL invalidated its plans: every server then prepares it afresh. */
+  serverName: string;
   /** The Parse body after the name: query text, NUL, parameter count and type oids. */
   readonly definition: Buffer;
 }
@@ -87,8 +97,12 @@ function statementFor(definition: Buffer): Statement {
 
 /** What the pooler needs of the linked server to place statements on it. */
 export interface PreparedServer {
+  /** The server is inside a transaction block (its last ReadyForQuery said T or E). */
+  readonly inTransaction: boolean;
   /** Server-side statement names, least recently used first. */
   readonly prepared: Map<string, true>;
+  /** The statement of the last Bind sent, to invalidate it when its plan went stale. */
+  lastBound: Statement | null;
   readonly replies: ReplyQueue;
 }
 
@@ -110,12 +124,49 @@ function cstrEnd(body: Buffer, from: number): number {
 
 /** Close of a name no statement ever has: PostgreSQL answers CloseComplete and does nothing. */
 const CLOSE_NOTHING = message(Frontend.Close, Buffer.from('S'), 'PGPOOL_NONE');
+/** A statement the pooler parses only for its ParseComplete, and closes at once. */
+const SCRATCH = 'PGPOOL_SCRATCH';
+const CLOSE_SCRATCH = message(Frontend.Close, Buffer.from('S'), SCRATCH);
+const POOLER_PREFIX = 'PGPOOL_';
+
+/** `DEALLOCATE [PREPARE] name|ALL` or `DISCARD ALL`: what it drops, or null for any other SQL. */
+export function deallocation(sql: string): { all: true; discard: boolean } | { name: string } | null {
+  const text = sql.trim().replace(/;\s*$/, '');
+  const m = /^(?:deallocate(?:\s+prepare)?\s+(?:(all)|"([^"]+)"|([a-z_][a-z0-9_$]*))|discard\s+(all))$/i.exec(text);
+  if (m === null) return null;
+  if (m[1] !== undefined || m[4] !== undefined) return { all: true, discard: m[4] !== undefined };
+  return { name: m[2] ?? m[3]!.toLowerCase() };
+}
+
+/**
+ * "cached plan must not change result type" (DDL under a prepared statement, PgBouncer #1038):
+ * give the statement a new server-side name, so every server prepares it afresh with the new
+ * result type instead of each failing once. The stale copies go when their servers close.
+ */
+export function invalidate(st: Statement): void {
+  st.serverName = `PGPOOL_${nextStatement++}`;
+}
+
+/** Counters the console shows (PgBouncer's client/server parse and bind counts). */
+export interface StatementStats {
+  clientParses: number;
+  serverParses: number;
+  binds: number;
+}
+
+/** A client may not reach the pooler's own statements by their server-side names. */
+function clientVisible(name: string): string {
+  return name.startsWith(POOLER_PREFIX) ? `${name} (not prepared by this client)` : name;
+}
 
 /** One client's named statements: its own names to the pooler-wide statements. */
 export class ClientStatements {
   private readonly named = new Map<string, Statement>();
 
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly stats: StatementStats,
+  ) {}
 
   get size(): number {
     return this.named.size;
@@ -129,30 +180,57 @@ export class ClientStatements {
     switch (type) {
       case Frontend.Parse: {
         const z = cstrEnd(body, 0);
-        if (z <= 0) {
+        if (z < 0) {
           server.replies.push(Reply.PassParse);
           return false;
         }
-        const st = statementFor(body.subarray(z + 1));
-        this.named.set(body.toString('utf8', 0, z), st);
-        if (server.prepared.has(st.serverName)) {
-          touch(server, st.serverName);
-          // Same text as the unnamed statement: the ParseComplete lands where the client expects.
-          out.push(message(Frontend.Parse, '', st.definition));
-        } else {
-          this.place(st, server, out, Reply.PassParse);
+        if (z === 0) return this.unnamedParse(body, server, out);
+        this.stats.clientParses++;
+        const name = body.toString('utf8', 0, z);
+        const held = this.named.get(name);
+        if (held !== undefined) {
+          // PostgreSQL refuses a second Parse of a name (42P05): parse the held statement's
+          // server name again on a server that has it, for the same error at the same place.
+          this.ensure(held, server, out);
+          out.push(message(Frontend.Parse, held.serverName, held.definition));
+          server.replies.push(Reply.PassParse);
           return true;
         }
-        server.replies.push(Reply.PassParse);
+        const st = statementFor(body.subarray(z + 1));
+        this.named.set(name, st);
+        // A Parse that fails (or is skipped after an error) creates no name, as in PostgreSQL.
+        const forget = () => {
+          if (this.named.get(name) === st) this.named.delete(name);
+        };
+        if (server.prepared.has(st.serverName)) {
+          touch(server, st.serverName);
+          // The server has it already: parse the same text under a scratch name, closed at once,
+          // so the client's ParseComplete lands where it expects one and its own unnamed
+          // statement is left alone.
+          out.push(message(Frontend.Parse, SCRATCH, st.definition), CLOSE_SCRATCH);
+          server.replies.push(Reply.PassParse, forget);
+          server.replies.push(Reply.SwallowClose);
+        } else {
+          this.place(st, server, out, Reply.PassParse, forget);
+        }
         return true;
       }
       case Frontend.Bind: {
         const p = cstrEnd(body, 0);
         const z = p < 0 ? -1 : cstrEnd(body, p + 1);
         if (z < 0 || z === p + 1) return false;
-        const st = this.named.get(body.toString('utf8', p + 1, z));
-        if (st === undefined) return false; // PostgreSQL answers "does not exist" itself.
+        const requested = body.toString('utf8', p + 1, z);
+        const st = this.named.get(requested);
+        if (st === undefined) {
+          // PostgreSQL answers "does not exist" itself; never with another client's statement.
+          const visible = clientVisible(requested);
+          if (visible === requested) return false;
+          out.push(message(Frontend.Bind, body.subarray(0, p + 1), visible, body.subarray(z + 1)));
+          return true;
+        }
         this.ensure(st, server, out);
+        this.stats.binds++;
+        server.lastBound = st;
         out.push(message(Frontend.Bind, body.subarray(0, p + 1), st.serverName, body.subarray(z + 1)));
         return true;
       }
@@ -176,7 +254,12 @@ export class ClientStatements {
           server.replies.push(Reply.PassClose);
           return true;
         }
-        if (st === undefined) return false;
+        if (st === undefined) {
+          const visible = clientVisible(name);
+          if (visible === name) return false;
+          out.push(message(Frontend.Describe, Buffer.from('S'), visible));
+          return true;
+        }
         this.ensure(st, server, out);
         out.push(message(Frontend.Describe, Buffer.from('S'), st.serverName));
         return true;
@@ -186,13 +269,44 @@ export class ClientStatements {
     }
   }
 
+  /**
+   * An unnamed Parse passes unchanged, unless its text is DEALLOCATE or DISCARD ALL (psycopg 3
+   * sends those with the extended protocol): they must act on the client's own statements.
+   */
+  private unnamedParse(body: Buffer, server: PreparedServer, out: Buffer[]): boolean {
+    const end = cstrEnd(body, 1);
+    const first = body[1] ?? 0;
+    const d = end > 1 && end < 300 && ((first | 0x20) === 0x64 || first === 0x20) ? deallocation(body.toString('utf8', 1, end)) : null;
+    // DISCARD ALL fails inside a transaction block: then nothing is dropped.
+    if (d !== null && 'all' in d && !(d.discard && server.inTransaction)) {
+      this.named.clear();
+      // The server drops every statement, those other clients rely on too: forget them all so
+      // they are prepared again where needed.
+      server.prepared.clear();
+    }
+    const st = d !== null && 'name' in d ? this.named.get(d.name) : undefined;
+    if (st === undefined || d === null || !('name' in d)) {
+      server.replies.push(Reply.PassParse);
+      return false;
+    }
+    // DEALLOCATE of the client's statement: drop the pooler's statement on this server (placing
+    // it first if it never was, so PostgreSQL's answer is the one the client expects).
+    this.named.delete(d.name);
+    this.ensure(st, server, out);
+    server.prepared.delete(st.serverName);
+    const sql = Buffer.concat([Buffer.from(`DEALLOCATE "${st.serverName}"\0`), Buffer.from([0, 0])]);
+    out.push(message(Frontend.Parse, '', sql));
+    server.replies.push(Reply.PassParse);
+    return true;
+  }
+
   /** Make sure the linked server has the statement, adding a Parse whose reply is swallowed. */
   private ensure(st: Statement, server: PreparedServer, out: Buffer[]): void {
     if (server.prepared.has(st.serverName)) touch(server, st.serverName);
     else this.place(st, server, out, Reply.SwallowParse);
   }
 
-  private place(st: Statement, server: PreparedServer, out: Buffer[], reply: Reply): void {
+  private place(st: Statement, server: PreparedServer, out: Buffer[], reply: Reply, forget: Undo | null = null): void {
     // Past the limit, close the least recently used statement for real (its reply swallowed), so
     // a server does not grow without bound.
     if (this.max > 0 && server.prepared.size >= this.max) {
@@ -200,12 +314,17 @@ export class ClientStatements {
       if (victim !== undefined) {
         server.prepared.delete(victim);
         out.push(message(Frontend.Close, Buffer.from('S'), victim));
-        server.replies.push(Reply.SwallowClose);
+        server.replies.push(Reply.SwallowClose, () => server.prepared.set(victim, true));
       }
     }
     out.push(message(Frontend.Parse, st.serverName, st.definition));
+    this.stats.serverParses++;
     server.prepared.set(st.serverName, true);
-    server.replies.push(reply);
+    const name = st.serverName;
+    server.replies.push(reply, () => {
+      server.prepared.delete(name);
+      forget?.();
+    });
   }
 
   /**

@@ -36,8 +36,28 @@ export interface PoolStats {
   xactTime: number;
   queryTime: number;
   waitTime: number;
+  /** Named prepared statements: Parses from clients, Parses sent to servers, Binds (PgBouncer 1.24). */
+  clientParses: number;
+  serverParses: number;
+  binds: number;
 }
 
+
+export function zeroStats(): PoolStats {
+  return {
+    serverAssignments: 0,
+    xacts: 0,
+    queries: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+    xactTime: 0,
+    queryTime: 0,
+    waitTime: 0,
+    clientParses: 0,
+    serverParses: 0,
+    binds: 0,
+  };
+}
 
 export class Pool {
   // Clients: cl_active holds every logged-in client that is not waiting (linked or idle between
@@ -51,16 +71,7 @@ export class Pool {
   readonly svUsed = new Set<ServerConn>();
   readonly svTested = new Set<ServerConn>();
 
-  readonly stats: PoolStats = {
-    serverAssignments: 0,
-    xacts: 0,
-    queries: 0,
-    bytesReceived: 0,
-    bytesSent: 0,
-    xactTime: 0,
-    queryTime: 0,
-    waitTime: 0,
-  };
+  readonly stats: PoolStats = zeroStats();
 
   /** The server's parameters as a new client sees them (from the first server login). */
   welcome: ReadonlyMap<string, string> | null = null;

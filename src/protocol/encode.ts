@@ -120,13 +120,14 @@ export function readyForQuery(status: number): Buffer {
   }
 }
 
-/** Tells a client asking for a newer minor version, or for `_pq_.` options, what we accept. */
+/** Tells a client asking for a newer minor version, or for `_pq_.` options, what we accept.
+ * The version field is a whole protocol version (major 3 in the high 16 bits), as PostgreSQL sends. */
 export function negotiateProtocolVersion(newestMinor: number, unsupported: string[]): Buffer {
   const names = unsupported.map(withoutNul);
   let size = 4 + 4;
   for (const n of names) size += cstrSize(n);
   const w = new MessageWriter(Backend.NegotiateProtocolVersion, size)
-    .int32(newestMinor)
+    .int32((3 << 16) | newestMinor)
     .int32(names.length);
   for (const n of names) w.cstr(n);
   return w.buf;

@@ -16,7 +16,7 @@ import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { connectServerTls, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config, PoolMode } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
-import { Reply, ReplyQueue } from '../client/prepared.js';
+import { Reply, ReplyQueue, invalidate, type Statement } from '../client/prepared.js';
 
 /** Each state is a list in the owning pool (SHOW POOLS counts are those lists' sizes). */
 export type ServerState = 'login' | 'idle' | 'active' | 'used' | 'tested' | 'closed';
@@ -84,6 +84,7 @@ export class ServerConn {
   readonly prepared = new Map<string, true>();
   /** What is owed for each Parse/Close sent while statements are tracked (client/prepared.ts). */
   readonly replies = new ReplyQueue();
+  lastBound: Statement | null = null;
   /** Set when the server must not be reused (RECONNECT, a reload changed its database). */
   closeNeeded = false;
   /** Set when something went wrong mid-protocol: destroy instead of reuse. */
@@ -402,7 +403,15 @@ export class ServerConn {
       return true;
     }
     // ErrorResponse: PostgreSQL now skips the rest of the batch, so no reply is owed until Sync.
-    this.replies.dropUntilSync();
+    if (this.replies.length > 0) {
+      this.replies.dropUntilSync();
+      const f = this.lastBound !== null ? decodeErrorFields(body) : null;
+      if (f !== null && f.C === STALE_PLAN.code && f.M === STALE_PLAN.message) {
+        this.prepared.delete(this.lastBound!.serverName);
+        invalidate(this.lastBound!);
+        this.lastBound = null;
+      }
+    }
     if (this.internal > 0) {
       const f = decodeErrorFields(body);
       this.log.warn({ sqlstate: f.C, reason: f.M }, `pooler query failed: ${f.M ?? ''}`);
@@ -499,6 +508,10 @@ export class ServerConn {
     this.owner.onServerClosed(this, reason);
   }
 
+  get inTransaction(): boolean {
+    return this.txStatus !== TxStatus.Idle;
+  }
+
   get usable(): boolean {
     return this.state !== 'closed' && !this.bad && !this.closeNeeded && !this.closing;
   }
@@ -513,6 +526,9 @@ export class ServerConn {
     return this.tls ? (this.socket as TLSSocket) : null;
   }
 }
+
+/** DDL changed the result type under a prepared statement (PgBouncer #1038). */
+const STALE_PLAN = { code: '0A000', message: 'cached plan must not change result type' };
 
 export interface QueryResult {
   readonly rows: (string | null)[][];

@@ -134,13 +134,13 @@ test('ReadyForQuery is prebuilt for each status', () => {
 
 test('NegotiateProtocolVersion', () => {
   let r = open(enc.negotiateProtocolVersion(2, ['_pq_.foo', '_pq_.bar']), 'v');
-  assert.equal(r.int32(), 2);
+  assert.equal(r.int32(), (3 << 16) | 2, 'version 3.2 as PostgreSQL encodes it');
   assert.equal(r.int32(), 2);
   assert.equal(r.cstr(), '_pq_.foo');
   assert.equal(r.cstr(), '_pq_.bar');
   r.done();
   r = open(enc.negotiateProtocolVersion(0, []), 'v');
-  assert.equal(r.int32(), 0);
+  assert.equal(r.int32(), 3 << 16);
   assert.equal(r.int32(), 0);
   r.done();
 });
