@@ -131,6 +131,24 @@ class Md5Flow implements AuthFlow {
   }
 }
 
+/**
+ * SCRAM secrets derived from plaintext auth_file passwords, one per password for the life of the
+ * process: PBKDF2 with 4096 iterations costs about a millisecond of CPU, which every login would
+ * otherwise pay (the salt is random per process, as a stored verifier's is per role).
+ */
+const derived = new Map<string, ScramSecret>();
+
+function derivedSecret(password: string): ScramSecret {
+  let s = derived.get(password);
+  if (s === undefined) {
+    // Bounded: one entry per distinct password seen; a reload that changes passwords adds a few.
+    if (derived.size >= 10_000) derived.clear();
+    s = makeScramSecret(password);
+    derived.set(password, s);
+  }
+  return s;
+}
+
 class ScramFlow implements AuthFlow {
   readonly method = 'scram-sha-256';
   private readonly session: ScramServerSession;
@@ -146,7 +164,7 @@ class ScramFlow implements AuthFlow {
     if (secret !== null) {
       parsed = parseScramSecret(secret);
       // A plaintext secret can serve SCRAM; an md5 hash cannot (as in PostgreSQL).
-      if (parsed === null && !/^md5[0-9a-f]{32}$/.test(secret)) parsed = makeScramSecret(secret);
+      if (parsed === null && !/^md5[0-9a-f]{32}$/.test(secret)) parsed = derivedSecret(secret);
     }
     this.known = parsed !== null;
     this.scramSecret = parsed ?? ScramServerSession.fakeSecret(user, FAKE_KEY);
