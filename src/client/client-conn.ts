@@ -320,7 +320,8 @@ export class ClientConn implements PoolClient {
     const fail = (why: string) =>
       this.fail(Errors.authRejected(`certificate authentication failed for user "${this.user}": ${why}`));
     if (this.tls === null) return fail('the connection does not use SSL');
-    if (peer === null || (peer.cn === null && peer.error === null)) return fail('no client certificate was presented');
+    // Not verified with no verdict: no certificate at all.
+    if (peer === null || (!peer.verified && peer.error === null)) return fail('no client certificate was presented');
     if (!peer.verified) return fail(`client certificate not trusted: ${peer.error ?? 'unknown reason'}`);
     if (typeof peer.cn !== 'string') {
       return fail(peer.cn === null ? 'client certificate has no CN' : 'client certificate has more than one CN');

@@ -5,6 +5,7 @@
 // context they were made with. Client side: the pooler is the TLS server, after an SSLRequest or
 // directly (PostgreSQL 17 direct TLS, ALPN `postgresql` required). Server side: the pooler is a
 // libpq-like client whose checks follow libpq's sslmode exactly.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
@@ -109,11 +110,34 @@ function readPem(file: string | null, what: string): Buffer | undefined {
  * Node reads only the first CRL of a PEM Buffer, and checks CRLs for the whole chain once it has
  * one: every CRL in the file is passed as its own entry.
  */
-function crlList(pem: Buffer | undefined): string[] | undefined {
+function crlList(file: string | null): string[] | undefined {
+  return pemBlocks(file, 'CRL file', 'X509 CRL');
+}
+
+/** Every PEM block of one kind in a file; a file with none is an error that names it. */
+function pemBlocks(file: string | null, what: string, label: string): string[] | undefined {
+  const pem = readPem(file, what);
   if (pem === undefined) return undefined;
-  const blocks = pem.toString('latin1').match(/-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g);
-  if (blocks === null) throw new Error('no PEM CRL found in the CRL file');
+  const blocks = pem.toString('latin1').match(new RegExp(`-----BEGIN ${label}-----[\\s\\S]*?-----END ${label}-----`, 'g'));
+  if (blocks === null) throw new Error(`${what} "${file}" holds no PEM ${label}`);
   return blocks;
+}
+
+/** Parse the key and the certificate on their own, so an error names the file that is wrong. */
+function checkedPair(side: TlsSide): { key?: Buffer; cert?: Buffer } {
+  const key = readPem(side.keyFile, 'private key file');
+  const cert = readPem(side.certFile, 'certificate file');
+  try {
+    if (key !== undefined) crypto.createPrivateKey(key);
+  } catch (err) {
+    throw new Error(`private key file "${side.keyFile}" is not a usable key: ${(err as Error).message}`);
+  }
+  try {
+    if (cert !== undefined) new crypto.X509Certificate(cert);
+  } catch (err) {
+    throw new Error(`certificate file "${side.certFile}" is not a usable certificate: ${(err as Error).message}`);
+  }
+  return { key, cert };
 }
 
 function context(side: TlsSide, extra: tls.SecureContextOptions): tls.SecureContext {
@@ -124,18 +148,15 @@ function context(side: TlsSide, extra: tls.SecureContextOptions): tls.SecureCont
   // PgBouncer's names for "the library's default"; TLS 1.3 suites go in the same OpenSSL list.
   const base = ['default', 'secure', 'fast', 'normal', ''].includes(side.ciphers) ? tls.DEFAULT_CIPHERS : side.ciphers === 'all' ? 'ALL' : side.ciphers;
   const ciphers = side.tls13Ciphers === '' ? base : `${side.tls13Ciphers}:${base}`;
+  // Node ignores CA input that holds no certificate: a broken CA file must not pass silently.
+  const ca = side.caFile === 'system' ? tls.rootCertificates.slice() : pemBlocks(side.caFile, 'CA file', 'CERTIFICATE');
+  const crl = crlList(side.crlFile);
+  const pair = checkedPair(side);
   try {
-    return tls.createSecureContext({
-      ...protocolRange(side.protocols),
-      key: readPem(side.keyFile, 'private key file'),
-      cert: readPem(side.certFile, 'certificate file'),
-      ca: side.caFile === 'system' ? tls.rootCertificates.slice() : readPem(side.caFile, 'CA file'),
-      crl: crlList(readPem(side.crlFile, 'CRL file')),
-      ciphers,
-      ...extra,
-    });
+    return tls.createSecureContext({ ...protocolRange(side.protocols), ...pair, ca, crl, ciphers, ...extra });
   } catch (err) {
-    throw new Error(`TLS setup failed (${side.certFile ?? side.caFile ?? 'no files'}): ${(err as Error).message}`);
+    const files = [side.certFile, side.keyFile, side.caFile, side.crlFile].filter((f) => f !== null).join(', ');
+    throw new Error(`TLS setup failed (${files || 'no files'}): ${(err as Error).message}`);
   }
 }
 
@@ -264,9 +285,15 @@ export type ServerTlsResult = { socket: tls.TLSSocket; info: TlsInfo } | { socke
 
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
+/** `server_tls_ca_file = system` forces verify-full, as libpq's sslrootcert=system does:
+ * anyone can get a publicly trusted certificate for a name they control. */
+export function effectiveServerMode(side: TlsSide): SslMode {
+  return side.caFile === 'system' ? 'verify-full' : side.sslmode;
+}
+
 /** Does this mode make the pooler verify the server's chain / its host name (libpq's rules)? */
 export function serverChecks(side: TlsSide): { verifyChain: boolean; verifyHost: boolean } {
-  const mode: SslMode = side.sslmode;
+  const mode: SslMode = effectiveServerMode(side);
   // sslrootcert=system forces verify-full; require with a CA file verifies the chain (libpq).
   const verifyHost = mode === 'verify-full' || side.caFile === 'system';
   const verifyChain = verifyHost || mode === 'verify-ca' || (mode === 'require' && side.caFile !== null);
@@ -295,7 +322,7 @@ export function connectServerTls(sock: net.Socket, ctx: ServerTlsContext, host: 
       // Bytes after the answer would be unencrypted data injected before the handshake.
       if (answer.length !== 1) return fail('server sent unexpected data after the SSL request answer');
       if (answer[0] === 0x4e /* N */) {
-        const mode = ctx.side.sslmode;
+        const mode = effectiveServerMode(ctx.side);
         if (mode === 'prefer' || mode === 'allow') return resolve({ socket: null });
         return fail('server does not support SSL, but SSL was required (server_tls_sslmode=' + mode + ')');
       }

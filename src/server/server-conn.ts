@@ -13,7 +13,7 @@ import { connLogger, type Logger } from '../log.js';
 import { Backend, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
-import { connectServerTls, type TlsContexts, type TlsInfo } from '../net/tls.js';
+import { connectServerTls, effectiveServerMode, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config, PoolMode } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
 import { Reply, ReplyQueue, invalidate, type Statement } from '../client/prepared.js';
@@ -141,7 +141,7 @@ export class ServerConn {
     const { host, port, unix } = this.target;
     const sock = this.socket;
     const ctx = this.owner.tls.server;
-    const useTls = !unix && ctx !== null && (ctx.side.sslmode !== 'allow' || this.allowRetry);
+    const useTls = !unix && ctx !== null && (effectiveServerMode(ctx.side) !== 'allow' || this.allowRetry);
     sock.once('error', (err) => this.loginFailed(`could not connect to server: ${err.message}`));
     const onConnect = (): void => {
       sock.removeAllListeners('error');
@@ -296,7 +296,8 @@ export class ServerConn {
   private loginFailed(message: string, sqlstate = '08006'): void {
     if (this.loginDone || this.closing) return;
     // allow: plain text first; if the server refuses it (an error, not a dead socket), try TLS.
-    if (this.owner.tls.server?.side.sslmode === 'allow' && !this.allowRetry && !this.target.unix && sqlstate !== '08006') {
+    const side = this.owner.tls.server?.side;
+    if (side !== undefined && effectiveServerMode(side) === 'allow' && !this.allowRetry && !this.target.unix && sqlstate !== '08006') {
       this.allowRetry = true;
       this.log.debug({ reason: message }, 'plain connection refused, retrying with TLS (server_tls_sslmode=allow)');
       this.detachSocket();
