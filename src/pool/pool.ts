@@ -24,6 +24,8 @@ export interface PoolHost {
   serverCount(db: string | null, user: string | null): number;
   /** Close one idle server of another pool of this database / server user to make room. */
   evictIdleFor(pool: Pool, by: 'db' | 'user'): boolean;
+  /** True while evictIdleFor closes a server (see pump). */
+  readonly evicting: boolean;
   isPaused(db: string): boolean;
 }
 
@@ -193,7 +195,9 @@ export class Pool {
 
   /** Ask generic-pool for as many servers as waiting clients need and the limits allow. */
   pump(): void {
-    if (this.closed || this.host.isPaused(this.dbName)) return;
+    // The close of a server evicted for another pool pumps its own pool: that pump must not take
+    // the slot the eviction freed for the pool that asked, or both open one and the cap is passed.
+    if (this.closed || this.host.evicting || this.host.isPaused(this.dbName)) return;
     while (this.clWaiting.size > this.acquiring) {
       // Live idle servers only: the library's idle list may still hold closed ones (reaped on
       // borrow by validate(), after which it creates a replacement).

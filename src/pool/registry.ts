@@ -2,6 +2,7 @@
 // in one assignment; pools read it live, and those whose database definition changed have their
 // servers marked close_needed, so they are replaced as they come back.
 import path from 'node:path';
+import { now } from '../clock.js';
 import type { Config, DatabaseDef } from '../config/types.js';
 import { Errors, type PoolerError } from '../errors.js';
 import { parseScramSecret } from '../protocol/scram.js';
@@ -26,6 +27,8 @@ export class Registry implements PoolHost {
   /** Secrets found by auth_query: they also log the user in to PostgreSQL (as PgBouncer). */
   private readonly queriedSecrets = new Map<string, string>();
   private hostTurn = 0;
+  /** When each empty `*` pool was first seen empty by the janitor. */
+  private readonly unusedSince = new Map<Pool, number>();
 
   constructor(
     public cfg: Config,
@@ -112,13 +115,20 @@ export class Registry implements PoolHost {
     return n;
   }
 
+  evicting = false;
+
   evictIdleFor(pool: Pool, by: 'db' | 'user'): boolean {
     for (const p of this.pools.values()) {
       if (p === pool) continue;
       if (by === 'db' ? p.db.name !== pool.db.name : p.serverUser !== pool.serverUser) continue;
       const idle = p.svIdle.values().next().value;
       if (idle !== undefined) {
-        idle.close(`max_${by}_connections: making room for another pool`);
+        this.evicting = true;
+        try {
+          idle.close(`max_${by}_connections: making room for another pool`);
+        } finally {
+          this.evicting = false;
+        }
         return true;
       }
     }
@@ -130,7 +140,23 @@ export class Registry implements PoolHost {
   }
 
   sweep(): void {
-    for (const p of this.pools.values()) p.sweep();
+    for (const [key, p] of this.pools) {
+      p.sweep();
+      // A pool of a database known only through `*` (PgBouncer's autodb) goes once unused for
+      // autodb_idle_timeout: anyone can name a database before proving who they are, and every
+      // name would otherwise keep a pool for good.
+      if (this.cfg.databases.has(p.dbName) || p.clientCount > 0 || p.serverCount > 0) {
+        this.unusedSince.delete(p);
+        continue;
+      }
+      const since = this.unusedSince.get(p);
+      if (since === undefined) this.unusedSince.set(p, now);
+      else if (now - since >= this.cfg.autodbIdleTimeout * 1000) {
+        this.unusedSince.delete(p);
+        this.pools.delete(key);
+        p.close();
+      }
+    }
   }
 
   /** Swap in a new config. Pools whose database definition changed get fresh servers. */
