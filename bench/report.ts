@@ -1,0 +1,191 @@
+// From raw runs to the two tables: what each target did, and how pgpool-ts compares, round by
+// round and as medians, with a verdict for every goal. Nothing here fails the bench.
+
+import type { Metrics } from './pgbench.js';
+import type { Goal, Scenario } from './scenarios.js';
+import { TARGET_LABEL, type TargetName } from './targets.js';
+
+export interface RunRecord {
+  scenario: string;
+  round: number;
+  target: TargetName;
+  startedAt: string;
+  metrics: Metrics;
+  /** CPU time (user + system) of the process in front of PostgreSQL during the run. */
+  poolerCpuS: number | null;
+  /** poolerCpuS per transaction (per connection for churn), µs. */
+  poolerCpuUsPerTx: number | null;
+  /** Share of the machine's CPU (0–1) that processes outside the benchmark used during the run. */
+  otherLoad: number | null;
+  /** How long the bench waited for the machine to be quiet before this run, s. */
+  quietWaitS: number;
+  /** Something that happened around the run, e.g. the pooler had died and was restarted. */
+  note: string | null;
+  /** The pooler's last log lines, kept when its run failed. */
+  poolerLogTail: string | null;
+}
+
+export interface TargetSummary {
+  target: TargetName;
+  runs: number;
+  okRuns: number;
+  medianTps: number | null;
+  minTps: number | null;
+  maxTps: number | null;
+  medianLatencyMs: number | null;
+  medianConnMs: number | null;
+  medianCpuUsPerTx: number | null;
+  medianOtherLoad: number | null;
+  failedTx: number;
+}
+
+export interface Comparison {
+  label: string;
+  perRound: string[];
+  median: string;
+  goal: string;
+  verdict: 'PASS' | 'FALL SHORT' | null;
+}
+
+export interface ScenarioSummary {
+  scenario: string;
+  unit: string;
+  lowerIsBetter: boolean;
+  targets: TargetSummary[];
+  comparisons: Comparison[];
+}
+
+export function median(xs: readonly number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const ok = (r: RunRecord) => r.metrics.error === null && r.metrics.tps !== null;
+const nums = (xs: readonly (number | null)[]) => xs.filter((x): x is number => x !== null);
+
+function summarizeTarget(runs: RunRecord[], target: TargetName): TargetSummary {
+  const good = runs.filter(ok);
+  const tps = nums(good.map((r) => r.metrics.tps));
+  return {
+    target,
+    runs: runs.length,
+    okRuns: good.length,
+    medianTps: median(tps),
+    minTps: tps.length > 0 ? Math.min(...tps) : null,
+    maxTps: tps.length > 0 ? Math.max(...tps) : null,
+    medianLatencyMs: median(nums(good.map((r) => r.metrics.latencyMs))),
+    medianConnMs: median(nums(good.map((r) => r.metrics.connTimeMs))),
+    medianCpuUsPerTx: median(nums(good.map((r) => r.poolerCpuUsPerTx))),
+    medianOtherLoad: median(nums(good.map((r) => r.otherLoad))),
+    failedTx: runs.reduce((n, r) => n + (r.metrics.failed ?? 0), 0),
+  };
+}
+
+const ratioStr = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(2)}×`);
+const msStr = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)} ms`);
+
+/** Why pgpool-ts cannot pass whatever the numbers say: a run that errored or lost transactions. */
+function pgpoolTrouble(runs: RunRecord[]): string | null {
+  const own = runs.filter((r) => r.target === 'pgpool-ts');
+  const bad = own.filter((r) => !ok(r)).length;
+  const failed = own.reduce((n, r) => n + (r.metrics.failed ?? 0), 0);
+  if (bad > 0) return `${bad} of ${own.length} pgpool-ts runs failed`;
+  if (failed > 0) return `${failed} failed transactions`;
+  return null;
+}
+
+function compare(runs: RunRecord[], rounds: number[], goal: Goal | null, over: TargetName, unit: string): Comparison {
+  const at = (t: TargetName, round: number) => runs.find((r) => r.target === t && r.round === round && ok(r)) ?? null;
+  const perRound = rounds.map((round) => {
+    const a = at('pgpool-ts', round)?.metrics.tps ?? null;
+    const b = at(over, round)?.metrics.tps ?? null;
+    return a === null || b === null || b === 0 ? null : a / b;
+  });
+  const med = median(nums(perRound));
+  const trouble = pgpoolTrouble(runs);
+  const bound = goal?.kind === 'ratio' ? { text: `≥ ${goal.min.toFixed(1)}×`, met: (x: number) => x >= goal.min }
+    : goal?.kind === 'ratio-max' ? { text: `≤ ${goal.max.toFixed(1)}×`, met: (x: number) => x <= goal.max }
+    : null;
+  return {
+    label: `pgpool-ts / ${TARGET_LABEL[over]} (${unit})`,
+    perRound: perRound.map(ratioStr),
+    median: ratioStr(med),
+    goal: bound === null ? '—' : bound.text + (trouble === null ? '' : ` (${trouble})`),
+    verdict: bound === null ? null : med !== null && bound.met(med) && trouble === null ? 'PASS' : 'FALL SHORT',
+  };
+}
+
+function compareAddedLatency(runs: RunRecord[], rounds: number[], goal: Extract<Goal, { kind: 'added-latency' }>): Comparison {
+  const lat = (t: TargetName, round: number) => {
+    const r = runs.find((x) => x.target === t && x.round === round && ok(x));
+    return r?.metrics.latencyMs ?? null;
+  };
+  const added = (t: TargetName) =>
+    rounds.map((round) => {
+      const a = lat(t, round);
+      const base = lat(goal.baseline, round);
+      return a === null || base === null ? null : a - base;
+    });
+  const ours = added('pgpool-ts');
+  const theirs = added(goal.rival);
+  const mOurs = median(nums(ours));
+  const mTheirs = median(nums(theirs));
+  const trouble = pgpoolTrouble(runs);
+  return {
+    label: `added latency per query vs ${TARGET_LABEL[goal.baseline]}: pgpool-ts / ${TARGET_LABEL[goal.rival]}`,
+    perRound: ours.map((x, i) => `${msStr(x)} / ${msStr(theirs[i] ?? null)}`),
+    median: `${msStr(mOurs)} / ${msStr(mTheirs)}`,
+    goal: `≤ ${TARGET_LABEL[goal.rival]}'s` + (trouble === null ? '' : ` (${trouble})`),
+    verdict: mOurs !== null && mTheirs !== null && mOurs <= mTheirs && trouble === null ? 'PASS' : 'FALL SHORT',
+  };
+}
+
+export function summarize(scenario: Scenario, runs: RunRecord[]): ScenarioSummary {
+  const mine = runs.filter((r) => r.scenario === scenario.name);
+  const rounds = [...new Set(mine.map((r) => r.round))].sort((a, b) => a - b);
+  const targets = scenario.targets.map((t) => summarizeTarget(mine.filter((r) => r.target === t), t));
+  const comparisons: Comparison[] = [];
+  // Both headline ratios always show; a goal on one of them adds its verdict.
+  for (const over of ['pgbouncer', 'direct'] as const) {
+    if (!scenario.targets.includes(over)) continue;
+    const goal = scenario.goals.find((g) => g.kind !== 'added-latency' && g.over === over) ?? null;
+    comparisons.push(compare(mine, rounds, goal, over, scenario.unit));
+  }
+  for (const g of scenario.goals) if (g.kind === 'added-latency') comparisons.push(compareAddedLatency(mine, rounds, g));
+  return { scenario: scenario.name, unit: scenario.unit, lowerIsBetter: scenario.lowerIsBetter === true, targets, comparisons };
+}
+
+const fmtInt = (x: number | null) => (x === null ? 'n/a' : x < 100 ? x.toFixed(1) : Math.round(x).toLocaleString('en-US'));
+const fmt = (x: number | null, digits: number) => (x === null ? 'n/a' : x.toFixed(digits));
+
+/** The two Markdown tables (stdout, results JSON, docs/benchmarks.md). */
+export function renderTables(summaries: readonly ScenarioSummary[]): string {
+  const out: string[] = [];
+  // "others' CPU": the machine's CPU taken by processes outside the benchmark (noise indicator).
+  // "median": TPS unless the unit says otherwise (connections/s, MB/s, KiB per client, ms p99).
+  // "latency": pgbench's average, or the p50 login time of the load client's runs.
+  // "connect": pgbench's initial connection time, with -C the average per connection, or the
+  // load client's p99 login time.
+  out.push("| scenario | target | median | min–max | latency | connect | pooler CPU µs/tx | failed | ok runs | others' CPU |");
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const s of summaries) {
+    for (const t of s.targets) {
+      const unit = s.unit === 'TPS' ? '' : ` ${s.unit}`;
+      out.push(
+        `| ${s.scenario} | ${TARGET_LABEL[t.target]} | ${fmtInt(t.medianTps)}${unit} | ${fmtInt(t.minTps)}–${fmtInt(t.maxTps)} | ` +
+          `${fmt(t.medianLatencyMs, 3)} ms | ${fmt(t.medianConnMs, 1)} ms | ${t.target === 'direct' ? '—' : fmt(t.medianCpuUsPerTx, 1)} | ${t.failedTx} | ${t.okRuns}/${t.runs} | ${t.medianOtherLoad === null ? 'n/a' : `${(t.medianOtherLoad * 100).toFixed(0)}%`} |`,
+      );
+    }
+  }
+  out.push('');
+  out.push('| scenario | comparison | per round | median | goal | verdict |');
+  out.push('|---|---|---|---|---|---|');
+  for (const s of summaries) {
+    for (const c of s.comparisons) {
+      out.push(`| ${s.scenario} | ${c.label} | ${c.perRound.join(', ')} | ${c.median} | ${c.goal} | ${c.verdict ?? '—'} |`);
+    }
+  }
+  return out.join('\n');
+}

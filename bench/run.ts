@@ -1,0 +1,360 @@
+// `npm run bench [-- --duration 15 --rounds 3 --scenarios a,b --quick --keep]`
+//
+// One command: a private PostgreSQL (initdb, pgbench -i), pgpool-ts and PgBouncer on the same ini,
+// a naive proxy; then every scenario, targets alternating run by run (A B C D A B C D …) so that
+// drift on the machine hits every target alike. Prints the tables, writes
+// bench/results/<ISO time>.json and docs/benchmarks.svg. Shortfalls are reported, never fatal.
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { renderChart } from './chart.js';
+import { otherLoad, sampleCpu, waitForBackendsGone, waitForQuiet, type CpuSample } from './cpu.js';
+import { runPgbench } from './pgbench.js';
+import { BENCH_DB, BENCH_PASSWORD, BENCH_USER, Cluster, PGBENCH_SCALE, SERVER_CONF, cleanEnv } from './postgres.js';
+import { CLK_TCK, killAllSync, runCmd } from './procs.js';
+import { renderTables, summarize, type RunRecord } from './report.js';
+import type { Job, LoadResult, LoadSpec } from './loadclient.js';
+import { SCENARIO_NAMES, scenarios, type RunContext, type Scenario } from './scenarios.js';
+import { PLAIN, POOLER_SETTINGS, Targets, pgbouncerVersion, type Target } from './targets.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const RESULTS_DIR = path.join(ROOT, 'bench/results');
+const CHART = path.join(ROOT, 'docs/benchmarks.svg');
+const LOADCLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'loadclient.js');
+/** Each target gets this long of pgbench -S first: warm buffer cache, JIT-compiled pooler. */
+const WARMUP_S = 3;
+/** Before each run, wait (≥ 1 s, so exiting backends and closing sockets settle; at most
+ * --quiet-wait, 20 s by default) until other processes use under 20% of the machine. */
+const QUIET_THRESHOLD = 0.2;
+
+interface Options {
+  durationS: number;
+  rounds: number;
+  /** Scenario names to run, in list order; null = all. */
+  names: string[] | null;
+  keep: boolean;
+  keyType: 'ec' | 'rsa';
+  copyMb: number;
+  quietWaitS: number;
+}
+
+const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] [--scenarios NAME,NAME] [--quick] [--rsa] [--copy-mb MB] [--quiet-wait S] [--keep]
+  --duration  seconds per run (default 15)
+  --rounds    rounds of all targets per scenario (default 3)
+  --quick     5 s × 2 rounds, 256 MB COPY (explicit --duration/--rounds/--copy-mb still win)
+  --scenarios subset to run: ${SCENARIO_NAMES.join(', ')}
+  --rsa       RSA 2048 certificates instead of ECDSA P-256
+  --copy-mb   size of the COPY data (default 1024)
+  --quiet-wait longest wait for a quiet machine before each run, seconds (default 20)
+  --keep      keep the temp dir (cluster, inis, logs)
+env: PGPOOL_BENCH_PG_BIN (PostgreSQL bin dir, default /usr/lib/postgresql/15/bin),
+     PGPOOL_BENCH_PGBOUNCER (pgbouncer binary, default from PATH),
+     PGPOOL_BENCH_NODE_ARGS (node flags for pgpool-ts, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof")`;
+
+function fail(msg: string): never {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(1);
+}
+
+function parseArgs(argv: string[]): Options {
+  let duration: number | null = null;
+  let rounds: number | null = null;
+  let quick = false;
+  let keep = false;
+  let names: string[] | null = null;
+  let keyType: 'ec' | 'rsa' = 'ec';
+  let copyMb: number | null = null;
+  let quietWaitS = 20;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const next = () => argv[++i] ?? fail(`${arg} needs a value`);
+    const positive = (v: string) => (Number.isInteger(Number(v)) && Number(v) > 0 ? Number(v) : fail(`${arg} wants a positive integer, not ${v}`));
+    if (arg === '--duration') duration = positive(next());
+    else if (arg === '--rounds') rounds = positive(next());
+    else if (arg === '--quick') quick = true;
+    else if (arg === '--keep') keep = true;
+    else if (arg === '--rsa') keyType = 'rsa';
+    else if (arg === '--copy-mb') copyMb = positive(next());
+    else if (arg === '--quiet-wait') quietWaitS = positive(next());
+    else if (arg === '--scenarios') names = next().split(',').map((s) => s.trim()).filter((s) => s !== '');
+    else if (arg === '-h' || arg === '--help') {
+      process.stdout.write(USAGE + '\n');
+      process.exit(0);
+    } else fail(`unknown argument ${arg}\n${USAGE}`);
+  }
+  for (const n of names ?? []) if (!SCENARIO_NAMES.includes(n)) fail(`unknown scenario ${n}; known: ${SCENARIO_NAMES.join(', ')}`);
+  return { durationS: duration ?? (quick ? 5 : 15), rounds: rounds ?? (quick ? 2 : 3), names, keep, keyType, copyMb: copyMb ?? (quick ? 256 : 1024), quietWaitS };
+}
+
+function say(msg: string): void {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+function cmdOutput(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+interface Environment {
+  pgpoolTs: string;
+  node: string;
+  pgbouncer: string;
+  postgres: string;
+  pgbench: string;
+  cpus: number;
+  cpuModel: string;
+  memoryGiB: number;
+  kernel: string;
+  loadAverageAtStart: number[];
+}
+
+async function environment(cluster: Cluster): Promise<Environment> {
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version?: string };
+  const dirty = cmdOutput('git', ['status', '--porcelain', '--', 'src']) !== '';
+  return {
+    pgpoolTs: `${pkg.version ?? 'unknown'} (${cmdOutput('git', ['rev-parse', '--short', 'HEAD'])}${dirty ? ', src/ modified' : ''})`,
+    node: process.version,
+    pgbouncer: pgbouncerVersion(),
+    postgres: await cluster.psql('SELECT version()'),
+    pgbench: cmdOutput(cluster.bins.pgbench, ['--version']),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: `${os.type()} ${os.release()}`,
+    loadAverageAtStart: os.loadavg(),
+  };
+}
+
+/** Run bench/loadclient.js in its own process with the descriptor limit raised; an idle job
+ * watches the target process's RSS. */
+async function runLoad(target: Target, job: Job, secret: string, abort: AbortSignal): Promise<LoadResult> {
+  const spec: LoadSpec = {
+    target: { host: '127.0.0.1', port: target.port, tls: target.flavor.tls, user: BENCH_USER, database: BENCH_DB, password: BENCH_PASSWORD, secret },
+    job: job.mode === 'idle' ? { ...job, rssPid: target.proc?.pid ?? null } : job,
+  };
+  const script = 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"';
+  const limitS = job.mode === 'churn' ? job.durationS + 60 : 600;
+  const r = await runCmd('bash', ['-c', script, process.execPath, LOADCLIENT, JSON.stringify(spec)], { env: cleanEnv(), timeoutMs: limitS * 1000, abort });
+  if (r.code !== 0) throw new Error(`load client exited with ${r.code}${r.timedOut ? ' (timed out)' : ''}: ${r.stderr.slice(-400)}`);
+  return JSON.parse(r.stdout) as LoadResult;
+}
+
+function fmtRun(r: RunRecord): string {
+  const m = r.metrics;
+  if (m.error !== null) return `ERROR: ${m.error}`;
+  if (m.detail !== undefined) return `${m.tps?.toFixed(1)} (${m.detail})`;
+  const cpu = r.poolerCpuUsPerTx === null ? '' : `, pooler CPU ${r.poolerCpuUsPerTx.toFixed(1)} µs/tx`;
+  const failed = m.failed ? `, ${m.failed} failed` : '';
+  const others = r.otherLoad === null ? '' : `, others ${(r.otherLoad * 100).toFixed(0)}% of the machine`;
+  const waited = r.quietWaitS >= 2 ? ` (after waiting ${r.quietWaitS.toFixed(0)} s for a quiet machine)` : '';
+  return `${m.tps?.toFixed(0)} tps, ${m.latencyMs?.toFixed(3)} ms${cpu}${failed}${others}${waited}`;
+}
+
+/** One run of one scenario on one target, with the pooler's CPU time around it. */
+async function runOne(
+  scenario: Scenario,
+  target: Target,
+  round: number,
+  ctx: RunContext,
+  cpu: { sample: () => CpuSample; postmaster: number | null },
+  quietWaitS: number,
+): Promise<RunRecord> {
+  let note: string | null = null;
+  if (target.proc !== null && !target.proc.alive()) {
+    // A dead pooler is a result (kept in the note and the log tail), not the end of the bench.
+    note = `${target.name} had exited (${JSON.stringify(target.proc.status)}); restarted before this run`;
+    say(note);
+    await target.start();
+  }
+  const proc = target.proc;
+  const before = proc?.cpuTicks() ?? null;
+  const machineBefore = cpu.sample();
+  const startedAt = new Date().toISOString();
+  const metrics = await scenario.run(target, ctx);
+  const after = proc?.cpuTicks() ?? null;
+  await waitForBackendsGone(cpu.postmaster, 5_000);
+  const load = otherLoad(machineBefore, cpu.sample());
+  if (proc !== null && !proc.alive()) {
+    metrics.error ??= `${target.name} exited during the run (${JSON.stringify(proc.status)})`;
+  }
+  const poolerCpuS = before !== null && after !== null ? (after - before) / CLK_TCK : null;
+  return {
+    scenario: scenario.name,
+    round,
+    target: target.name,
+    startedAt,
+    metrics,
+    poolerCpuS,
+    poolerCpuUsPerTx: poolerCpuS !== null && metrics.transactions ? (poolerCpuS * 1e6) / metrics.transactions : null,
+    otherLoad: load,
+    quietWaitS,
+    note,
+    poolerLogTail: metrics.error !== null && proc !== null ? proc.logTail(100) : null,
+  };
+}
+
+async function main(): Promise<number> {
+  const opts = parseArgs(process.argv.slice(2));
+  const bouncer = pgbouncerVersion();
+  if (!bouncer.startsWith('PgBouncer')) fail(`PgBouncer is needed for the comparison: ${bouncer}\n  apt-get install -y pgbouncer`);
+
+  const abort = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    // First Ctrl-C: stop after cleaning up properly. Second: kill everything now.
+    if (++signals > 1) {
+      killAllSync();
+      process.exit(130);
+    }
+    say(`${sig}: stopping the current run and cleaning up (again to kill at once)`);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const stamp = new Date().toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpool-bench-'));
+  // PostgreSQL and PgBouncer run as `postgres` and must reach their files in here.
+  fs.chmodSync(tmp, 0o755);
+  say(`work dir ${tmp}`);
+  let targets: Targets | null = null;
+  let cluster: Cluster | null = null;
+  const runs: RunRecord[] = [];
+  const startedAt = new Date().toISOString();
+  let selected: Scenario[] = [];
+  try {
+    cluster = await Cluster.allocate(tmp);
+    await cluster.setup(say, opts.keyType);
+    const c = cluster;
+    const secret = await c.benchSecret();
+    const ts = await Targets.create(c, tmp);
+    targets = ts;
+    let direct: Target | null = null;
+    const all = scenarios(() => direct ?? fail('direct target not ready'));
+    selected = opts.names === null ? all : all.filter((s) => opts.names!.includes(s.name));
+    direct = await ts.get('direct', PLAIN);
+    const env = await environment(cluster);
+    say(`${env.postgres} | ${env.pgbouncer} | node ${env.node} | ${env.cpus} CPUs | ${opts.keyType === 'ec' ? 'ECDSA P-256' : 'RSA 2048'} certificates`);
+    const ctx: RunContext = {
+      durationS: opts.durationS,
+      pgbench: c.bins.pgbench,
+      psql: c.bins.psql,
+      env: (t) => c.benchEnv(t.port, t.flavor.tls),
+      load: (t, job) => runLoad(t, job, secret, abort.signal),
+      dir: tmp,
+      copyMb: opts.copyMb,
+      abort: abort.signal,
+    };
+    const cpu = { sample: () => sampleCpu(c.pid, ts.pids()), postmaster: c.pid };
+
+    // Each target gets WARMUP_S of pgbench -S the first time it is used: warm buffer cache,
+    // JIT-compiled pooler, TLS session state.
+    const warmed = new Set<Target>();
+    const warm = async (t: Target) => {
+      if (warmed.has(t)) return;
+      warmed.add(t);
+      const r = await runPgbench(['-S', '-n', '-c', '8', '-j', '2'], { pgbench: c.bins.pgbench, env: ctx.env(t), durationS: WARMUP_S, clients: 8, abort: abort.signal });
+      if (r.error !== null) say(`warm-up ${t.name} failed: ${r.error}`);
+    };
+
+    const total = selected.reduce((n, s) => n + s.targets.length * opts.rounds, 0);
+    let n = 0;
+    outer: for (const scenario of selected) {
+      if (scenario.prepare !== undefined) {
+        say(`preparing ${scenario.name}`);
+        await scenario.prepare(ctx);
+      }
+      for (let round = 1; round <= opts.rounds; round++) {
+        for (const name of scenario.targets) {
+          if (abort.signal.aborted) break outer;
+          n++;
+          let rec: RunRecord;
+          let quietWaitS = 0;
+          try {
+            const target = await ts.get(name, scenario.flavor);
+            if (target === null) continue;
+            await warm(target);
+            quietWaitS = await waitForQuiet(cpu.sample, QUIET_THRESHOLD, opts.quietWaitS * 1000, abort.signal);
+            process.stderr.write(`[bench] ${n}/${total} ${scenario.name} round ${round}/${opts.rounds} ${name} … `);
+            rec = await runOne(scenario, target, round, ctx, cpu, quietWaitS);
+          } catch (err) {
+            // E.g. a pooler that will not (re)start: this run fails, the others still happen.
+            const error = (err as Error).message;
+            rec = { scenario: scenario.name, round, target: name, startedAt: new Date().toISOString(), metrics: { tps: null, latencyMs: null, transactions: null, failed: null, connTimeMs: null, error, output: null }, poolerCpuS: null, poolerCpuUsPerTx: null, otherLoad: null, quietWaitS, note: null, poolerLogTail: null };
+          }
+          if (abort.signal.aborted) {
+            // A run cut short by Ctrl-C says nothing about the target.
+            process.stderr.write('interrupted\n');
+            break outer;
+          }
+          runs.push(rec);
+          process.stderr.write(fmtRun(rec) + '\n');
+        }
+      }
+    }
+
+    const interrupted = abort.signal.aborted;
+    const summaries = selected.map((s) => summarize(s, runs)).filter((s) => s.targets.some((t) => t.runs > 0));
+    const table = renderTables(summaries);
+    process.stdout.write(`\n${table}\n\n`);
+
+    fs.mkdirSync(RESULTS_DIR, { recursive: true });
+    const resultFile = path.join(RESULTS_DIR, `${stamp}.json`);
+    const failedTargets = [...new Set(runs.filter((r) => r.metrics.error !== null).map((r) => r.target))];
+    const keptLogs: string[] = [];
+    for (const name of failedTargets) {
+      // The temp dir goes away; a failing target's full log is worth keeping next to the numbers.
+      const src = path.join(tmp, `${name}.log`);
+      if (!fs.existsSync(src)) continue;
+      const dst = path.join(RESULTS_DIR, `${stamp}-${name}.log`);
+      fs.copyFileSync(src, dst);
+      keptLogs.push(path.relative(ROOT, dst));
+    }
+    const result = {
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      interrupted,
+      command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+      options: { durationS: opts.durationS, rounds: opts.rounds, scenarios: selected.map((s) => s.name), keyType: opts.keyType, copyMb: opts.copyMb, quietWaitS: opts.quietWaitS },
+      environment: env,
+      settings: { postgres: SERVER_CONF, pgbenchScale: PGBENCH_SCALE, pooler: POOLER_SETTINGS, clockTicksPerSecond: CLK_TCK },
+      scenarios: selected.map(({ name, description, unit, flavor, targets: t, goals }) => ({ name, description, unit, flavor, targets: t, goals })),
+      runs,
+      summaries,
+      table,
+      keptLogs,
+    };
+    fs.writeFileSync(resultFile, JSON.stringify(result, null, 2) + '\n');
+    say(`results: ${path.relative(ROOT, resultFile)}`);
+    for (const l of keptLogs) say(`log of a failing target: ${l}`);
+    if (!interrupted) {
+      const caption = [
+        `${opts.rounds} × ${opts.durationS} s runs per target, alternating; bar = median, whiskers = min–max; ${startedAt.slice(0, 16)}Z`,
+        `${env.postgres.split(' on ')[0]} · ${env.pgbouncer} · node ${env.node} · ${env.cpus} CPUs`,
+      ];
+      fs.writeFileSync(CHART, renderChart(summaries, caption));
+      say(`chart: ${path.relative(ROOT, CHART)}`);
+    }
+    return interrupted ? 130 : 0;
+  } finally {
+    say('stopping targets and PostgreSQL');
+    await targets?.stopAll();
+    await cluster?.stop().catch(() => undefined);
+    if (opts.keep) say(`kept ${tmp}`);
+    else fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,199 @@
+// What pgbench can be pointed at: pgpool-ts and PgBouncer with one and the same ini (only the port
+// differs), PostgreSQL itself, and a naive byte-pipe proxy as the floor any proxy pays.
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BENCH_DB, BENCH_USER, cleanEnv, serviceUser, type Cluster } from './postgres.js';
+import { Proc, freePort, waitForPort } from './procs.js';
+
+export type TargetName = 'pgpool-ts' | 'pgbouncer' | 'direct' | 'naive-proxy';
+
+/** Run order within a round (A B C D A B C D …); also the order of table rows and chart bars. */
+export const TARGET_ORDER: readonly TargetName[] = ['pgpool-ts', 'pgbouncer', 'direct', 'naive-proxy'];
+
+export const TARGET_LABEL: Record<TargetName, string> = {
+  'pgpool-ts': 'pgpool-ts',
+  pgbouncer: 'PgBouncer',
+  direct: 'direct',
+  'naive-proxy': 'naive proxy',
+};
+
+/** The pooler settings both poolers get. Log settings are left at their (shared) defaults. */
+export const POOLER_SETTINGS: Record<string, string> = {
+  pool_mode: 'transaction',
+  default_pool_size: '20',
+  // Room for the 10 000 idle clients of the idle scenarios.
+  max_client_conn: '12000',
+  auth_type: 'scram-sha-256',
+};
+
+/** What a scenario needs of the targets besides their kind: TLS on both sides of the poolers
+ * (client_tls_sslmode=require, server_tls_sslmode=verify-full; sslmode=require for direct), and
+ * a listen_backlog other than the default. */
+export interface Flavor {
+  tls: boolean;
+  backlog: number | null;
+}
+
+export const PLAIN: Flavor = { tls: false, backlog: null };
+export const TLS: Flavor = { tls: true, backlog: null };
+
+function flavorKey(f: Flavor): string {
+  return `${f.tls ? 'tls' : 'plain'}${f.backlog === null ? '' : `-backlog${f.backlog}`}`;
+}
+
+export interface Target {
+  readonly name: TargetName;
+  readonly flavor: Flavor;
+  readonly port: number;
+  /** The process in front of PostgreSQL, whose CPU time is charged per transaction; null for direct. */
+  readonly proc: Proc | null;
+  /** (Re)start it; direct has nothing to start. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** dist/bench → dist/src/main.js and dist/bench/naive-proxy.js. */
+const PGPOOL_MAIN = path.join(HERE, '../src/main.js');
+const NAIVE_PROXY = path.join(HERE, 'naive-proxy.js');
+
+/** The PgBouncer binary: PGPOOL_BENCH_PGBOUNCER, else pgbouncer on PATH. */
+export function pgbouncerBinary(): string {
+  return process.env.PGPOOL_BENCH_PGBOUNCER || 'pgbouncer';
+}
+
+export function pgbouncerVersion(): string {
+  try {
+    return execFileSync(pgbouncerBinary(), ['--version'], { encoding: 'utf8' }).split('\n')[0]?.trim() ?? 'unknown';
+  } catch (err) {
+    return `not found (${(err as Error).message.split('\n')[0]})`;
+  }
+}
+
+function iniText(port: number, cluster: Cluster, authFile: string, flavor: Flavor): string {
+  const settings: Record<string, string> = {
+    listen_addr: '127.0.0.1',
+    listen_port: String(port),
+    // TCP only: pgbench connects to 127.0.0.1, and no socket can clash with anything else's.
+    unix_socket_dir: '',
+    auth_file: authFile,
+    ...POOLER_SETTINGS,
+    ...(flavor.backlog === null ? {} : { listen_backlog: String(flavor.backlog) }),
+    ...(flavor.tls
+      ? {
+          client_tls_sslmode: 'require',
+          client_tls_cert_file: cluster.tls.cert,
+          client_tls_key_file: cluster.tls.key,
+          server_tls_sslmode: 'verify-full',
+          server_tls_ca_file: cluster.tls.ca,
+        }
+      : { server_tls_sslmode: 'disable' }),
+  };
+  return [
+    '[databases]',
+    // verify-full checks this name against the certificate's SANs (DNS:localhost, IP:127.0.0.1).
+    `${BENCH_DB} = host=127.0.0.1 port=${cluster.port} dbname=${BENCH_DB}`,
+    '',
+    '[pgbouncer]',
+    ...Object.entries(settings).map(([k, v]) => `${k} = ${v}`),
+    '',
+  ].join('\n');
+}
+
+class ProcessTarget implements Target {
+  proc: Proc | null = null;
+  constructor(
+    readonly name: TargetName,
+    readonly flavor: Flavor,
+    readonly port: number,
+    private readonly launch: () => Proc,
+  ) {}
+
+  async start(): Promise<void> {
+    this.proc = this.launch();
+    await waitForPort(this.proc, '127.0.0.1', this.port);
+  }
+
+  async stop(): Promise<void> {
+    // SIGINT to both poolers: PgBouncer's and pgpool-ts's "safe shutdown" (wait for servers to be
+    // released), with a short grace period since no client is connected by then.
+    await this.proc?.stop('SIGINT', 10_000);
+  }
+}
+
+/**
+ * The targets, made and started on first use: a scenario over TLS or with a small backlog gets
+ * its own pgpool-ts and PgBouncer processes, so no run inherits another flavor's state. The
+ * userlist holds the SCRAM secret PostgreSQL stores for `bench`, as a userlist from pg_authid
+ * would: the poolers verify clients without a plain password and log in to the server with the
+ * keys the client's SCRAM exchange proved.
+ */
+export class Targets {
+  private readonly made = new Map<string, Target>();
+
+  private constructor(
+    private readonly cluster: Cluster,
+    private readonly dir: string,
+    private readonly authFile: string,
+  ) {}
+
+  static async create(cluster: Cluster, dir: string): Promise<Targets> {
+    const authFile = path.join(dir, 'userlist.txt');
+    fs.writeFileSync(authFile, `"${BENCH_USER}" "${await cluster.benchSecret()}"\n`, { mode: 0o644 });
+    return new Targets(cluster, dir, authFile);
+  }
+
+  /** The started target; null when `name` does not come in `flavor` (the naive proxy has no TLS
+   * or backlog variant of its own). */
+  async get(name: TargetName, flavor: Flavor): Promise<Target | null> {
+    const key = `${name}/${flavorKey(flavor)}`;
+    let t = this.made.get(key) ?? null;
+    if (t === null) {
+      t = await this.make(name, flavor, key.replace('/', '-'));
+      if (t === null) return null;
+      this.made.set(key, t);
+      await t.start();
+    }
+    return t;
+  }
+
+  /** The running pooler processes (for CPU sampling). */
+  pids(): number[] {
+    return [...this.made.values()].flatMap((t) => (t.proc?.alive() ? [t.proc.pid] : []));
+  }
+
+  async stopAll(): Promise<void> {
+    for (const t of this.made.values()) await t.stop().catch(() => undefined);
+  }
+
+  private async make(name: TargetName, flavor: Flavor, stem: string): Promise<Target | null> {
+    const cluster = this.cluster;
+    if (name === 'direct') {
+      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, start: async () => undefined, stop: async () => undefined };
+    }
+    const port = await freePort();
+    const logFile = path.join(this.dir, `${stem}.log`);
+    if (name === 'naive-proxy') {
+      if (flavor.tls || flavor.backlog !== null) return null;
+      return new ProcessTarget(name, flavor, port, () =>
+        new Proc(name, process.execPath, [NAIVE_PROXY, String(port), '127.0.0.1', String(cluster.port)], { logFile, env: cleanEnv() }),
+      );
+    }
+    const ini = path.join(this.dir, `${stem}.ini`);
+    fs.writeFileSync(ini, iniText(port, cluster, this.authFile, flavor), { mode: 0o644 });
+    if (name === 'pgpool-ts') {
+      // PGPOOL_BENCH_NODE_ARGS: node flags for pgpool-ts, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+      const nodeArgs = (process.env.PGPOOL_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+      return new ProcessTarget(name, flavor, port, () => new Proc(name, process.execPath, [...nodeArgs, PGPOOL_MAIN, '-c', ini], { logFile, env: cleanEnv() }));
+    }
+    const user = serviceUser();
+    // PgBouncer refuses root; it runs as the same OS user as PostgreSQL, spawned with that uid so
+    // the PID (for CPU accounting and signals) is PgBouncer's own.
+    return new ProcessTarget(name, flavor, port, () =>
+      new Proc(name, pgbouncerBinary(), [ini], { logFile, env: cleanEnv(), cwd: this.dir, uid: user?.uid, gid: user?.gid }),
+    );
+  }
+}
