@@ -203,7 +203,7 @@ const SETTINGS: readonly Setting[] = [
   setting('resolv_conf', STR, '', null, false),
   setting('disable_pqexec', BOOL, '0', null, false),
   setting('server_fast_close', BOOL, '0', null),
-  setting('autodb_idle_timeout', TIME, '3600', null),
+  setting('autodb_idle_timeout', TIME, '3600', (c) => c.autodbIdleTimeout),
   setting('query_wait_notify', TIME, '5', null),
   setting('transaction_timeout', TIME, '0', null),
   setting('scram_iterations', count(1), '4096', null),
@@ -616,9 +616,18 @@ function build(collected: Collected, mainFile: string, configFile: string | null
   let authEntries: ReadonlyMap<string, AuthEntry> = new Map();
   const authFile = opt('auth_file');
   if (authFile !== null && readable(authFile)) {
-    const parsed = parseAuthFile(readFileSync(authFile, 'utf8'), authFile);
-    problems.push(...parsed.problems);
-    authEntries = parsed.entries;
+    // Access rights are not everything: a directory, say, passes readable() and fails here.
+    let text: string | null = null;
+    try {
+      text = readFileSync(authFile, 'utf8');
+    } catch (err) {
+      at('auth_file', `cannot read '${authFile}': ${(err as Error).message}`);
+    }
+    if (text !== null) {
+      const parsed = parseAuthFile(text, authFile);
+      problems.push(...parsed.problems);
+      authEntries = parsed.entries;
+    }
   }
 
   const databases = new Map<string, DatabaseDef>();
@@ -684,6 +693,7 @@ function build(collected: Collected, mainFile: string, configFile: string | null
     idleTransactionTimeout: num('idle_transaction_timeout'),
     suspendTimeout: num('suspend_timeout'),
     cancelWaitTimeout: num('cancel_wait_timeout'),
+    autodbIdleTimeout: num('autodb_idle_timeout'),
     ignoreStartupParameters: list('ignore_startup_parameters'),
     trackExtraParameters: list('track_extra_parameters'),
     applicationNameAddHost: bool('application_name_add_host'),

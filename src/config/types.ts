@@ -123,6 +123,8 @@ export interface Config {
   readonly idleTransactionTimeout: number;
   readonly suspendTimeout: number;
   readonly cancelWaitTimeout: number;
+  /** Pools of databases known only through `*` are dropped after this long unused. */
+  readonly autodbIdleTimeout: number;
 
   // --- protocol
   readonly ignoreStartupParameters: readonly string[];
