@@ -11,7 +11,9 @@
 FROM node:20-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-# --ignore-scripts: the only install script is embedded-postgres's (a test-only PostgreSQL).
+# --ignore-scripts: embedded-postgres's install script fetches a test-only PostgreSQL, and ours
+# builds the optional native/peercred addon, which needs a compiler slim does not have (without
+# it, hba `peer` and the console's password-less login are refused; see docs/operations.md).
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src

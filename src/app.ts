@@ -70,7 +70,8 @@ export class App implements ClientHost, AdminHost {
   }
 
   private readonly onConnection = (socket: net.Socket, isUnix: boolean): void => {
-    if (this.shuttingDown !== null) {
+    // While draining, the unix socket still takes console logins (the client refuses the rest).
+    if (this.shuttingDown !== null && !isUnix) {
       socket.destroy();
       return;
     }
@@ -112,16 +113,21 @@ export class App implements ClientHost, AdminHost {
   onClientClosed(client: ClientConn): void {
     this.clients.delete(client);
     if (client.cancelPid !== 0) this.cancelKeys.delete(client.cancelPid);
-    if (this.shuttingDown === 'wait_for_clients' && this.loggedInClients() === 0) void this.finish();
+    if (this.shuttingDown === 'wait_for_clients' && this.applicationClients() === 0) void this.finish();
   }
 
   registerCancel(client: ClientConn): void {
     this.cancelKeys.set(client.cancelPid, client);
   }
 
-  private loggedInClients(): number {
+  /**
+   * Clients a WAIT_FOR_CLIENTS shutdown waits for: every open one but the console's. PgBouncer
+   * counts console sessions too, so a monitoring tool that keeps one open holds the exit until
+   * the grace period's SIGKILL; here they are closed when the last application client leaves.
+   */
+  private applicationClients(): number {
     let n = 0;
-    for (const c of this.clients) if (c.phase !== 'closed') n++;
+    for (const c of this.clients) if (c.phase !== 'closed' && !c.admin) n++;
     return n;
   }
 
@@ -132,7 +138,7 @@ export class App implements ClientHost, AdminHost {
     const cfg = this.cfg;
     for (const c of this.clients) {
       if (c.phase === 'startup' || c.phase === 'auth' || c.phase === 'welcome') {
-        if (cfg.clientLoginTimeout > 0 && t - c.connectTime >= cfg.clientLoginTimeout * 1000) c.fail(Errors.loginTimeout());
+        if (cfg.clientLoginTimeout > 0 && t - c.connectTime >= cfg.clientLoginTimeout * 1000) c.fail(Errors.loginTimeout(), 'timeout');
         continue;
       }
       if (c.phase !== 'ready') continue;
@@ -141,6 +147,13 @@ export class App implements ClientHost, AdminHost {
       if (s === null) {
         const idle = user?.clientIdleTimeout ?? cfg.clientIdleTimeout;
         if (idle > 0 && !c.pool?.clWaiting.has(c) && t - c.lastActivity >= idle * 1000) c.fail(Errors.clientIdleTimeout());
+        continue;
+      }
+      // Stalled in the middle of a message, the client holds its server while idle: as idle as a
+      // client without one (a slowloris would otherwise pin every server of the pool).
+      const idle = user?.clientIdleTimeout ?? cfg.clientIdleTimeout;
+      if (idle > 0 && !c.atMessageBoundary && t - c.lastActivity >= idle * 1000) {
+        c.fail(Errors.clientIdleTimeout());
         continue;
       }
       const qt = user?.queryTimeout ?? cfg.queryTimeout;
@@ -187,21 +200,24 @@ export class App implements ClientHost, AdminHost {
   /** SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]. */
   async shutdown(mode: ShutdownMode): Promise<void> {
     if (this.shuttingDown !== null && mode !== 'immediate') mode = 'immediate';
+    // Suspended clients cannot finish, so a drain would never end (and RESUME is refused during a
+    // shutdown): go down at once, as PgBouncer does ("suspend was in progress"), though with 0.
+    if (this.registry.suspended && mode !== 'immediate') {
+      log().info('suspend was in progress, going down immediately');
+      mode = 'immediate';
+    }
     this.shuttingDown = mode;
     log().info({ mode }, `shutting down (${mode})`);
-    // Stop accepting now. close() resolves only once every accepted connection has ended, so
-    // awaiting it here would hang an immediate shutdown for as long as any client stays connected
-    // (the console session that asked for it included); the waiting modes wait below instead.
-    const listeners = this.listeners;
-    this.listeners = null;
-    void listeners?.close();
     if (mode === 'immediate') return this.finish();
+    // Stop accepting on TCP now; the unix socket stays open for the console until the exit, as
+    // PgBouncer keeps it, so an operator can watch and steer the drain (SHOW, a final SHUTDOWN).
+    this.listeners?.closeTcp();
     if (mode === 'wait_for_clients') {
-      if (this.loggedInClients() === 0) return this.finish();
+      if (this.applicationClients() === 0) return this.finish();
       return;
     }
     // wait_for_servers: waiting clients are dropped; exit when no server is linked.
-    for (const c of [...this.clients]) if (c.server === null) c.fail(Errors.shuttingDown());
+    for (const c of [...this.clients]) if (c.server === null && !c.admin) c.fail(Errors.shuttingDown());
     const check = setInterval(() => {
       let linked = 0;
       for (const c of this.clients) if (c.server !== null) linked++;
@@ -212,11 +228,21 @@ export class App implements ClientHost, AdminHost {
     }, JANITOR_MS);
   }
 
+  private finishing = false;
+
   private async finish(): Promise<void> {
+    // Failing the clients below reports each close back here (onClientClosed) while it runs.
+    if (this.finishing) return;
+    this.finishing = true;
     if (this.janitor !== null) clearInterval(this.janitor);
     this.janitor = null;
+    // Stop accepting first. close() resolves only once every accepted connection has ended, so
+    // awaiting it would hang for as long as any client keeps its end open (the console session
+    // that asked for the shutdown included).
+    const listeners = this.listeners;
+    this.listeners = null;
+    void listeners?.close();
     for (const c of [...this.clients]) c.fail(Errors.shuttingDown());
-    await this.listeners?.close();
     this.registry.close();
     await this.metrics?.close();
     this.exitResolve?.();

@@ -41,7 +41,9 @@ const END = String.raw`\s*(?:;\s*)?$`;
 const COMMAND_RX = new RegExp(String.raw`^\s*${WORD}(?:\s+${WORD})?${END}`, 'i');
 // SET's value may also be 'quoted' ('' for '), or any unquoted run up to a blank or `;` (PgBouncer
 // takes only a WORD there; addresses and fractions are common enough to allow them bare).
-const SET_RX = new RegExp(String.raw`^\s*set\s+${WORD}\s*(?:=|\s+to\s+)\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|[^\s;'"]+)${END}`, 'i');
+// Each run of blanks can be matched one way only (`\s*=\s*` or `\s+to\s+`, never `\s*` next to
+// `\s+`): overlapping runs backtrack quadratically, and `SET a<40 000 blanks>x` blocked the pooler.
+const SET_RX = new RegExp(String.raw`^\s*set\s+${WORD}(?:\s*=\s*|\s+to\s+)('(?:[^']|'')*'|"(?:[^"]|"")*"|[^\s;'"]+)${END}`, 'i');
 
 function unquoteWord(w: string): string {
   return w.startsWith('"') ? w.slice(1, -1).replaceAll('""', '"') : w;
@@ -90,10 +92,11 @@ export class Console implements AdminConsole {
   }
 
   /** PgBouncer's rule: admin_users and stats_users may log in; with auth_type=any anyone may,
-   * with stats rights. Everyone else is refused at login. */
+   * with stats rights; user pgbouncer from the pooler's own OS user (peer credentials on the unix
+   * socket) has admin rights. Everyone else is refused at login. */
   login(client: ClientConn): PoolerError | null {
     const { adminUsers, statsUsers, authType } = this.host.cfg;
-    if (adminUsers.includes(client.user)) this.rights.set(client, 'admin');
+    if (client.ownUser || adminUsers.includes(client.user)) this.rights.set(client, 'admin');
     else if (statsUsers.includes(client.user) || authType === 'any') this.rights.set(client, 'stats');
     else return Errors.authRejected('not allowed');
     return null;
@@ -112,6 +115,10 @@ export class Console implements AdminConsole {
         client.socket.write(Buffer.concat([...reply, encode.readyForQuery(TxStatus.Idle)]));
       });
     this.busy.set(client, next);
+  }
+
+  settled(client: ClientConn): Promise<void> {
+    return this.busy.get(client) ?? Promise.resolve();
   }
 
   // ---------------------------------------------------------------- parsing and dispatch

@@ -11,7 +11,7 @@ import { now, refresh } from '../clock.js';
 import type { AuthType, Config } from '../config/types.js';
 import { Errors, PoolerError } from '../errors.js';
 import { connLogger, log, type Logger } from '../log.js';
-import { Frontend } from '../protocol/codes.js';
+import { Frontend, SqlState } from '../protocol/codes.js';
 import * as encode from '../protocol/encode.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { decodeStartupPacket } from '../protocol/startup.js';
@@ -19,6 +19,8 @@ import type { Pool } from '../pool/pool.js';
 import type { PoolClient } from '../pool/types.js';
 import type { ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
+import { isOwnUid, osUserName, peerCredAvailable, peerCredentials } from '../net/peercred.js';
+import { loginStats, type LoginRefusal } from '../metrics/stats.js';
 import { authFlow, type AuthFlow } from './auth.js';
 import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js';
 import { ClientStatements, Reply, deallocation } from './prepared.js';
@@ -40,6 +42,8 @@ export interface ClientHost {
   secretFor(dbName: string, user: string): string | null | Promise<string | null>;
   /** Whether a new (non-console) client fits under max_client_conn. */
   admitClient(): boolean;
+  /** A shutdown is under way: only console logins are still taken (on the unix socket). */
+  readonly stopping: boolean;
   cancel(pid: number, secret: Buffer): void;
   /** The client was given its cancel key (BackendKeyData). */
   registerCancel(client: ClientConn): void;
@@ -52,6 +56,8 @@ export interface AdminConsole {
   login(client: ClientConn): PoolerError | null;
   /** Answer one simple-protocol query; writes the whole reply including ReadyForQuery. */
   query(client: ClientConn, sql: string): void;
+  /** Resolves once every query the client sent so far has been answered. */
+  settled(client: ClientConn): Promise<void>;
 }
 
 /** The virtual database of the admin console. */
@@ -72,6 +78,9 @@ export class ClientConn implements PoolClient {
   server: ServerConn | null = null;
   waitStart = 0;
   readonly connectTime = now;
+  /** High-resolution accept time, for the login duration histogram (the cached clock is too
+   * coarse for logins that take a millisecond). */
+  private readonly acceptedAt = performance.now();
   /** Last time the client sent anything (client_idle_timeout, idle_transaction_timeout). */
   lastActivity = now;
   /** The parameter values this client's session should have (variable cache). */
@@ -149,8 +158,10 @@ export class ClientConn implements PoolClient {
     this.lastActivity = now;
     if (this.phase === 'ready') return this.onReadyData(chunk);
     if (this.phase === 'welcome') {
-      // Logged in, waiting for the pool's parameters: keep what the client pipelined.
+      // Logged in, waiting for the pool's parameters: keep what the client pipelined, and read no
+      // more until then (a client could otherwise make the pooler buffer without limit).
       this.queued.push(chunk);
+      this.socket.pause();
       return;
     }
     // Direct TLS (PostgreSQL 17): a TLS record where a length should be.
@@ -237,9 +248,10 @@ export class ClientConn implements PoolClient {
     this.dbName = params.get('database') || user;
     this.log = connLogger({ id: this.label, db: this.dbName, user, addr: this.addr });
     const tlsProblem = this.tlsPolicyProblem();
-    if (tlsProblem !== null) return this.fail(tlsProblem);
+    if (tlsProblem !== null) return this.fail(tlsProblem, 'tls');
     // Console logins are exempt from max_client_conn, so an operator can always get in.
     this.admin = this.dbName === ADMIN_DB;
+    if (!this.admin && this.host.stopping) return this.fail(Errors.shuttingDown(), 'shutdown');
     if (!this.admin && !this.host.admitClient()) return this.fail(Errors.tooManyClients());
 
     const unsupported: string[] = [];
@@ -267,16 +279,16 @@ export class ClientConn implements PoolClient {
     }
 
     this.phase = 'auth';
-    this.framer.want([Frontend.Password, Frontend.Terminate]);
+    // Every other type is reported by its header and refused at once, as PostgreSQL does, rather
+    // than skipped (or waited for: an SSLRequest here reads as a 2 kB message) until
+    // client_login_timeout.
+    this.framer.want([Frontend.Password, Frontend.Terminate], EVERY_TYPE);
+    if (this.admin && this.ownUserConsole()) return;
     const chosen = this.chooseMethod();
     if (chosen === null) return;
     const { method, map } = chosen;
     if (method === 'cert') return this.certAuth(map);
-    if (method === 'peer') {
-      return this.fail(
-        Errors.authRejected(`peer authentication failed for user "${user}": peer credentials are not available to pgpool-ts`),
-      );
-    }
+    if (method === 'peer') return this.peerAuth(map);
     const found = this.host.secretFor(this.dbName, user);
     if (!(found instanceof Promise)) return this.beginAuth(method, found);
     // auth_query: hold the client's bytes until the secret is known.
@@ -297,7 +309,7 @@ export class ClientConn implements PoolClient {
     const conn = { unix: this.isUnix, tls: this.tls !== null, addr: this.remoteAddress, database: this.dbName, user: this.user };
     const rule = matchHba(this.host.auth.hba ?? [], conn);
     if (rule === null) {
-      this.fail(Errors.authRejected(noMatchMessage(conn)));
+      this.fail(Errors.authRejected(noMatchMessage(conn)), 'hba');
       return null;
     }
     if (rule.method === 'reject') {
@@ -305,6 +317,7 @@ export class ClientConn implements PoolClient {
       const enc = this.tls !== null ? 'SSL encryption' : 'no encryption';
       this.fail(
         Errors.authRejected(`pg_hba.conf rejects connection for host "${host}", user "${this.user}", database "${this.dbName}", ${enc}`),
+        'hba',
       );
       return null;
     }
@@ -318,7 +331,7 @@ export class ClientConn implements PoolClient {
   private certAuth(map: string | null): void {
     const peer = this.peer;
     const fail = (why: string) =>
-      this.fail(Errors.authRejected(`certificate authentication failed for user "${this.user}": ${why}`));
+      this.fail(Errors.authRejected(`certificate authentication failed for user "${this.user}": ${why}`), 'cert');
     if (this.tls === null) return fail('the connection does not use SSL');
     // Not verified with no verdict: no certificate at all.
     if (peer === null || (!peer.verified && peer.error === null)) return fail('no client certificate was presented');
@@ -336,6 +349,56 @@ export class ClientConn implements PoolClient {
     }
     this.authMethod = 'cert';
     this.onAuthResult({ ok: true, scramKeys: null });
+  }
+
+  /**
+   * Peer authentication (hba `peer`, local lines only): the OS user of the process at the other
+   * end of the unix socket is the user name exactly, or maps to it through auth_ident_file.
+   */
+  private peerAuth(map: string | null): void {
+    const fail = (why: string) => this.fail(Errors.authRejected(`peer authentication failed for user "${this.user}": ${why}`), 'peer');
+    const r = peerCredentials(this.socket);
+    if ('error' in r) return fail(r.error);
+    const osUser = osUserName(r.cred.uid);
+    if (osUser === null) return fail(`could not look up local user ID ${r.cred.uid}`);
+    const ok = map === null ? osUser === this.user : identAllows(this.host.auth.ident, map, osUser, this.user);
+    if (!ok) {
+      return fail(
+        map === null
+          ? `OS user "${osUser}" does not match user "${this.user}"`
+          : `OS user "${osUser}" is not mapped to user "${this.user}" by map "${map}"`,
+      );
+    }
+    this.authMethod = 'peer';
+    this.onAuthResult({ ok: true, scramKeys: null });
+  }
+
+  /** Logged in by the pooler's own OS user (PgBouncer's own_user): admin rights on the console. */
+  ownUser = false;
+
+  /**
+   * PgBouncer's console rule: user `pgbouncer` over the unix socket from a process running as the
+   * pooler's own OS user logs in with no password and admin rights, before auth_type or hba are
+   * consulted. Any other peer goes through the usual authentication. Returns true when it
+   * settled the login (in or refused).
+   */
+  private ownUserConsole(): boolean {
+    if (!this.isUnix || this.user !== OWN_CONSOLE_USER) return false;
+    const r = peerCredentials(this.socket);
+    if ('error' in r) {
+      // Without the addon a listed pgbouncer user can still log in with its password; an
+      // unlisted one would only be refused later for a less useful reason.
+      const { adminUsers, statsUsers } = this.host.cfg;
+      if (peerCredAvailable() || adminUsers.includes(this.user) || statsUsers.includes(this.user)) return false;
+      this.fail(Errors.authRejected(`peer authentication failed for user "${this.user}": ${r.error}`), 'peer');
+      return true;
+    }
+    if (!isOwnUid(r.cred)) return false;
+    this.ownUser = true;
+    this.authMethod = 'peer';
+    if (this.host.cfg.logConnections) this.log.info({ method: 'peer', uid: r.cred.uid }, 'pgbouncer access from unix socket');
+    this.onAuthResult({ ok: true, scramKeys: null });
+    return true;
   }
 
   private beginAuth(method: AuthType, secret: string | null): void {
@@ -363,6 +426,7 @@ export class ClientConn implements PoolClient {
     const pool = this.host.poolFor(this.dbName, this.user, r.scramKeys);
     if (pool instanceof PoolerError) return this.fail(pool);
     this.pool = pool;
+    loginStats.loggedIn(this.tls !== null, performance.now() - this.acceptedAt);
     if (this.host.cfg.logConnections) {
       const tls = this.tls === null ? 'no' : `${this.tls.version}/${this.tls.cipher}`;
       this.log.info(
@@ -395,7 +459,7 @@ export class ClientConn implements PoolClient {
     this.socket.write(Buffer.concat(parts));
     this.phase = 'ready';
     this.framer.maxPacket = this.host.cfg.maxPacketSize;
-    if (this.admin) this.framer.want([Frontend.Query, Frontend.Terminate], CONSOLE_REFUSED);
+    if (this.admin) this.framer.want([Frontend.Query, Frontend.Terminate], EVERY_TYPE);
     else {
       const max = this.host.cfg.maxPreparedStatements;
       // Named statements need tracking only when servers change under the client.
@@ -406,6 +470,9 @@ export class ClientConn implements PoolClient {
     }
     const queued = this.queued;
     this.queued = [];
+    // Paused while queueing in 'welcome'; replaying may pause it again, which wins (resume acts on
+    // the next tick).
+    if (queued.length > 0) this.socket.resume();
     for (const chunk of queued) this.onReadyData(chunk);
   }
 
@@ -416,7 +483,8 @@ export class ClientConn implements PoolClient {
 
   private adminLogin(): void {
     const refused = this.host.console.login(this);
-    if (refused !== null) return this.fail(refused);
+    if (refused !== null) return this.fail(refused, 'not_allowed');
+    loginStats.loggedIn(this.tls !== null, performance.now() - this.acceptedAt);
     if (this.host.cfg.logConnections) this.log.info({ method: this.authMethod }, `login attempt: db=${ADMIN_DB} user=${this.user} (admin console)`);
     this.socket.write(encode.authenticationOk);
     this.welcome(ADMIN_PARAMS);
@@ -424,7 +492,15 @@ export class ClientConn implements PoolClient {
 
   private adminData(chunk: Buffer): void {
     const stop = this.framer.feed(chunk, 0, this.onAdminMessage);
-    if (stop === FRAMER_STOPPED) this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
+    if (stop === FRAMER_STOPPED) return this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
+    if (this.phase === 'closed') return;
+    // Read on only once these answers are out: a client that pipelines queries and never reads
+    // would otherwise grow the pooler without limit.
+    this.socket.pause();
+    void this.host.console.settled(this).then(() => {
+      if (this.socket.writableNeedDrain) this.socket.once('drain', this.resumeReading);
+      else this.resumeReading();
+    });
   }
 
   private readonly onAdminMessage = (type: number, body: Buffer): boolean => {
@@ -436,6 +512,10 @@ export class ClientConn implements PoolClient {
       return false;
     } else if (type === Frontend.Sync) {
       this.socket.write(encode.readyForQuery(0x49));
+    } else if (!CONSOLE_REFUSED.includes(type)) {
+      // PostgreSQL's answer to a type it does not know: FATAL and close.
+      this.fail(Errors.protocolViolation(`invalid frontend message type ${type}`));
+      return false;
     } else if (!this.adminRefusedExtended) {
       // Answer the first message of an extended-protocol batch; the rest is skipped until Sync.
       this.adminRefusedExtended = true;
@@ -615,6 +695,9 @@ export class ClientConn implements PoolClient {
    */
   private sqlDeallocate(end: number, server: ServerConn): boolean {
     const chunk = this.fwdChunk!;
+    // The header began in an earlier read (the hostile tests split it): its length is not here and
+    // the message cannot be cut out, so this rare DEALLOCATE goes to PostgreSQL as it is.
+    if (end < 5) return false;
     const len = chunk.readInt32BE(end - 4) - 4;
     if (len > 256 || end + len > chunk.length || (chunk[end]! | 0x20) !== 0x64 /* d */) return false;
     const d = deallocation(chunk.toString('utf8', end, end + len - 1));
@@ -723,9 +806,13 @@ export class ClientConn implements PoolClient {
 
   // ---------------------------------------------------------------- closing
 
-  /** Send the error to the client, then close it (PgBouncer disconnect_client_sqlstate). */
-  fail(err: PoolerError): void {
+  /**
+   * Send the error to the client, then close it (PgBouncer disconnect_client_sqlstate). Before the
+   * login completed this is a refused login, counted by `refusal` (by default from the SQLSTATE).
+   */
+  fail(err: PoolerError, refusal?: LoginRefusal): void {
     if (this.phase === 'closed') return;
+    if (this.inLogin) loginStats.refused(refusal ?? refusalOf(err));
     if (!this.socket.destroyed && this.socket.writable) {
       this.socket.write(
         encode.errorResponse({ severity: err.severity, code: err.sqlstate, message: err.message, detail: err.detail }),
@@ -745,7 +832,9 @@ export class ClientConn implements PoolClient {
     this.host.onClientClosed(this);
     if (wasLoggedIn && this.host.cfg.logDisconnections) this.log.info({ reason }, `closing because: ${reason}`);
     else if (!wasLoggedIn) log().debug({ id: this.label, reason }, `closing because: ${reason}`);
-    if (flush) this.socket.end();
+    // destroySoon, not end: a client that never closes its own side (half-open) must not keep the
+    // descriptor once our last bytes are out.
+    if (flush) this.socket.destroySoon();
     else this.socket.destroy();
   }
 }
@@ -762,7 +851,7 @@ const ADMIN_PARAMS: ReadonlyMap<string, string> = new Map([
   ['application_name', ''],
 ]);
 /** Extended-protocol messages the console answers with an error. */
-const CONSOLE_REFUSED = [Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Execute, Frontend.Close, Frontend.Flush, Frontend.Sync, Frontend.FunctionCall];
+const CONSOLE_REFUSED: readonly number[] = [Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Execute, Frontend.Close, Frontend.Flush, Frontend.Sync, Frontend.FunctionCall];
 
 const NO = Buffer.from('N');
 const YES = Buffer.from('S');
@@ -772,6 +861,7 @@ const MAX_STARTUP = 10_000;
 /** Always kept equal between a client and its server; track_extra_parameters adds more. */
 const TRACKED = ['client_encoding', 'DateStyle', 'TimeZone', 'standard_conforming_strings', 'application_name'];
 const STARTUP_TYPES = [0, Frontend.Password, Frontend.Terminate];
+const EVERY_TYPE = Array.from({ length: 256 }, (_, t) => t);
 /** With statement tracking, these bodies are read (names may be rewritten). */
 const STATEMENT_BODIES = [Frontend.Terminate, Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Close];
 
@@ -782,6 +872,35 @@ function queryMessage(sql: string): Buffer {
   out.writeInt32BE(4 + text.length, 1);
   text.copy(out, 5);
   return out;
+}
+
+/** The console user that the pooler's own OS user may be without a password (PgBouncer's rule). */
+const OWN_CONSOLE_USER = 'pgbouncer';
+
+/** A refused login's reason when the call site gave none: what its SQLSTATE says. */
+function refusalOf(err: PoolerError): LoginRefusal {
+  switch (err.sqlstate) {
+    case SqlState.InvalidPassword:
+      return 'password';
+    case SqlState.InvalidAuthorization:
+      return 'not_allowed';
+    case SqlState.TooManyConnections:
+      return 'max_client_conn';
+    case SqlState.InvalidCatalogName:
+    case SqlState.CannotConnectNow:
+      return 'database';
+    case SqlState.AdminShutdown:
+      return 'shutdown';
+    case SqlState.ProtocolViolation:
+    case SqlState.FeatureNotSupported:
+      return 'protocol';
+    case SqlState.ConnectionFailure:
+    case SqlState.ConnectionException:
+    case SqlState.ConnectionRejected:
+      return 'server';
+    default:
+      return 'other';
+  }
 }
 
 /** Protocol 3.2 (PostgreSQL 18) is the newest we speak: its only change is longer cancel keys. */

@@ -5,7 +5,8 @@
 // gives them (it scrapes PgBouncer's console), so dashboards and alerts made for PgBouncer work
 // unchanged. Nothing here runs on the hot path: every value is read on scrape from the live state
 // lists and the plain-number stats, through the same records SHOW prints (admin/show.ts).
-// pgpool_* series go beyond PgBouncer: duration histograms, certificate expiry, reload outcomes.
+// pgpool_* series go beyond PgBouncer: duration histograms, client logins and TLS handshakes,
+// certificate expiry, reload outcomes.
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -13,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import { databaseRecords, listRecords, poolRecords, statsTotals, type DatabaseRecord, type PoolRecord, type ShowHost } from '../admin/show.js';
 import type { PoolStats } from '../pool/pool.js';
-import { allTimings, reloads, type Buckets, type DbTimings } from './stats.js';
+import { LOGIN_REFUSALS, TLS_FAILURES, allTimings, loginStats, reloads, tlsStats, type Buckets, type DbTimings } from './stats.js';
 
 /** What the endpoint reads; App provides it. */
 export interface MetricsHost extends ShowHost {
@@ -69,34 +70,39 @@ function counter(reg: Registry, name: string, help: string, labelNames: string[]
 }
 
 /**
- * A histogram whose buckets are counted elsewhere as plain numbers (metrics/stats.ts), per
- * database. prom-client's Histogram can only observe values one by one, so this is a metric
- * object of its own: the registry asks any registered metric for get() and formats what it
+ * A histogram whose buckets are counted elsewhere as plain numbers (metrics/stats.ts), one
+ * Buckets per label set. prom-client's Histogram can only observe values one by one, so this is a
+ * metric object of its own: the registry asks any registered metric for get() and formats what it
  * returns, _bucket/_sum/_count lines included.
  */
-function plainHistogram(reg: Registry, name: string, help: string, pick: (t: DbTimings) => Buckets): void {
+function plainHistogram(reg: Registry, name: string, help: string, labelNames: string[], read: () => [Labels, Buckets][]): void {
   const metric = {
     name,
     help,
+    labelNames,
     type: 'histogram',
     aggregator: 'sum',
     get() {
       const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
-      for (const [database, t] of allTimings()) {
-        const b = pick(t);
+      for (const [labels, b] of read()) {
         let cumulative = 0;
         b.bounds.forEach((le, k) => {
           cumulative += b.counts[k]!;
-          values.push({ metricName: `${name}_bucket`, labels: { database, le }, value: cumulative });
+          values.push({ metricName: `${name}_bucket`, labels: { ...labels, le }, value: cumulative });
         });
-        values.push({ metricName: `${name}_bucket`, labels: { database, le: '+Inf' }, value: b.count });
-        values.push({ metricName: `${name}_sum`, labels: { database }, value: b.sum });
-        values.push({ metricName: `${name}_count`, labels: { database }, value: b.count });
+        values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: b.count });
+        values.push({ metricName: `${name}_sum`, labels, value: b.sum });
+        values.push({ metricName: `${name}_count`, labels, value: b.count });
       }
       return Promise.resolve({ name, help, type: 'histogram', aggregator: 'sum', values });
     },
   };
   reg.registerMetric(metric as unknown as Metric);
+}
+
+/** A per-database duration histogram (metrics/stats.ts timings). */
+function dbHistogram(reg: Registry, name: string, help: string, pick: (t: DbTimings) => Buckets): void {
+  plainHistogram(reg, name, help, ['database'], () => [...allTimings()].map(([database, t]) => [{ database }, pick(t)]));
 }
 
 /** Certificate settings whose expiry is watched. */
@@ -209,9 +215,20 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
   ]);
 
   // Beyond PgBouncer.
-  plainHistogram(reg, 'pgpool_client_wait_seconds', 'Time a client waited for a server connection', (t) => t.wait);
-  plainHistogram(reg, 'pgpool_query_duration_seconds', 'Time from a query to the ReadyForQuery that answers it', (t) => t.query);
-  plainHistogram(reg, 'pgpool_transaction_duration_seconds', 'Time from the first query of a transaction to its end', (t) => t.xact);
+  dbHistogram(reg, 'pgpool_client_wait_seconds', 'Time a client waited for a server connection', (t) => t.wait);
+  dbHistogram(reg, 'pgpool_query_duration_seconds', 'Time from a query to the ReadyForQuery that answers it', (t) => t.query);
+  dbHistogram(reg, 'pgpool_transaction_duration_seconds', 'Time from the first query of a transaction to its end', (t) => t.xact);
+  plainHistogram(reg, 'pgpool_client_login_duration_seconds', 'Time from accepting a client connection to its successful authentication, TLS handshake included', ['tls'], () => [
+    [{ tls: 'yes' }, loginStats.durationTls],
+    [{ tls: 'no' }, loginStats.durationPlain],
+  ]);
+  counter(reg, 'pgpool_client_logins_refused_total', 'Client logins the pooler refused, by reason', ['reason'], () =>
+    LOGIN_REFUSALS.map((reason) => [{ reason }, loginStats.refusedBy[reason]]),
+  );
+  plainHistogram(reg, 'pgpool_client_tls_handshake_duration_seconds', 'Duration of successful client TLS handshakes', [], () => [[{}, tlsStats.handshake]]);
+  counter(reg, 'pgpool_client_tls_handshake_failures_total', 'Client TLS handshakes that failed, by reason', ['reason'], () =>
+    TLS_FAILURES.map((reason) => [{ reason }, tlsStats.failedBy[reason]]),
+  );
   gauge(reg, 'pgpool_tls_certificate_expiry_seconds', 'Seconds until the first certificate in a configured file expires (negative: expired)', ['setting', 'file'], () => {
     const cfg = h.cfg;
     const files: Record<(typeof CERT_SETTINGS)[number], string | null> = {

@@ -53,3 +53,39 @@ export function allTimings(): ReadonlyMap<string, DbTimings> {
 
 /** Outcomes of configuration reloads (SIGHUP, RELOAD, SET), since start. */
 export const reloads = { ok: 0, failed: 0 };
+
+// ---------------------------------------------------------------------------------------------
+// Client logins and client TLS handshakes, since start.
+
+/** Why a login was refused (a fixed set, so the Prometheus label stays small). */
+export const LOGIN_REFUSALS = [
+  'password', 'hba', 'cert', 'peer', 'tls', 'not_allowed', 'max_client_conn', 'database', 'timeout', 'protocol', 'shutdown', 'server', 'other',
+] as const;
+export type LoginRefusal = (typeof LOGIN_REFUSALS)[number];
+
+/** Why a client TLS handshake failed, from OpenSSL's or the socket's error code. */
+export const TLS_FAILURES = ['protocol_version', 'no_shared_cipher', 'certificate', 'alpn', 'closed', 'not_tls', 'other'] as const;
+export type TlsFailure = (typeof TLS_FAILURES)[number];
+
+const zeros = <K extends string>(keys: readonly K[]): Record<K, number> =>
+  Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+
+export const loginStats = {
+  /** From accept to authentication done, split by whether the client used TLS. */
+  durationTls: new Buckets(DURATION_BOUNDS),
+  durationPlain: new Buckets(DURATION_BOUNDS),
+  refusedBy: zeros(LOGIN_REFUSALS),
+
+  loggedIn(tls: boolean, ms: number): void {
+    (tls ? this.durationTls : this.durationPlain).observe(ms / 1000);
+  },
+  refused(reason: LoginRefusal): void {
+    this.refusedBy[reason]++;
+  },
+};
+
+export const tlsStats = {
+  /** From the first TLS byte (or the 'S' answer) to the handshake's end, successful ones only. */
+  handshake: new Buckets(DURATION_BOUNDS),
+  failedBy: zeros(TLS_FAILURES),
+};

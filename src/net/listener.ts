@@ -13,6 +13,8 @@ export interface Listeners {
   readonly unixPath: string | null;
   /** Stop accepting (shutdown); open connections are not touched. */
   close(): Promise<void>;
+  /** Stop accepting on TCP only: a draining pooler keeps its unix socket for the console. */
+  closeTcp(): void;
 }
 
 function listenOne(server: net.Server, opts: net.ListenOptions): Promise<void> {
@@ -27,6 +29,7 @@ function listenOne(server: net.Server, opts: net.ListenOptions): Promise<void> {
 
 export async function openListeners(cfg: Config, onConnection: OnConnection): Promise<Listeners> {
   const servers: net.Server[] = [];
+  let unixServer: net.Server | null = null;
   let unixPath: string | null = null;
   try {
     for (const addr of cfg.listenAddr) {
@@ -43,6 +46,7 @@ export async function openListeners(cfg: Config, onConnection: OnConnection): Pr
       fs.chmodSync(unixPath, cfg.unixSocketMode);
       if (cfg.unixSocketGroup !== null) execFileSync('chgrp', [cfg.unixSocketGroup, unixPath]);
       servers.push(server);
+      unixServer = server;
     }
   } catch (err) {
     for (const s of servers) s.close();
@@ -55,6 +59,9 @@ export async function openListeners(cfg: Config, onConnection: OnConnection): Pr
     close: async () => {
       await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       if (up !== null) fs.rmSync(up, { force: true });
+    },
+    closeTcp: () => {
+      for (const s of servers) if (s !== unixServer && s.listening) s.close();
     },
   };
 }

@@ -11,6 +11,7 @@ import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { ClientTls, Config, SslMode, TlsSide } from '../config/types.js';
+import { tlsStats, type TlsFailure } from '../metrics/stats.js';
 
 export interface TlsContexts {
   /** Null when client_tls_sslmode = disable. */
@@ -200,16 +201,42 @@ export function acceptClientTls(raw: net.Socket, ctx: ClientTlsContext, pending:
       rejectUnauthorized: false,
       ALPNProtocols: ['postgresql'],
     });
-    const onError = (err: Error) => {
+    const started = performance.now();
+    let settled = false;
+    const fail = (reason: TlsFailure, message: string) => {
+      if (settled) return;
+      settled = true;
+      tlsStats.failedBy[reason]++;
       sock.destroy();
-      resolve({ error: `TLS handshake failed: ${err.message}` });
+      resolve({ error: `TLS handshake failed: ${message}` });
     };
+    const onError = (err: Error) => fail(tlsFailure(err), err.message);
+    // A peer that hangs up mid-handshake may end the socket without an 'error'.
+    const onClose = () => fail('closed', 'the client closed the connection');
     sock.once('error', onError);
+    sock.once('close', onClose);
     sock.once('secure', () => {
+      if (settled) return;
+      settled = true;
       sock.removeListener('error', onError);
+      sock.removeListener('close', onClose);
+      tlsStats.handshake.observe((performance.now() - started) / 1000);
       resolve({ socket: sock, info: tlsInfo(sock), peer: peerCert(sock) });
     });
   });
+}
+
+/** A failed handshake's reason from OpenSSL's error code (Node prefixes it with ERR_SSL_). */
+function tlsFailure(err: Error & { code?: string }): TlsFailure {
+  const code = err.code ?? '';
+  if (/UNSUPPORTED_PROTOCOL|VERSION_TOO_(LOW|HIGH)|ALERT_PROTOCOL_VERSION|INAPPROPRIATE_FALLBACK/.test(code)) return 'protocol_version';
+  // A plaintext startup packet, an HTTP request or other non-TLS bytes where a ClientHello belongs.
+  if (/WRONG_VERSION_NUMBER|HTTPS?_(PROXY_)?REQUEST|PACKET_LENGTH_TOO_LONG|RECORD_LENGTH_MISMATCH|UNKNOWN_PROTOCOL/.test(code)) return 'not_tls';
+  if (/NO_SHARED_CIPHER|NO_CIPHERS_AVAILABLE|NO_SUITABLE_SIGNATURE_ALGORITHM/.test(code)) return 'no_shared_cipher';
+  if (/APPLICATION_PROTOCOL|ALPN/.test(code)) return 'alpn';
+  if (/CERT|UNKNOWN_CA/.test(code)) return 'certificate';
+  if (code === 'ECONNRESET' || code === 'EPIPE') return 'closed';
+  return 'other';
 }
 
 /** Node pitfall: with isServer + requestCert, `authorized` is never set on a wrapped socket and an

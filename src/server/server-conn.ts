@@ -268,6 +268,11 @@ export class ServerConn {
         this.storeParameter(body);
         return true;
       case Backend.BackendKeyData:
+        // A reply shorter than its pid is a broken server, not a reason to crash the pooler.
+        if (body.length < 4) {
+          this.loginFailed('invalid BackendKeyData from server');
+          return false;
+        }
         this.backendPid = body.readInt32BE(0);
         this.backendSecret = Buffer.from(body.subarray(4));
         return true;
@@ -544,6 +549,7 @@ interface Collector {
 
 /** Text columns of a DataRow (only for the pooler's own queries; the hot path never decodes). */
 function decodeDataRow(body: Buffer): (string | null)[] {
+  if (body.length < 2) return [];
   const n = body.readInt16BE(0);
   const out: (string | null)[] = [];
   let pos = 2;

@@ -9,26 +9,18 @@
 // The expected column lists are written here from the reference, not taken from src/.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import type net from 'node:net';
+import { describe, it } from 'node:test';
 import pg from 'pg';
-import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
+import { backendPid, connectClient, type PgError } from '../support/pg-client.js';
+import { USERS } from '../support/pg-cluster.js';
 import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
 import { runCommand } from '../support/run-cmd.js';
+import { useSetup } from '../support/suite.js';
+import { settlesWithin, sleep, waitFor } from '../support/wait.js';
 
 const QUERY_TIMEOUT_MS = 20_000;
 const PASSWORDS = { admin: 'adminpass', stats: 'statspass', other: 'otherpass' };
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-let cluster: Cluster | undefined;
-let pooler: Pooler | undefined;
-const c = (): Cluster => {
-  assert.ok(cluster, 'cluster did not start');
-  return cluster;
-};
-const p = (): Pooler => {
-  assert.ok(pooler, 'pooler did not start');
-  return pooler;
-};
 
 function ini(extra: Record<string, string> = {}): IniSections {
   const db = (name: string, more = '') => `host=127.0.0.1 port=${c().port} dbname=${name}${more}`;
@@ -49,17 +41,27 @@ function ini(extra: Record<string, string> = {}): IniSections {
 
 const userlist = { ...PASSWORDS, [USERS.md5.name]: USERS.md5.password };
 
-type PgError = Error & { code?: string };
+const { c, p } = useSetup({
+  cluster: { name: 'admin' },
+  pooler: {
+    ini: () => ini(),
+    options: { userlist },
+    stopped: (s, pooler) => {
+      if (s.code !== 0) process.stderr.write(pooler.logs().join('\n') + '\n');
+    },
+  },
+});
 
 /** Errors the pooler sent outside a query (a FATAL before closing), per client. */
 const asyncErrors = new WeakMap<pg.Client, string[]>();
 
 async function connect(user: string, password: string, db: string, target: Pooler = p()): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: target.url(user, password, db), query_timeout: QUERY_TIMEOUT_MS, connectionTimeoutMillis: 10_000 });
   const errors: string[] = [];
+  const client = await connectClient(
+    { connectionString: target.url(user, password, db), query_timeout: QUERY_TIMEOUT_MS, connectionTimeoutMillis: 10_000 },
+    (e) => errors.push(e.message),
+  );
   asyncErrors.set(client, errors);
-  client.on('error', (e) => errors.push(e.message));
-  await client.connect();
   return client;
 }
 
@@ -94,20 +96,6 @@ async function rejects(promise: Promise<unknown>, message: RegExp, code?: string
   });
 }
 
-/** Whether `promise` settles within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  const r = await Promise.race([promise.then(() => true, () => true), sleep(ms).then(() => false)]);
-  return r;
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
 function poolRow(rows: Row[], db: string): Row {
   const row = rows.find((r) => r.database === db && r.user === USERS.md5.name);
   assert.ok(row, `no SHOW POOLS row for ${db}: ${JSON.stringify(rows)}`);
@@ -121,19 +109,6 @@ async function backends(db: string): Promise<number[]> {
     'postgres', [USERS.md5.name, db]);
   return r.rows.map((x) => x.pid);
 }
-
-before(async () => {
-  cluster = await startCluster({ name: 'admin' });
-  pooler = await startPooler(ini(), { userlist });
-});
-
-after(async () => {
-  if (pooler !== undefined) {
-    const s = await pooler.stop('SIGTERM');
-    if (s.code !== 0) process.stderr.write(pooler.logs().join('\n') + '\n');
-  }
-  await cluster?.destroy();
-});
 
 // ------------------------------------------------------------------------------------------------
 
@@ -239,7 +214,7 @@ describe('SHOW', () => {
     const waiter = await appClient('p1');
     try {
       await holder.query('BEGIN');
-      const pid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const pid = await backendPid(holder);
       const waiting = waiter.query('SELECT 1');
       await waitFor('a waiting client', async () => poolRow(await admin(con, 'SHOW POOLS'), 'p1').cl_waiting === '1');
       await sleep(1100);
@@ -461,7 +436,7 @@ describe('control commands', () => {
     const app = await appClient('p0');
     try {
       await app.query('BEGIN');
-      const old = (await app.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const old = await backendPid(app);
       assert.equal((await con.query('RECONNECT p0')).command, 'RECONNECT');
       const marked = (await admin(con, 'SHOW SERVERS')).filter((r) => r.database === 'p0');
       assert.deepEqual(marked.map((r) => [r.remote_pid, r.close_needed]), [[String(old), '1']]);
@@ -469,7 +444,7 @@ describe('control commands', () => {
       assert.equal(await settlesWithin(wait, 500), false, 'WAIT_CLOSE answered while a marked server was linked');
       await app.query('COMMIT');
       await wait;
-      const fresh = (await app.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const fresh = await backendPid(app);
       assert.notEqual(fresh, old);
       await waitFor('the old backend to exit', async () => !(await backends('p0')).includes(old));
     } finally {
@@ -527,6 +502,44 @@ describe('control commands', () => {
     } finally {
       await con.query('RESUME').catch(() => undefined);
       await app.end();
+      await con.end();
+    }
+  });
+
+  it('SUSPEND waits up to suspend_timeout for unsent bytes, then drops a client that does not read; new logins are held at their first query', async () => {
+    const con = await adminConsole();
+    const stalled = await appClient('p0');
+    const stream = (stalled as unknown as { connection: { stream: net.Socket } }).connection.stream;
+    let late: pg.Client | undefined;
+    try {
+      await con.query('SET suspend_timeout = 1');
+      await stalled.query('SELECT 1');
+      // 50 MB of rows to a client that stops reading: the pooler is left holding unsent bytes.
+      stream.pause();
+      const big = stalled.query("SELECT repeat('x', 1000) FROM generate_series(1, 50000)").then(() => null, (e: Error) => e);
+      await sleep(1000);
+      assert.ok((await admin(con, 'SHOW CLIENTS')).some((r) => r.port === String(stream.localPort)), 'the stalled client is not listed');
+      const started = Date.now();
+      assert.equal((await con.query('SUSPEND')).command, 'SUSPEND');
+      const took = Date.now() - started;
+      assert.ok(took >= 900 && took < 5000, `SUSPEND answered after ${took} ms (suspend_timeout = 1 s)`);
+      const clients = await admin(con, 'SHOW CLIENTS');
+      assert.ok(!clients.some((r) => r.port === String(stream.localPort)), `the stalled client is still listed: ${JSON.stringify(clients)}`);
+
+      // A login while suspended completes (the pool knows its server's parameters); its first
+      // query waits for RESUME.
+      late = await appClient('p0');
+      const held = late.query('SELECT 7 AS seven');
+      assert.equal(await settlesWithin(held, 500), false, 'a query ran while suspended');
+      await con.query('RESUME');
+      assert.equal((await held).rows[0].seven, 7);
+      stream.resume();
+      assert.ok((await big) instanceof Error, 'the dropped client\'s query succeeded');
+    } finally {
+      await con.query('RESUME').catch(() => undefined);
+      await con.query('RELOAD');
+      await late?.end();
+      await stalled.end().catch(() => undefined);
       await con.end();
     }
   });
@@ -590,6 +603,24 @@ describe('SHUTDOWN', () => {
     assert.equal(await settlesWithin(q.exited, 300), false, 'exited with a session still open');
     await app.end();
     assert.deepEqual(await q.exited, { code: 0, signal: null });
+  });
+
+  it('SIGTERM during SUSPEND goes down at once, with 0 (suspended clients could never finish a drain)', async () => {
+    const q = await startPooler(ini(), { userlist });
+    const con = await adminConsole(q);
+    const app = await connect(USERS.md5.name, USERS.md5.password, 'p0', q);
+    try {
+      await app.query('SELECT 1');
+      await con.query('SUSPEND');
+      process.kill(q.pid, 'SIGTERM');
+      assert.equal(await settlesWithin(q.exited, 5000), true, 'still running 5 s after SIGTERM');
+      assert.deepEqual(await q.exited, { code: 0, signal: null });
+      assert.ok(q.logs().some((l) => l.includes('suspend was in progress, going down immediately')));
+    } finally {
+      await app.end().catch(() => undefined);
+      await con.end().catch(() => undefined);
+      await q.stop('SIGKILL');
+    }
   });
 
   it('SHUTDOWN exits at once with 0', async () => {

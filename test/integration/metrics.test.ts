@@ -14,26 +14,39 @@ import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import pg from 'pg';
-import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
-import { freePort, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { sslRequest } from '../support/bytes.js';
+import { connectClient, type PgError } from '../support/pg-client.js';
+import { USERS } from '../support/pg-cluster.js';
+import { freePort, startPooler, type IniSections } from '../support/pooler.js';
 import { runCommand } from '../support/run-cmd.js';
+import { useSetup } from '../support/suite.js';
+import { sleep } from '../support/wait.js';
 
 const ADMIN_PASSWORD = 'adminpass';
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-let cluster: Cluster | undefined;
-let pooler: Pooler | undefined;
 let metricsPort = 0;
-const c = (): Cluster => {
-  assert.ok(cluster, 'cluster did not start');
-  return cluster;
-};
-const p = (): Pooler => {
-  assert.ok(pooler, 'pooler did not start');
-  return pooler;
-};
+
+const { c, p } = useSetup({
+  cluster: { name: 'metrics', ssl: true },
+  prepare: async () => {
+    metricsPort = await freePort();
+  },
+  pooler: {
+    ini: () => ini(),
+    options: { userlist: { admin: ADMIN_PASSWORD, stats: 'statspass', [USERS.md5.name]: USERS.md5.password } },
+  },
+  started: async () => {
+    // Some traffic on both databases, with one client that had to wait.
+    const a = await connect('p0');
+    const b = await connect('p1');
+    await a.query('SELECT 1');
+    await b.query('BEGIN');
+    await b.query('SELECT pg_sleep(0.02)');
+    await b.query('COMMIT');
+    await Promise.all([a.end(), b.end()]);
+  },
+});
 
 function ini(extra: Record<string, string> = {}): IniSections {
   const pki = c().pki!;
@@ -58,11 +71,8 @@ function ini(extra: Record<string, string> = {}): IniSections {
   };
 }
 
-async function connect(db: string, user: string = USERS.md5.name, password: string = USERS.md5.password): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: p().url(user, password, db), query_timeout: 20_000 });
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
+function connect(db: string, user: string = USERS.md5.name, password: string = USERS.md5.password): Promise<pg.Client> {
+  return connectClient({ connectionString: p().url(user, password, db), query_timeout: 20_000 });
 }
 
 async function consoleRows(sql: string): Promise<Record<string, string>[]> {
@@ -120,25 +130,6 @@ async function installed(cmd: string, pkg: string): Promise<boolean> {
   process.stdout.write(`# skipped: ${cmd} is not installed (Debian package ${pkg}: apt-get install -y ${pkg})\n`);
   return false;
 }
-
-before(async () => {
-  cluster = await startCluster({ name: 'metrics', ssl: true });
-  metricsPort = await freePort();
-  pooler = await startPooler(ini(), { userlist: { admin: ADMIN_PASSWORD, stats: 'statspass', [USERS.md5.name]: USERS.md5.password } });
-  // Some traffic on both databases, with one client that had to wait.
-  const a = await connect('p0');
-  const b = await connect('p1');
-  await a.query('SELECT 1');
-  await b.query('BEGIN');
-  await b.query('SELECT pg_sleep(0.02)');
-  await b.query('COMMIT');
-  await Promise.all([a.end(), b.end()]);
-});
-
-after(async () => {
-  await pooler?.stop('SIGTERM');
-  await cluster?.destroy();
-});
 
 // ------------------------------------------------------------------------------------------------
 
@@ -238,6 +229,54 @@ describe('/metrics', () => {
     assert.ok(sample(series, 'pgpool_tls_certificate_expiry_seconds', { setting: 'server_tls_ca_file' }) > 30 * 86400);
   });
 
+  it('counts client logins and TLS handshakes: a TLS login, a refused login, a failed handshake', async () => {
+    const before = (await scrape()).series;
+    const count = (series: Map<string, Sample[]>, name: string, labels: Record<string, string> = {}) => sample(series, name, labels);
+
+    // A successful login over TLS.
+    const tlsClient = await connectClient({
+      host: '127.0.0.1', port: p().port, user: USERS.md5.name, password: USERS.md5.password, database: 'p0',
+      ssl: { ca: fs.readFileSync(c().pki!.caBundle, 'utf8'), servername: 'localhost' },
+    });
+    await tlsClient.query('SELECT 1');
+    await tlsClient.end();
+
+    // A refused login: a wrong password.
+    await assert.rejects(connect('p0', USERS.md5.name, 'wrong'), (e: PgError) => e.code === '28P01');
+
+    // A failed handshake: the pooler says 'S' to the SSLRequest, then gets an HTTP request.
+    await new Promise<void>((resolve, reject) => {
+      const sock = net.connect({ host: '127.0.0.1', port: p().port });
+      sock.setTimeout(5_000, () => sock.destroy(new Error('no answer')));
+      sock.once('connect', () => sock.write(sslRequest()));
+      sock.once('data', (b) => {
+        if (b.toString('latin1') !== 'S') reject(new Error(`SSLRequest answered ${JSON.stringify(b.toString('latin1'))}`));
+        sock.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n');
+      });
+      sock.on('error', () => undefined);
+      sock.once('close', () => resolve());
+    });
+
+    const { series } = await scrape();
+    const delta = (name: string, labels: Record<string, string> = {}) => count(series, name, labels) - count(before, name, labels);
+    assert.equal(delta('pgpool_client_tls_handshake_duration_seconds_count'), 1);
+    assert.equal(delta('pgpool_client_tls_handshake_duration_seconds_bucket', { le: '+Inf' }), 1);
+    assert.ok(count(series, 'pgpool_client_tls_handshake_duration_seconds_sum') > count(before, 'pgpool_client_tls_handshake_duration_seconds_sum'));
+    assert.equal(delta('pgpool_client_login_duration_seconds_count', { tls: 'yes' }), 1);
+    // The refused login is not a login.
+    assert.equal(delta('pgpool_client_login_duration_seconds_count', { tls: 'no' }), 0);
+    assert.equal(delta('pgpool_client_logins_refused_total', { reason: 'password' }), 1);
+    assert.equal(delta('pgpool_client_logins_refused_total', { reason: 'hba' }), 0);
+    assert.equal(delta('pgpool_client_tls_handshake_failures_total', { reason: 'not_tls' }), 1);
+    // Every reason is there from the start, at 0 until it happens.
+    for (const reason of ['password', 'hba', 'cert', 'peer', 'tls', 'max_client_conn', 'timeout', 'protocol']) {
+      assert.ok(series.get('pgpool_client_logins_refused_total')!.some((x) => x.labels.reason === reason), reason);
+    }
+    for (const reason of ['protocol_version', 'no_shared_cipher', 'certificate', 'alpn', 'closed', 'not_tls', 'other']) {
+      assert.ok(series.get('pgpool_client_tls_handshake_failures_total')!.some((x) => x.labels.reason === reason), reason);
+    }
+  });
+
   it('docs/metrics.md lists every series served, and the Grafana dashboard uses only served series', async () => {
     const { text } = await scrape();
     const served = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
@@ -314,9 +353,7 @@ describe('/healthz', () => {
     const draining = await startPooler({ ...ini(), pgbouncer: { ...ini().pgbouncer, metrics_port: String(port) } }, {
       userlist: { [USERS.md5.name]: USERS.md5.password },
     });
-    const client = new pg.Client({ connectionString: draining.url(USERS.md5.name, USERS.md5.password, 'p0') });
-    client.on('error', () => undefined);
-    await client.connect();
+    const client = await connectClient({ connectionString: draining.url(USERS.md5.name, USERS.md5.password, 'p0') });
     assert.equal((await http(port, '/healthz')).status, 200);
     process.kill(draining.pid, 'SIGTERM');
     await draining.waitForLog(/shutting down/);

@@ -15,23 +15,24 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import pg from 'pg';
-import { startCluster, type Cluster } from '../support/pg-cluster.js';
+import { connectClient } from '../support/pg-client.js';
 import { makePki } from '../support/pki.js';
-import { freePort, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { freePort, MAIN_JS, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
 import { pgbench, runCommand, type RunResult } from '../support/run-cmd.js';
+import { useSetup } from '../support/suite.js';
+import { settlesWithin, sleep } from '../support/wait.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const MAIN_JS = path.join(ROOT, 'dist/src/main.js');
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-let cluster: Cluster | undefined;
-const c = (): Cluster => {
-  assert.ok(cluster, 'cluster did not start');
-  return cluster;
-};
+const { c } = useSetup({
+  cluster: { name: 'signals' },
+  prepare: async (cluster) => {
+    const init = await pgbench(['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', 'p0']);
+    assert.equal(init.code, 0, init.stderr);
+  },
+});
 
 function ini(extra: Record<string, string> = {}): IniSections {
   return {
@@ -40,11 +41,8 @@ function ini(extra: Record<string, string> = {}): IniSections {
   };
 }
 
-async function connect(p: Pooler, db = 'p0', user = 'postgres'): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: p.url(user, '', db), query_timeout: 20_000 });
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
+function connect(p: Pooler, db = 'p0', user = 'postgres'): Promise<pg.Client> {
+  return connectClient({ connectionString: p.url(user, '', db), query_timeout: 20_000 });
 }
 
 function accepts(port: number): Promise<boolean> {
@@ -56,11 +54,6 @@ function accepts(port: number): Promise<boolean> {
     });
     sock.once('error', () => resolve(false));
   });
-}
-
-/** Whether `promise` settles within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  return Promise.race([promise.then(() => true, () => true), sleep(ms).then(() => false)]);
 }
 
 /** The tpcb-like pgbench run through the pooler, for `seconds`. */
@@ -79,16 +72,6 @@ function assertClean(r: RunResult): number {
   assert.ok(done > 0, out);
   return done;
 }
-
-before(async () => {
-  cluster = await startCluster({ name: 'signals' });
-  const init = await pgbench(['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(c().port), '-U', 'postgres', 'p0']);
-  assert.equal(init.code, 0, init.stderr);
-});
-
-after(async () => {
-  await cluster?.destroy();
-});
 
 describe('SIGTERM', () => {
   it('under pgbench load: stops listening at once, fails no transaction, exits 0 when the clients are done', async () => {
@@ -117,6 +100,40 @@ describe('SIGTERM', () => {
     assert.equal(await settlesWithin(p.exited, 5000), true);
     assert.deepEqual(await p.exited, { code: 0, signal: null });
     await client.end().catch(() => undefined);
+  });
+});
+
+describe('the console during a drain', () => {
+  it('the unix socket still takes console logins, not application ones; console sessions do not hold the exit', async () => {
+    const p = await startPooler(ini());
+    const app = await connect(p);
+    try {
+      await app.query('SELECT 1');
+      process.kill(p.pid, 'SIGTERM');
+      await p.waitForLog(/shutting down/);
+      assert.equal(await accepts(p.port), false, 'TCP still accepting after SIGTERM');
+
+      const overUnix = (user: string, database: string): pg.ClientConfig => ({ host: p.dir, port: p.port, user, database, query_timeout: 20_000 });
+      const con = await connectClient(overUnix('admin', 'pgbouncer'));
+      const pools = (await con.query<{ database: string; cl_active: number }>('SHOW POOLS')).rows;
+      assert.equal(pools.find((r) => r.database === 'p0')?.cl_active, 1, JSON.stringify(pools));
+      const shuttingDown = (code: string) => (e: Error & { code?: string }) => {
+        assert.equal(e.message, 'pooler is shutting down');
+        assert.equal(e.code, code);
+        return true;
+      };
+      await assert.rejects(con.query('RESUME'), shuttingDown('55000'));
+      await assert.rejects(connectClient(overUnix('postgres', 'p0')), shuttingDown('57P01'));
+
+      // The last application client leaves: the pooler exits, closing the console session.
+      const closed = new Promise((r) => con.once('end', r));
+      await app.end();
+      assert.deepEqual(await p.exited, { code: 0, signal: null });
+      await closed;
+    } finally {
+      await app.end().catch(() => undefined);
+      await p.stop('SIGQUIT');
+    }
   });
 });
 

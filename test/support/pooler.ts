@@ -57,7 +57,8 @@ export interface Pooler {
   kill(): Promise<ExitStatus>;
 }
 
-const MAIN_JS = fileURLToPath(new URL('../../src/main.js', import.meta.url));
+/** The pooler's entry script (compiled). */
+export const MAIN_JS = fileURLToPath(new URL('../../src/main.js', import.meta.url));
 const DEFAULT_READY_TIMEOUT_MS = 10_000;
 const POLL_MS = 50;
 
@@ -104,7 +105,8 @@ function probeHost(iniText: string): string {
   return first;
 }
 
-function canConnect(host: string, port: number): Promise<boolean> {
+/** Whether `host`:`port` accepts a TCP connection (false after 1 s without an answer). */
+export function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect({ host, port });
     const done = (ok: boolean) => {

@@ -88,8 +88,22 @@ export function psql(conn: string, sql: string, opts: RunOptions = {}): Promise<
     { ...opts, env: libpqEnv(opts.env) });
 }
 
+/** `psql -X -A -t -q -v ON_ERROR_STOP=1 -d <conn> -f <file>`: a script file, as psql() runs a command. */
+export function psqlFile(conn: string, file: string, opts: RunOptions = {}): Promise<RunResult> {
+  return runCommand('psql', ['-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-d', conn, '-f', file],
+    { ...opts, env: libpqEnv(opts.env) });
+}
+
 /** pgbench with the given arguments (connection via -h/-p/-U/dbname or `env`), e.g.
  * `pgbench(['-n', '-c', '4', '-t', '50', '-S', url])`. */
 export function pgbench(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return runCommand('pgbench', args, { timeoutMs: 120_000, ...opts, env: libpqEnv(opts.env) });
+}
+
+/** A libpq keyword/value connection string; undefined values are left out. */
+export function conninfo(kv: Record<string, string | undefined>): string {
+  return Object.entries(kv)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}='${String(v).replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
+    .join(' ');
 }
