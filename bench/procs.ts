@@ -5,7 +5,7 @@
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
+import { canConnect } from '../test/support/pooler.js';
 
 export interface ExitStatus {
   code: number | null;
@@ -134,19 +134,6 @@ export function killAllSync(): void {
 
 process.on('exit', killAllSync);
 
-export function canConnect(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1_000, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
-}
-
 /** Wait until `proc` accepts TCP connections on host:port; throws with its log if it exits first. */
 export async function waitForPort(proc: Proc, host: string, port: number, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -162,20 +149,8 @@ export async function waitForPort(proc: Proc, host: string, port: number, timeou
   }
 }
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => {
-        if (addr !== null && typeof addr === 'object') resolve(addr.port);
-        else reject(new Error('listen(0) returned no port'));
-      });
-    });
-  });
-}
+// The test harness's probes serve the bench as they are.
+export { canConnect, freePort } from '../test/support/pooler.js';
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

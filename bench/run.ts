@@ -145,6 +145,25 @@ async function runLoad(target: Target, job: Job, secret: string, abort: AbortSig
   return JSON.parse(r.stdout) as LoadResult;
 }
 
+/**
+ * A fresh machine has no PgBouncer: install Debian's, as root, without letting the package start
+ * its own service on 6432 (a policy-rc.d that answers "not allowed", removed afterwards).
+ */
+function installPgbouncer(): void {
+  if (process.getuid?.() !== 0) return say('pgbouncer not found, and installing it needs root: apt-get install -y pgbouncer');
+  say('pgbouncer not found: apt-get install -y pgbouncer');
+  const script = `set -e
+own_policy=
+if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; own_policy=1; fi
+trap '[ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get install -y -qq --no-install-recommends pgbouncer </dev/null || { apt-get update -qq </dev/null; apt-get install -y -qq --no-install-recommends pgbouncer </dev/null; }`;
+  try {
+    execFileSync('bash', ['-c', script], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  } catch (err) {
+    say(`installing pgbouncer failed: ${(err as Error).message.split('\n')[0]}`);
+  }
+}
+
 function fmtRun(r: RunRecord): string {
   const m = r.metrics;
   if (m.error !== null) return `ERROR: ${m.error}`;
@@ -201,7 +220,11 @@ async function runOne(
 
 async function main(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
-  const bouncer = pgbouncerVersion();
+  let bouncer = pgbouncerVersion();
+  if (!bouncer.startsWith('PgBouncer') && !process.env.PGPOOL_BENCH_PGBOUNCER) {
+    installPgbouncer();
+    bouncer = pgbouncerVersion();
+  }
   if (!bouncer.startsWith('PgBouncer')) fail(`PgBouncer is needed for the comparison: ${bouncer}\n  apt-get install -y pgbouncer`);
 
   const abort = new AbortController();
