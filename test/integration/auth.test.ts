@@ -11,14 +11,16 @@
 
 import assert from 'node:assert/strict';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import net from 'node:net';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
 import { cstr, int32, msg, startupPacket, V3 } from '../support/bytes.js';
+import { queryOnce as queryOnceWith, type PgError } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { errorFields, RawConn, type BackendMessage } from '../support/raw-client.js';
 import { psql } from '../support/run-cmd.js';
+import { dumpLogsOnFailure, required } from '../support/suite.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 10_000;
@@ -46,117 +48,7 @@ function scramSecret(password: string, salt: Buffer = randomBytes(16), iteration
 }
 
 // ------------------------------------------------------------------------------------------------
-// A raw protocol client: hand-built bytes out, backend messages in
-
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
-class RawConn {
-  private buf = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  closed = false;
-  readonly closedAt: Promise<number>;
-
-  private constructor(readonly sock: net.Socket) {
-    sock.on('data', (b: Buffer) => {
-      this.buf = Buffer.concat([this.buf, b]);
-      this.wake?.();
-    });
-    sock.on('error', () => undefined);
-    this.closedAt = new Promise((resolve) =>
-      sock.once('close', () => {
-        this.closed = true;
-        this.wake?.();
-        resolve(Date.now());
-      }),
-    );
-  }
-
-  static connect(port: number, host = '127.0.0.1'): Promise<RawConn> {
-    return new Promise((resolve, reject) => {
-      const sock = net.connect({ host, port });
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(new Error('raw connect timed out'));
-      }, CONNECT_TIMEOUT_MS);
-      sock.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new RawConn(sock));
-      });
-    });
-  }
-
-  send(b: Buffer): void {
-    this.sock.write(b);
-  }
-
-  /** The next backend message, or null when the connection closed first. */
-  async next(timeoutMs = 5_000): Promise<BackendMessage | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length >= 1 + len) {
-          const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
-          this.buf = this.buf.subarray(1 + len);
-          return m;
-        }
-      }
-      if (this.closed) return null;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no complete backend message within ${timeoutMs} ms (have ${this.buf.length} bytes)`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-  }
-
-  /** Read messages until one of `type` (returned) — all of them are collected in `seen`. */
-  async until(type: string, seen: BackendMessage[] = [], timeoutMs = 5_000): Promise<BackendMessage> {
-    for (;;) {
-      const m = await this.next(timeoutMs);
-      if (m === null) throw new Error(`connection closed before '${type}'; saw ${seen.map((s) => s.type).join('')}`);
-      seen.push(m);
-      if (m.type === 'E' && type !== 'E') throw new Error(`ErrorResponse before '${type}': ${JSON.stringify(errorFields(m.body))}`);
-      if (m.type === type) return m;
-    }
-  }
-
-  /** Resolves true if the peer closed within `ms`. */
-  async closesWithin(ms: number): Promise<boolean> {
-    let t: NodeJS.Timeout | undefined;
-    const r = await Promise.race([this.closedAt.then(() => true), new Promise<boolean>((res) => { t = setTimeout(() => res(false), ms); })]);
-    clearTimeout(t);
-    return r;
-  }
-
-  destroy(): void {
-    this.sock.destroy();
-  }
-}
-
-function errorFields(body: Buffer): Record<string, string> {
-  const out: Record<string, string> = {};
-  let pos = 0;
-  while (pos < body.length && body[pos] !== 0) {
-    const code = String.fromCharCode(body[pos]!);
-    const end = body.indexOf(0, pos + 1);
-    out[code] = body.toString('utf8', pos + 1, end);
-    pos = end + 1;
-  }
-  return out;
-}
+// SCRAM by hand over a raw connection
 
 /** SCRAM-SHA-256 client side by hand (RFC 5802), over a RawConn that got AuthenticationSASL. */
 async function rawScram(raw: RawConn, password: string): Promise<{ serverFirst: string; result: BackendMessage | null }> {
@@ -186,20 +78,8 @@ async function rawScram(raw: RawConn, password: string): Promise<{ serverFirst: 
 // ------------------------------------------------------------------------------------------------
 // Drivers
 
-interface PgError extends Error {
-  code?: string;
-  severity?: string;
-}
-
-async function queryOnce<R extends pg.QueryResultRow>(config: pg.ClientConfig, sql: string): Promise<R[]> {
-  const client = new pg.Client({ connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS, ...config });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return (await client.query<R>(sql)).rows;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+function queryOnce<R extends pg.QueryResultRow>(config: pg.ClientConfig, sql: string): Promise<R[]> {
+  return queryOnceWith<R>({ connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS, ...config }, sql);
 }
 
 /** The FATAL a wrong password (or an unknown user) must get: PostgreSQL's exact words and code. */
@@ -212,29 +92,12 @@ function passwordFailed(user: string) {
   };
 }
 
-/** Track failures; dump the PostgreSQL log and every pooler's output once at the end if any. */
-function dumpLogsOnFailure(cluster: () => Cluster | undefined, poolers: () => Pooler[]): void {
-  let failed = false;
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
-  after(async () => {
-    if (!failed) return;
-    for (const p of poolers()) console.error(`--- pooler ${p.port} (${p.iniPath}) ---\n${p.logs().join('\n')}`);
-    const c = cluster();
-    if (c !== undefined) console.error(`--- ${c.logFile} ---\n${(await c.readLog()).split('\n').slice(-200).join('\n')}`);
-  });
-}
-
 // ------------------------------------------------------------------------------------------------
 
 describe('authentication', () => {
   let cluster: Cluster | undefined;
   const poolers: Pooler[] = [];
-  const c = (): Cluster => {
-    assert.ok(cluster, 'cluster did not start');
-    return cluster;
-  };
+  const c = required(() => cluster, 'cluster');
   /** The SCRAM secret PostgreSQL stored for scramuser (for pass-through). */
   let scramuserRolpassword = '';
 
@@ -266,7 +129,7 @@ describe('authentication', () => {
     // A role PostgreSQL trusts over TCP, whose pooler secret is a SCRAM verifier made here.
     await cluster.query('CREATE ROLE scramlocal LOGIN');
   });
-  dumpLogsOnFailure(() => cluster, () => poolers);
+  dumpLogsOnFailure({ clusters: () => [cluster], poolers: () => poolers, clusterLines: 200 });
   after(async () => {
     await Promise.all(poolers.map((p) => p.stop()));
     await cluster?.destroy();
@@ -274,10 +137,7 @@ describe('authentication', () => {
 
   describe('auth_type = trust with an auth_file', () => {
     let p: Pooler | undefined;
-    const port = () => {
-      assert.ok(p, 'pooler did not start');
-      return p.port;
-    };
+    const port = (): number => required(() => p, 'pooler')().port;
     before(async () => {
       p = await pooler(
         {
@@ -346,7 +206,7 @@ describe('authentication', () => {
           // The session goes on: a simple query works.
           raw.send(msg('Q', cstr('SELECT 42')));
           const seen: BackendMessage[] = [];
-          await raw.until('Z', seen);
+          await raw.until('Z', { seen });
           const row = seen.find((m) => m.type === 'D');
           assert.ok(row, `a DataRow, saw ${seen.map((m) => m.type).join('')}`);
           assert.equal(row.body.toString('utf8', 6), '42');
@@ -428,10 +288,7 @@ describe('authentication', () => {
 
   describe('auth_type = plain with plaintext secrets', () => {
     let p: Pooler | undefined;
-    const port = () => {
-      assert.ok(p, 'pooler did not start');
-      return p.port;
-    };
+    const port = (): number => required(() => p, 'pooler')().port;
     before(async () => {
       p = await pooler(
         { pgbouncer: { auth_type: 'plain', pool_mode: 'session' }, databases: dbs() },
@@ -463,10 +320,7 @@ describe('authentication', () => {
 
   describe('auth_type = md5', () => {
     let p: Pooler | undefined;
-    const port = () => {
-      assert.ok(p, 'pooler did not start');
-      return p.port;
-    };
+    const port = (): number => required(() => p, 'pooler')().port;
     before(async () => {
       p = await pooler(
         {
@@ -578,10 +432,7 @@ describe('authentication', () => {
 
   describe('auth_type = scram-sha-256', () => {
     let p: Pooler | undefined;
-    const port = () => {
-      assert.ok(p, 'pooler did not start');
-      return p.port;
-    };
+    const port = (): number => required(() => p, 'pooler')().port;
     before(async () => {
       p = await pooler(
         { pgbouncer: { auth_type: 'scram-sha-256', pool_mode: 'session' }, databases: dbs() },
@@ -673,10 +524,7 @@ describe('authentication', () => {
 
   describe('auth_user and auth_query', () => {
     let p: Pooler | undefined;
-    const port = () => {
-      assert.ok(p, 'pooler did not start');
-      return p.port;
-    };
+    const port = (): number => required(() => p, 'pooler')().port;
     before(async () => {
       p = await pooler(
         {

@@ -7,12 +7,12 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import net from 'node:net';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import pg from 'pg';
-import { cancelRequest } from '../support/bytes.js';
-import { startCluster, type Cluster } from '../support/pg-cluster.js';
-import { startPooler, type Pooler } from '../support/pooler.js';
+import { backendPid, connectClient, type PgError } from '../support/pg-client.js';
+import { sendCancelRequest } from '../support/raw-client.js';
+import { useSetup } from '../support/suite.js';
+import { sleep } from '../support/wait.js';
 
 const USER = 'k_cancel';
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -21,26 +21,23 @@ const SLEEP_S = 30;
 /** From sending the CancelRequest to the client seeing the error. */
 const CANCEL_BOUND_MS = 2_000;
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const { c, p } = useSetup({
+  cluster: { name: 'cancel' },
+  roles: [USER],
+  pooler: {
+    ini: () => ({
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '2' },
+      databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
+    }),
+    stopTimeoutMs: 3_000,
+    // A cancel test that failed leaves pg_sleep(30) behind; do not wait for it.
+    stopped: () => c().terminateBackends({ user: USER }).catch(() => 0),
+  },
+  dumpLogs: { poolerLines: 200 },
+});
 
-type PgError = Error & { code?: string };
-
-let cluster: Cluster | undefined;
-let pooler: Pooler | undefined;
-const c = (): Cluster => {
-  assert.ok(cluster, 'cluster did not start');
-  return cluster;
-};
-const p = (): Pooler => {
-  assert.ok(pooler, 'pooler did not start');
-  return pooler;
-};
-
-async function connect(): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: p().url(USER, '', 'p0'), connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
+function connect(): Promise<pg.Client> {
+  return connectClient({ connectionString: p().url(USER, '', 'p0'), connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
 }
 
 /** The client's key as BackendKeyData gave it (pg keeps the secret as a signed int32). */
@@ -54,20 +51,7 @@ function keyOf(client: pg.Client): { pid: number; secret: Buffer } {
 
 /** A CancelRequest on a fresh connection to the pooler, as libpq sends it; resolves when closed. */
 function sendCancel(pid: number, secret: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host: '127.0.0.1', port: p().port });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error('the pooler kept the cancel connection open for 5 s'));
-    }, 5_000);
-    sock.on('connect', () => sock.write(cancelRequest(pid, secret)));
-    sock.on('data', () => undefined);
-    sock.on('error', () => undefined);
-    sock.on('close', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+  return sendCancelRequest(p().port, pid, secret);
 }
 
 /** Backends running a query that contains `marker`, as pg_stat_activity shows them. */
@@ -98,28 +82,6 @@ async function rejection(work: Promise<unknown>, since: () => number): Promise<{
   ]).finally(() => clearTimeout(timer));
   return { err, ms: Date.now() - since() };
 }
-
-before(async () => {
-  cluster = await startCluster({ name: 'cancel' });
-  await cluster.query(`CREATE ROLE ${USER} LOGIN`, 'postgres');
-  pooler = await startPooler({
-    pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '2' },
-    databases: { p0: `host=127.0.0.1 port=${cluster.port} dbname=p0` },
-  });
-});
-
-let failed = false;
-afterEach((t) => {
-  if ('passed' in t && !t.passed) failed = true;
-});
-after(async () => {
-  if (failed && pooler !== undefined) console.error(`--- pooler (last 200 lines) ---\n${pooler.logs().slice(-200).join('\n')}`);
-  if (failed && cluster !== undefined) console.error(`--- ${cluster.logFile} ---\n${await cluster.readLog()}`);
-  await pooler?.stop('SIGTERM', 3_000);
-  // A cancel test that failed leaves pg_sleep(30) behind; do not wait for it.
-  await cluster?.terminateBackends({ user: USER }).catch(() => 0);
-  await cluster?.destroy();
-});
 
 describe('cancel through the pooler', () => {
   it('cancels a node-postgres query with the key from BackendKeyData: 57014 within 2 s', async () => {
@@ -213,9 +175,9 @@ describe('cancel through the pooler', () => {
     try {
       // A's first transaction ran on some server; B then takes a server for a transaction (the
       // one A just released, when servers are reused LIFO), so A's next query runs elsewhere.
-      const aBefore = (await a.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const aBefore = await backendPid(a);
       await b.query('BEGIN');
-      const bPid = (await b.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const bPid = await backendPid(b);
       const qa = a.query(`SELECT pg_sleep(${SLEEP_S}) /* cancel-tx-a */`);
       qa.catch(() => undefined);
       const qb = b.query(`SELECT pg_sleep(${SLEEP_S}) /* cancel-tx-b */`);

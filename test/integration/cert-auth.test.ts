@@ -9,47 +9,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import pg from 'pg';
+import { after, before, describe, it } from 'node:test';
+import { queryOnce, type PgError } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import type { LeafCert, Pki } from '../support/pki.js';
-import { freePort, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
-import { psql, runCommand } from '../support/run-cmd.js';
+import { freePort, MAIN_JS, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { conninfo, psql, runCommand } from '../support/run-cmd.js';
+import { dumpLogsOnFailure, logSince, messageOf, required } from '../support/suite.js';
 
-const MAIN_JS = fileURLToPath(new URL('../../src/main.js', import.meta.url));
 const CONNECT_TIMEOUT_MS = 10_000;
 const PSQL_TIMEOUT_MS = 15_000;
-
-interface PgError extends Error {
-  code?: string;
-}
-
-/** libpq keyword/value string. */
-function conninfo(kv: Record<string, string | undefined>): string {
-  return Object.entries(kv)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}='${String(v).replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
-    .join(' ');
-}
-
-function messageOf(line: string): string {
-  try {
-    const o = JSON.parse(line) as { msg?: unknown };
-    return typeof o.msg === 'string' ? o.msg : line;
-  } catch {
-    return line;
-  }
-}
-
-async function logSince(p: Pooler, from: number, pattern: RegExp, timeoutMs = 3_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    for (const line of p.logs().slice(from)) if (pattern.test(messageOf(line))) return line;
-    if (Date.now() > deadline) throw new Error(`no pooler log line matching ${pattern}:\n${p.logs().slice(from).join('\n')}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 type CertFiles = { chain: string; key: string };
 
@@ -59,12 +28,8 @@ describe('certificate authentication', () => {
   let work: string;
   let ca: string;
   const poolers: Pooler[] = [];
-  let failed = false;
 
-  const c = (): Cluster => {
-    assert.ok(cluster, 'cluster did not start');
-    return cluster;
-  };
+  const c = required(() => cluster, 'cluster');
 
   before(async () => {
     cluster = await startCluster({ ssl: true, name: 'cert-auth' });
@@ -74,14 +39,9 @@ describe('certificate authentication', () => {
     work = await fs.mkdtemp(path.join(os.tmpdir(), 'pgpool-cert-auth-'));
   });
 
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
+  dumpLogsOnFailure({ poolers: () => poolers });
 
   after(async () => {
-    if (failed) {
-      for (const p of poolers) console.error(`--- pooler ${p.port} (${p.iniPath}) ---\n${p.logs().join('\n')}`);
-    }
     await Promise.all(poolers.map((p) => p.stop()));
     await cluster?.destroy();
     if (work !== undefined) await fs.rm(work, { recursive: true, force: true });
@@ -129,7 +89,7 @@ describe('certificate authentication', () => {
   /** node-postgres as `user` with a client certificate (or none); resolves current_user. */
   async function pgAs(p: Pooler, user: string, cert: CertFiles | null): Promise<string> {
     const certs = cert === null ? {} : { cert: await fs.readFile(cert.chain, 'utf8'), key: await fs.readFile(cert.key, 'utf8') };
-    const client = new pg.Client({
+    const rows = await queryOnce<{ u: string }>({
       host: '127.0.0.1',
       port: p.port,
       user,
@@ -137,14 +97,8 @@ describe('certificate authentication', () => {
       ssl: { ca, servername: 'localhost', ...certs },
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       query_timeout: CONNECT_TIMEOUT_MS,
-    });
-    client.on('error', () => undefined);
-    await client.connect();
-    try {
-      return (await client.query<{ u: string }>('SELECT current_user AS u')).rows[0]?.u ?? '';
-    } finally {
-      await client.end().catch(() => undefined);
-    }
+    }, 'SELECT current_user AS u');
+    return rows[0]?.u ?? '';
   }
 
   const pair = (leaf: { cert: string; key: string; chain?: string }): CertFiles => ({ chain: leaf.chain ?? leaf.cert, key: leaf.key });

@@ -14,11 +14,13 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { connectClient } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
-import { freePort, startPooler } from '../support/pooler.js';
+import { canConnect, freePort, MAIN_JS, startPooler } from '../support/pooler.js';
 import { runCommand, type RunResult } from '../support/run-cmd.js';
+import { required } from '../support/suite.js';
+import { sleep } from '../support/wait.js';
 
-const MAIN_JS = fileURLToPath(new URL('../../src/main.js', import.meta.url));
 const PACKAGE_JSON = fileURLToPath(new URL('../../../package.json', import.meta.url));
 const RUN_TIMEOUT_MS = 20_000;
 
@@ -36,19 +38,6 @@ function runMain(args: string[], extraEnv: Record<string, string> = {}): Promise
 
 function lines(text: string): string[] {
   return text.split('\n').filter((l) => l.trim() !== '');
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1_000, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
 }
 
 interface Spawned {
@@ -73,10 +62,10 @@ async function waitForPort(port: number, s: Spawned, timeoutMs = 10_000): Promis
   const deadline = Date.now() + timeoutMs;
   let gone = false;
   void s.exited.then(() => { gone = true; });
-  while (!(await canConnect(port))) {
+  while (!(await canConnect('127.0.0.1', port))) {
     if (gone) throw new Error(`pooler exited before listening:\n${s.output.join('\n')}`);
     if (Date.now() > deadline) throw new Error(`port ${port} not accepting after ${timeoutMs} ms:\n${s.output.join('\n')}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }
 
@@ -98,10 +87,7 @@ describe('command line', () => {
   let cluster: Cluster | undefined;
   let dir = '';
   const spawned: Spawned[] = [];
-  const c = (): Cluster => {
-    assert.ok(cluster, 'cluster did not start');
-    return cluster;
-  };
+  const c = required(() => cluster, 'cluster');
 
   /** A complete, valid ini on a fresh port, with its unix socket in the test's temp dir. */
   async function goodIni(name: string): Promise<{ file: string; port: number }> {
@@ -171,9 +157,7 @@ describe('command line', () => {
     const s = spawnMain([file], dir);
     spawned.push(s);
     await waitForPort(port, s);
-    const client = new pg.Client({ host: '127.0.0.1', port, user: USERS.trust.name, database: 'p1', connectionTimeoutMillis: 10_000, query_timeout: 10_000 });
-    client.on('error', () => undefined);
-    await client.connect();
+    const client = await connectClient({ host: '127.0.0.1', port, user: USERS.trust.name, database: 'p1', connectionTimeoutMillis: 10_000, query_timeout: 10_000 });
     try {
       assert.deepEqual((await client.query('SELECT current_database() AS d')).rows, [{ d: 'p1' }]);
     } finally {
@@ -252,8 +236,8 @@ describe('command line', () => {
       let done = false;
       void s.exited.then(() => { done = true; });
       while (!done) {
-        if (await canConnect(port)) listened = true;
-        await new Promise((res) => setTimeout(res, 20));
+        if (await canConnect('127.0.0.1', port)) listened = true;
+        await sleep(20);
       }
     })();
     let timer: NodeJS.Timeout | undefined;
@@ -345,9 +329,7 @@ describe('command line', () => {
       pgbouncer: { auth_type: 'trust', pool_mode: 'transaction' },
       databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
     });
-    const client = new pg.Client({ host: '127.0.0.1', port: p.port, user: USERS.trust.name, database: 'p0', connectionTimeoutMillis: 10_000, query_timeout: 10_000 });
-    client.on('error', () => undefined);
-    await client.connect();
+    const client = await connectClient({ host: '127.0.0.1', port: p.port, user: USERS.trust.name, database: 'p0', connectionTimeoutMillis: 10_000, query_timeout: 10_000 });
     await client.query('SELECT 1');
     await client.end();
     assert.equal((await c().backendPids({ user: USERS.trust.name })).length, 1, 'one idle server connection');
@@ -358,7 +340,7 @@ describe('command line', () => {
     assert.ok(took < 3_000, `took ${took} ms`);
     // The server connection was closed (Terminate), not left behind.
     const deadline = Date.now() + 5_000;
-    while ((await c().backendPids({ user: USERS.trust.name })).length > 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    while ((await c().backendPids({ user: USERS.trust.name })).length > 0 && Date.now() < deadline) await sleep(50);
     assert.deepEqual(await c().backendPids({ user: USERS.trust.name }), []);
   });
 });

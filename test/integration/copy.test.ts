@@ -12,13 +12,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import { Readable } from 'node:stream';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import pg from 'pg';
-import { cstr, msg, startupPacket } from '../support/bytes.js';
-import { startCluster, SUPERUSER, type Cluster } from '../support/pg-cluster.js';
-import { startPooler, type Pooler } from '../support/pooler.js';
+import { cstr, msg } from '../support/bytes.js';
+import { queryOnce as queryOnceWith } from '../support/pg-client.js';
+import { SUPERUSER } from '../support/pg-cluster.js';
+import { errorFields, RawConn, type BackendMessage } from '../support/raw-client.js';
+import { useSetup } from '../support/suite.js';
+import { sleep } from '../support/wait.js';
 
 const ROWS = 1_000_000;
 const PAYLOAD = 200;
@@ -30,8 +32,6 @@ const STALL_MS = 3_000;
 const COPY_TIMEOUT_MS = 90_000;
 
 const USER = 'c_copy';
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 const WHEEL = ALPHABET.repeat(Math.ceil((PAYLOAD + ALPHABET.length) / ALPHABET.length));
@@ -50,18 +50,40 @@ function* chunks(): Generator<Buffer> {
   for (let i = 0; i < ROWS; i += CHUNK_ROWS) yield rows(i, Math.min(ROWS, i + CHUNK_ROWS));
 }
 
-let cluster: Cluster | undefined;
-let pooler: Pooler | undefined;
 let expected = { sha256: '', bytes: 0 };
 
-const c = (): Cluster => {
-  assert.ok(cluster, 'cluster did not start');
-  return cluster;
-};
-const p = (): Pooler => {
-  assert.ok(pooler, 'pooler did not start');
-  return pooler;
-};
+// Synchronous, so done before the cluster starts (Node 20 does not wait for a top-level `before`
+// before starting the next one).
+before(() => {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for (const chunk of chunks()) {
+    hash.update(chunk);
+    bytes += chunk.length;
+  }
+  expected = { sha256: hash.digest('hex'), bytes };
+});
+
+const { c, p } = useSetup({
+  cluster: { name: 'copy' },
+  roles: [USER],
+  prepare: async (cluster) => {
+    await cluster.query(`CREATE TABLE big (id int, payload text);
+                         CREATE TABLE copy_abort (id int, payload text);
+                         GRANT ALL ON big, copy_abort TO ${USER}`);
+  },
+  pooler: {
+    ini: () => ({
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '2', query_wait_timeout: '20' },
+      databases: {
+        p0: `host=127.0.0.1 port=${c().port} dbname=p0`,
+        onepool: `host=127.0.0.1 port=${c().port} dbname=p0 pool_size=1`,
+      },
+    }),
+    stopTimeoutMs: 3_000,
+  },
+  dumpLogs: { poolerLines: 200 },
+});
 
 // ------------------------------------------------------------------------------------------------
 // The pooler's memory
@@ -131,150 +153,23 @@ function psqlStreamed(conn: string, cmd: string, input: Iterable<Buffer> | null)
 // ------------------------------------------------------------------------------------------------
 // A raw protocol client (hand-built frontend bytes, backend messages parsed as they come)
 
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
-class RawClient {
-  private buf = Buffer.alloc(0);
-  private queue: BackendMessage[] = [];
-  private wake: (() => void) | null = null;
-  closed = false;
-  /** Called for each CopyData body instead of queueing it (keeps 200 MB out of the queue). */
-  onCopyData: ((body: Buffer) => void) | null = null;
-
-  private constructor(readonly sock: net.Socket) {
-    sock.on('data', (chunk: Buffer) => this.feed(chunk));
-    sock.on('error', () => undefined);
-    sock.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  static async login(port: number, user: string, database: string): Promise<RawClient> {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    await new Promise<void>((resolve, reject) => {
-      sock.once('connect', resolve);
-      sock.once('error', reject);
-    });
-    const raw = new RawClient(sock);
-    sock.write(startupPacket({ user, database }));
-    for (;;) {
-      const m = await raw.next(10_000);
-      if (m.type === 'E') throw new Error(`login failed: ${errorText(m.body)}`);
-      if (m.type === 'Z') return raw;
-    }
-  }
-
-  private feed(chunk: Buffer): void {
-    // Only a partial message is ever left over, so this concat stays small.
-    const data = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    let pos = 0;
-    while (data.length - pos >= 5) {
-      const len = data.readUInt32BE(pos + 1);
-      if (data.length - pos < len + 1) break;
-      const type = String.fromCharCode(data[pos]!);
-      const body = data.subarray(pos + 5, pos + 1 + len);
-      pos += len + 1;
-      if (type === 'd' && this.onCopyData !== null) this.onCopyData(body);
-      else this.queue.push({ type, body: Buffer.from(body) });
-    }
-    this.buf = pos === data.length ? Buffer.alloc(0) : Buffer.from(data.subarray(pos));
-    this.wake?.();
-  }
-
-  /** The next queued message; rejects on close or after timeoutMs. */
-  async next(timeoutMs: number): Promise<BackendMessage> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const m = this.queue.shift();
-      if (m !== undefined) return m;
-      if (this.closed) throw new Error('connection closed');
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no message within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(t);
-          this.wake = null;
-          resolve();
-        };
-      });
-    }
-  }
-
-  send(b: Buffer): boolean {
-    return this.sock.write(b);
-  }
-
-  close(): void {
-    this.sock.destroy();
-  }
+async function rawLogin(database: string): Promise<RawConn> {
+  return (await RawConn.login(p().port, { user: USER, database }, { timeoutMs: 10_000 })).conn;
 }
 
 function errorText(body: Buffer): string {
-  const fields: string[] = [];
-  let pos = 0;
-  while (pos < body.length && body[pos] !== 0) {
-    const end = body.indexOf(0, pos + 1);
-    fields.push(`${String.fromCharCode(body[pos]!)}=${body.toString('utf8', pos + 1, end)}`);
-    pos = end + 1;
-  }
-  return fields.join(' ');
+  return Object.entries(errorFields(body)).map(([k, v]) => `${k}=${v}`).join(' ');
 }
 
 const query = (sql: string) => msg('Q', cstr(sql));
 const copyData = (b: Buffer) => msg('d', b);
 const TERMINATE = msg('X');
 
-async function queryOnce<R extends pg.QueryResultRow>(sql: string, db = 'p0', user = USER): Promise<R[]> {
-  const client = new pg.Client({ connectionString: p().url(user, '', db), connectionTimeoutMillis: 10_000, query_timeout: 20_000 });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return (await client.query<R>(sql)).rows;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+function queryOnce<R extends pg.QueryResultRow>(sql: string, db = 'p0', user = USER): Promise<R[]> {
+  return queryOnceWith<R>({ connectionString: p().url(user, '', db), connectionTimeoutMillis: 10_000, query_timeout: 20_000 }, sql);
 }
 
 // ------------------------------------------------------------------------------------------------
-
-before(async () => {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for (const chunk of chunks()) {
-    hash.update(chunk);
-    bytes += chunk.length;
-  }
-  expected = { sha256: hash.digest('hex'), bytes };
-
-  cluster = await startCluster({ name: 'copy' });
-  await cluster.query(`CREATE ROLE ${USER} LOGIN`, 'postgres');
-  await cluster.query(`CREATE TABLE big (id int, payload text);
-                       CREATE TABLE copy_abort (id int, payload text);
-                       GRANT ALL ON big, copy_abort TO ${USER}`);
-  pooler = await startPooler({
-    pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '2', query_wait_timeout: '20' },
-    databases: {
-      p0: `host=127.0.0.1 port=${cluster.port} dbname=p0`,
-      onepool: `host=127.0.0.1 port=${cluster.port} dbname=p0 pool_size=1`,
-    },
-  });
-});
-
-let failed = false;
-afterEach((t) => {
-  if ('passed' in t && !t.passed) failed = true;
-});
-after(async () => {
-  if (failed && pooler !== undefined) console.error(`--- pooler (last 200 lines) ---\n${pooler.logs().slice(-200).join('\n')}`);
-  if (failed && cluster !== undefined) console.error(`--- ${cluster.logFile} ---\n${await cluster.readLog()}`);
-  await pooler?.stop('SIGTERM', 3_000);
-  await cluster?.destroy();
-});
 
 describe('COPY through the pooler', () => {
   it('moves 200 MB in with COPY FROM STDIN and out with COPY TO STDOUT byte for byte, in bounded memory', async (t) => {
@@ -307,7 +202,7 @@ describe('COPY through the pooler', () => {
   it('stops reading the server while a client stalls in COPY TO STDOUT, then delivers every byte', async (t) => {
     const count = (await c().query<{ n: number }>('SELECT count(*)::int AS n FROM big')).rows[0]?.n;
     assert.equal(count, ROWS, 'the previous test did not load the table');
-    const raw = await RawClient.login(p().port, USER, 'p0');
+    const raw = await rawLogin('p0');
     const hash = createHash('sha256');
     let bytes = 0;
     raw.onCopyData = (body) => {
@@ -317,7 +212,7 @@ describe('COPY through the pooler', () => {
     const rss = watchRss(p().pid);
     try {
       raw.send(query('COPY big TO STDOUT'));
-      const response = await raw.next(10_000);
+      const response = await raw.expectNext(10_000);
       assert.equal(response.type, 'H', `expected CopyOutResponse, got '${response.type}' ${errorText(response.body)}`);
       // Read a little, then stop reading altogether.
       const readDeadline = Date.now() + 10_000;
@@ -342,13 +237,13 @@ describe('COPY through the pooler', () => {
       raw.sock.resume();
       let done: BackendMessage;
       for (;;) {
-        done = await raw.next(COPY_TIMEOUT_MS);
+        done = await raw.expectNext(COPY_TIMEOUT_MS);
         if (done.type === 'C' || done.type === 'E') break;
         assert.equal(done.type, 'c', `unexpected '${done.type}' during COPY`);
       }
       assert.equal(done.type, 'C', `COPY ended with ${errorText(done.body)}`);
       assert.equal(done.body.toString('latin1', 0, done.body.length - 1), `COPY ${ROWS}`);
-      assert.equal((await raw.next(10_000)).type, 'Z');
+      assert.equal((await raw.expectNext(10_000)).type, 'Z');
       const mem = rss.stop();
       t.diagnostic(`pooler RSS max ${mem.maxKb} kB, ${stalledMem} kB during the stall; PostgreSQL wait events seen: ${[...waits].join(', ')}`);
       assert.equal(bytes, expected.bytes);
@@ -356,16 +251,16 @@ describe('COPY through the pooler', () => {
       assert.ok(mem.maxKb < RSS_LIMIT_KB, `the pooler buffered for the stalled client: max RSS ${mem.maxKb} kB (${stalledMem} kB during the stall)`);
     } finally {
       rss.stop();
-      raw.close();
+      raw.destroy();
     }
   });
 
   it('closes the server of a client that sends Terminate in the middle of COPY FROM STDIN, and keeps serving', async () => {
-    const raw = await RawClient.login(p().port, USER, 'onepool');
+    const raw = await rawLogin('onepool');
     let copyPid: number | undefined;
     try {
       raw.send(query('COPY copy_abort FROM STDIN'));
-      const response = await raw.next(10_000);
+      const response = await raw.expectNext(10_000);
       assert.equal(response.type, 'G', `expected CopyInResponse, got '${response.type}' ${errorText(response.body)}`);
       raw.send(copyData(rows(0, 1_000)));
       raw.send(copyData(rows(1_000, 2_000)));
@@ -377,7 +272,7 @@ describe('COPY through the pooler', () => {
       raw.sock.end(TERMINATE);
     } finally {
       await sleep(50);
-      raw.close();
+      raw.destroy();
     }
     // That server cannot be reused (it is inside a COPY): it is closed.
     const deadline = Date.now() + 5_000;

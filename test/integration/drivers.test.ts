@@ -11,12 +11,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
+import { connectClient } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
-import { pgbench, psql, runCommand, type RunResult } from '../support/run-cmd.js';
+import { pgbench, psql, psqlFile, type RunResult } from '../support/run-cmd.js';
+import { dumpLogsOnFailure, required } from '../support/suite.js';
 
 const USER = USERS.trust.name;
 const PASSWORD = 'drvpass';
@@ -26,39 +28,15 @@ const QUERY_TIMEOUT_MS = 15_000;
 
 /** psql reading a script file, with no libpq variables from the developer's shell. */
 function psqlScript(conn: string, file: string): Promise<RunResult> {
-  const env: Record<string, string | undefined> = {};
-  for (const k of Object.keys(process.env)) if (k.startsWith('PG')) env[k] = undefined;
-  return runCommand('psql', ['-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-d', conn, '-f', file], {
-    env: { ...env, PGCONNECT_TIMEOUT: '10', PGPASSWORD: PASSWORD },
-    timeoutMs: 60_000,
-  });
-}
-
-function dumpLogsOnFailure(cluster: () => Cluster | undefined, poolers: () => Pooler[]): void {
-  let failed = false;
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
-  after(async () => {
-    if (!failed) return;
-    for (const p of poolers()) console.error(`--- pooler ${p.port} ---\n${p.logs().slice(-200).join('\n')}`);
-    const c = cluster();
-    if (c !== undefined) console.error(`--- ${c.logFile} ---\n${(await c.readLog()).split('\n').slice(-100).join('\n')}`);
-  });
+  return psqlFile(conn, file, { env: { PGPASSWORD: PASSWORD }, timeoutMs: 60_000 });
 }
 
 describe('drivers in transaction mode', () => {
   let cluster: Cluster | undefined;
   let pooler: Pooler | undefined;
   let tmp = '';
-  const c = (): Cluster => {
-    assert.ok(cluster, 'cluster did not start');
-    return cluster;
-  };
-  const p = (): Pooler => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler;
-  };
+  const c = required(() => cluster, 'cluster');
+  const p = required(() => pooler, 'pooler');
   const pgConfig = (): pg.ClientConfig => ({
     host: '127.0.0.1', port: p().port, user: USER, password: PASSWORD, database: 'p0',
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS,
@@ -93,7 +71,7 @@ describe('drivers in transaction mode', () => {
       { userlist: { [USER]: PASSWORD } },
     );
   });
-  dumpLogsOnFailure(() => cluster, () => (pooler === undefined ? [] : [pooler]));
+  dumpLogsOnFailure({ clusters: () => [cluster], poolers: () => [pooler], poolerLines: 200, clusterLines: 100 });
   after(async () => {
     await pooler?.stop();
     await cluster?.destroy();
@@ -161,9 +139,7 @@ describe('drivers in transaction mode', () => {
     });
 
     it('reports a query error and goes on with the next query on the same connection', async () => {
-      const cl = new pg.Client(pgConfig());
-      cl.on('error', () => undefined);
-      await cl.connect();
+      const cl = await connectClient(pgConfig());
       try {
         await assert.rejects(cl.query('SELECT $1::int', ['not a number']), { code: '22P02' });
         await assert.rejects(cl.query('SELECT * FROM no_such_table'), { code: '42P01' });
@@ -287,9 +263,7 @@ describe('drivers in transaction mode', () => {
       // The pooler reaches PostgreSQL over TCP, whatever the client used.
       assert.equal(r.stdout.trim(), `${USER}|t`);
 
-      const cl = new pg.Client({ ...pgConfig(), host: p().dir });
-      cl.on('error', () => undefined);
-      await cl.connect();
+      const cl = await connectClient({ ...pgConfig(), host: p().dir });
       try {
         assert.deepEqual((await cl.query('SELECT $1::text AS v', ['over unix'])).rows, [{ v: 'over unix' }]);
       } finally {

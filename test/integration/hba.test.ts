@@ -9,43 +9,15 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { DATABASES, startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import type { LeafCert, Pki } from '../support/pki.js';
-import { freePort, startPooler, type Pooler } from '../support/pooler.js';
-import { psql, runCommand } from '../support/run-cmd.js';
+import { freePort, MAIN_JS, startPooler, type Pooler } from '../support/pooler.js';
+import { conninfo, psql, runCommand } from '../support/run-cmd.js';
+import { dumpLogsOnFailure, logSince, messageOf, required } from '../support/suite.js';
 
-const MAIN_JS = fileURLToPath(new URL('../../src/main.js', import.meta.url));
 const PSQL_TIMEOUT_MS = 15_000;
-
-/** libpq keyword/value string. */
-function conninfo(kv: Record<string, string | undefined>): string {
-  return Object.entries(kv)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}='${String(v).replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
-    .join(' ');
-}
-
-function messageOf(line: string): string {
-  try {
-    const o = JSON.parse(line) as { msg?: unknown };
-    return typeof o.msg === 'string' ? o.msg : line;
-  } catch {
-    return line;
-  }
-}
-
-/** The first pooler log line since `from` whose message matches (the raw JSON line). */
-async function logSince(p: Pooler, from: number, pattern: RegExp, timeoutMs = 3_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    for (const line of p.logs().slice(from)) if (pattern.test(messageOf(line))) return line;
-    if (Date.now() > deadline) throw new Error(`no pooler log line matching ${pattern}:\n${p.logs().slice(from).join('\n')}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** One hba line per method, each on its own pooler database (all of them PostgreSQL's p0). */
 interface MethodCase {
@@ -87,16 +59,9 @@ describe('auth_type = hba', () => {
   let clientCert: LeafCert;
   let p: Pooler | undefined;
   let hosts: string[] = ['127.0.0.1'];
-  let failed = false;
 
-  const c = (): Cluster => {
-    assert.ok(cluster, 'cluster did not start');
-    return cluster;
-  };
-  const pooler = (): Pooler => {
-    assert.ok(p, 'pooler did not start');
-    return p;
-  };
+  const c = required(() => cluster, 'cluster');
+  const pooler = required(() => p, 'pooler');
 
   function ini(): Record<string, Record<string, string>> {
     const dbs: Record<string, string> = {};
@@ -134,12 +99,9 @@ describe('auth_type = hba', () => {
     });
   });
 
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
+  dumpLogsOnFailure({ poolers: () => [p] });
 
   after(async () => {
-    if (failed && p !== undefined) console.error(`--- pooler ${p.port} (${p.iniPath}) ---\n${p.logs().join('\n')}`);
     await p?.stop();
     await cluster?.destroy();
     if (work !== undefined) await fs.rm(work, { recursive: true, force: true });

@@ -8,38 +8,35 @@
 // Each limit gets its own roles, so one test's idle servers never count in another's samples.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import pg from 'pg';
-import { startCluster, type Cluster } from '../support/pg-cluster.js';
-import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { connectClient, type PgError } from '../support/pg-client.js';
+import { type IniSections, type Pooler } from '../support/pooler.js';
+import { type PoolerHandle, usePooler, useSetup } from '../support/suite.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 20_000;
 const SAMPLE_EVERY_MS = 25;
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 /** Roles created for this file (trusted by the harness hba's `host all all all trust`). */
 const ROLES = ['r_default', 'r_sized', 'r_min', 'r_mdb1', 'r_mdb2', 'r_muc', 'r_reserve', 'r_wait', 'r_maxcl'];
 
-let cluster: Cluster | undefined;
-const c = (): Cluster => {
-  assert.ok(cluster, 'cluster did not start');
-  return cluster;
-};
+const setup = useSetup({ cluster: { name: 'limits' }, roles: ROLES });
+const c = setup.c;
 
-type PgError = Error & { code?: string };
+/** A pooler for the calling suite; its output and the server log are printed if a test fails. */
+function suitePooler(config: () => IniSections): PoolerHandle {
+  return usePooler({ ini: config, stopTimeoutMs: 3_000, dumpLogs: { clusters: () => [setup.cluster] } });
+}
 
-async function connect(p: Pooler, user: string, db: string): Promise<pg.Client> {
-  const client = new pg.Client({
+function connect(p: Pooler, user: string, db: string): Promise<pg.Client> {
+  // Pooler errors outside a query arrive as events; the test looks at queries instead.
+  return connectClient({
     connectionString: p.url(user, '', db),
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     query_timeout: QUERY_TIMEOUT_MS,
   });
-  // Pooler errors outside a query arrive as events; the test looks at queries instead.
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
 }
 
 /** `n` clients, connected at once, each running `sql`; resolves when all are done. */
@@ -67,9 +64,7 @@ interface Sample {
  * private superuser connection until `work` settles; `work`'s failure is rethrown after sampling.
  */
 async function sampleWhile(users: string[], work: () => Promise<void>, dbs: string[] | null = null): Promise<{ max: number; sustained: number; samples: Sample[] }> {
-  const probe = new pg.Client({ host: c().socketDir, port: c().port, user: 'postgres', database: 'postgres' });
-  probe.on('error', () => undefined);
-  await probe.connect();
+  const probe = await connectClient({ host: c().socketDir, port: c().port, user: 'postgres', database: 'postgres' });
   const samples: Sample[] = [];
   const t0 = Date.now();
   let done = false;
@@ -120,27 +115,6 @@ async function backendCount(users: string[]): Promise<number> {
   return r.rows[0]?.n ?? -1;
 }
 
-async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-/** Print the pooler and server logs once if any test of the suite failed. */
-function dumpLogsOnFailure(poolers: () => (Pooler | undefined)[]): void {
-  let failed = false;
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
-  after(async () => {
-    if (!failed) return;
-    for (const p of poolers()) if (p !== undefined) console.error(`--- pooler :${p.port} ---\n${p.logs().join('\n')}`);
-    if (cluster !== undefined) console.error(`--- ${cluster.logFile} ---\n${await cluster.readLog()}`);
-  });
-}
-
 function ini(pgbouncer: Record<string, string>, databases: Record<string, string>, users: Record<string, string> = {}): IniSections {
   return {
     pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', ...pgbouncer },
@@ -151,36 +125,20 @@ function ini(pgbouncer: Record<string, string>, databases: Record<string, string
 
 const target = (dbname: string, extra = ''): string => `host=127.0.0.1 port=${c().port} dbname=${dbname} ${extra}`.trim();
 
-before(async () => {
-  cluster = await startCluster({ name: 'limits' });
-  for (const r of ROLES) await cluster.query(`CREATE ROLE ${r} LOGIN`, 'postgres');
-});
-after(() => cluster?.destroy());
-
 describe('pool sizes and server connection caps', () => {
-  let pooler: Pooler | undefined;
-  const p = (): Pooler => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler;
-  };
-
-  before(async () => {
-    pooler = await startPooler(ini(
-      { default_pool_size: '2', query_wait_timeout: '5' },
-      {
-        p0: target('p0'),
-        sized: target('p0', 'pool_size=3'),
-        // PgBouncer fills min_pool_size only up to pool_size (janitor.c check_pool_size).
-        minp: target('p0', 'pool_size=5 min_pool_size=3'),
-        mdb: target('p0', 'pool_size=5 max_db_connections=2'),
-        mu0: target('p0', 'pool_size=5'),
-        mu1: target('p1', 'pool_size=5'),
-      },
-      { r_muc: 'max_user_connections=2' },
-    ));
-  });
-  dumpLogsOnFailure(() => [pooler]);
-  after(() => pooler?.stop('SIGTERM', 3_000));
+  const { p } = suitePooler(() => ini(
+    { default_pool_size: '2', query_wait_timeout: '5' },
+    {
+      p0: target('p0'),
+      sized: target('p0', 'pool_size=3'),
+      // PgBouncer fills min_pool_size only up to pool_size (janitor.c check_pool_size).
+      minp: target('p0', 'pool_size=5 min_pool_size=3'),
+      mdb: target('p0', 'pool_size=5 max_db_connections=2'),
+      mu0: target('p0', 'pool_size=5'),
+      mu1: target('p1', 'pool_size=5'),
+    },
+    { r_muc: 'max_user_connections=2' },
+  ));
 
   it('never opens more than default_pool_size servers for ten busy clients of one user and database', async () => {
     const { max, samples } = await sampleWhile(['r_default'], () => load(p(), 'r_default', 'p0', 10, 'SELECT pg_sleep(0.3)'));
@@ -199,7 +157,7 @@ describe('pool sizes and server connection caps', () => {
     const client = await connect(p(), 'r_min', 'minp');
     try {
       let seen = 0;
-      await waitFor('min_pool_size=3 server connections', 3_000, async () => (seen = await backendCount(['r_min'])) >= 3)
+      await waitFor('min_pool_size=3 server connections', async () => (seen = await backendCount(['r_min'])) >= 3, 3_000)
         .catch((e: Error) => assert.fail(`${e.message}: PostgreSQL saw ${seen} backends of r_min`));
       // A few janitor rounds later it has not overshot.
       await sleep(1_000);
@@ -237,21 +195,13 @@ describe('pool sizes and server connection caps', () => {
 });
 
 describe('reserve pool', () => {
-  let pooler: Pooler | undefined;
-
-  before(async () => {
-    pooler = await startPooler(ini(
-      { default_pool_size: '2', reserve_pool_size: '2', reserve_pool_timeout: '1' },
-      { p0: target('p0') },
-    ));
-  });
-  dumpLogsOnFailure(() => [pooler]);
-  after(() => pooler?.stop('SIGTERM', 3_000));
+  const { p } = suitePooler(() => ini(
+    { default_pool_size: '2', reserve_pool_size: '2', reserve_pool_timeout: '1' },
+    { p0: target('p0') },
+  ));
 
   it('opens reserve_pool_size extra servers only to clients that waited reserve_pool_timeout', async () => {
-    assert.ok(pooler);
-    const p = pooler;
-    const { max, samples } = await sampleWhile(['r_reserve'], () => load(p, 'r_reserve', 'p0', 6, 'SELECT pg_sleep(2)'));
+    const { max, samples } = await sampleWhile(['r_reserve'], () => load(p(), 'r_reserve', 'p0', 6, 'SELECT pg_sleep(2)'));
     const detail = JSON.stringify(samples);
     assert.ok(max <= 4, `PostgreSQL saw ${max} backends with pool_size=2 + reserve_pool_size=2: ${detail}`);
     assert.equal(max, 4, `clients that waited 1 s should have got the 2 reserve servers: ${detail}`);
@@ -263,20 +213,10 @@ describe('reserve pool', () => {
 });
 
 describe('max_client_conn and query_wait_timeout', () => {
-  let pooler: Pooler | undefined;
-  const p = (): Pooler => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler;
-  };
-
-  before(async () => {
-    pooler = await startPooler(ini(
-      { max_client_conn: '3', default_pool_size: '1', query_wait_timeout: '2' },
-      { p0: target('p0') },
-    ));
-  });
-  dumpLogsOnFailure(() => [pooler]);
-  after(() => pooler?.stop('SIGTERM', 3_000));
+  const { p } = suitePooler(() => ini(
+    { max_client_conn: '3', default_pool_size: '1', query_wait_timeout: '2' },
+    { p0: target('p0') },
+  ));
 
   it('refuses the client beyond max_client_conn with 53300, and admits one again after a client leaves', async () => {
     const clients = [];
@@ -309,7 +249,7 @@ describe('max_client_conn and query_wait_timeout', () => {
 
   it('disconnects a client that waited query_wait_timeout for a server, naming the timeout', async () => {
     // Let the previous test's clients leave, so the three slots are free again.
-    await waitFor('earlier clients to be gone', 5_000, async () => {
+    await waitFor('earlier clients to be gone', async () => {
       try {
         const probe = await connect(p(), 'r_wait', 'p0');
         await probe.end();
@@ -317,7 +257,7 @@ describe('max_client_conn and query_wait_timeout', () => {
       } catch {
         return false;
       }
-    });
+    }, 5_000);
     const holder = await connect(p(), 'r_wait', 'p0');
     const waiter = await connect(p(), 'r_wait', 'p0');
     try {

@@ -8,55 +8,29 @@
 // lists them.
 
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
 import { startupPacket } from '../support/bytes.js';
+import { connectClient } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
+import { firstErrorFields, RawConn, type BackendMessage } from '../support/raw-client.js';
+import { dumpLogsOnFailure, required } from '../support/suite.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 15_000;
 const USER = USERS.trust.name;
 
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
 /** Log in with a raw startup packet; everything the pooler sent up to the first ReadyForQuery
  * (or the ErrorResponse that ended the login). */
 async function rawLogin(port: number, params: Record<string, string>): Promise<BackendMessage[]> {
-  const sock = net.connect({ host: '127.0.0.1', port });
-  sock.on('error', () => undefined);
+  const conn = await RawConn.connect(port, { timeoutMs: CONNECT_TIMEOUT_MS });
   try {
-    return await new Promise<BackendMessage[]>((resolve, reject) => {
-      let buf = Buffer.alloc(0);
-      const out: BackendMessage[] = [];
-      const timer = setTimeout(() => reject(new Error(`login not finished within ${CONNECT_TIMEOUT_MS} ms: ${out.map((m) => m.type).join('')}`)), CONNECT_TIMEOUT_MS);
-      sock.once('connect', () => sock.write(startupPacket(params)));
-      sock.on('data', (b: Buffer) => {
-        buf = Buffer.concat([buf, b]);
-        while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
-          const len = buf.readInt32BE(1);
-          const m = { type: String.fromCharCode(buf[0]!), body: buf.subarray(5, 1 + len) };
-          buf = buf.subarray(1 + len);
-          out.push(m);
-          if (m.type === 'Z' || m.type === 'E') {
-            clearTimeout(timer);
-            resolve(out);
-            return;
-          }
-        }
-      });
-      sock.once('close', () => {
-        clearTimeout(timer);
-        resolve(out);
-      });
-    });
+    conn.send(startupPacket(params));
+    return await conn.until('Z', { onError: 'stop', onEnd: 'return' });
   } finally {
-    sock.destroy();
+    conn.destroy();
   }
 }
 
@@ -70,27 +44,11 @@ function parameterStatuses(msgs: BackendMessage[]): Map<string, string> {
   return out;
 }
 
-function errorMessage(msgs: BackendMessage[]): Record<string, string> | null {
-  const e = msgs.find((m) => m.type === 'E');
-  if (e === undefined) return null;
-  const out: Record<string, string> = {};
-  let pos = 0;
-  while (pos < e.body.length && e.body[pos] !== 0) {
-    const end = e.body.indexOf(0, pos + 1);
-    out[String.fromCharCode(e.body[pos]!)] = e.body.toString('utf8', pos + 1, end);
-    pos = end + 1;
-  }
-  return out;
-}
-
-async function connect(port: number, database: string, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
-  const client = new pg.Client({
+function connect(port: number, database: string, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+  return connectClient({
     host: '127.0.0.1', port, user: USER, database,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS, ...extra,
   });
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
 }
 
 async function one<T>(client: pg.Client, sql: string): Promise<T> {
@@ -98,27 +56,11 @@ async function one<T>(client: pg.Client, sql: string): Promise<T> {
   return r.rows[0]!.v;
 }
 
-function dumpLogsOnFailure(cluster: () => Cluster | undefined, poolers: () => Pooler[]): void {
-  let failed = false;
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
-  after(async () => {
-    if (!failed) return;
-    for (const p of poolers()) console.error(`--- pooler ${p.port} ---\n${p.logs().slice(-200).join('\n')}`);
-    const c = cluster();
-    if (c !== undefined) console.error(`--- ${c.logFile} ---\n${(await c.readLog()).split('\n').slice(-100).join('\n')}`);
-  });
-}
-
 describe('session parameters', () => {
   let cluster: Cluster | undefined;
   let pooler: Pooler | undefined;
   let ignoring: Pooler | undefined;
-  const port = (): number => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler.port;
-  };
+  const port = (): number => required(() => pooler, 'pooler')().port;
 
   before(async () => {
     cluster = await startCluster({ name: 'params' });
@@ -135,7 +77,7 @@ describe('session parameters', () => {
       }),
     ]);
   });
-  dumpLogsOnFailure(() => cluster, () => [pooler, ignoring].filter((p): p is Pooler => p !== undefined));
+  dumpLogsOnFailure({ clusters: () => [cluster], poolers: () => [pooler, ignoring], poolerLines: 200, clusterLines: 100 });
   after(async () => {
     await Promise.all([pooler?.stop(), ignoring?.stop()]);
     await cluster?.destroy();
@@ -146,7 +88,7 @@ describe('session parameters', () => {
       // The second login is answered from the pool's cached parameters: it must still carry
       // this client's own application_name.
       const msgs = await rawLogin(port(), { user: USER, database: 'p0', application_name: app });
-      assert.equal(errorMessage(msgs), null);
+      assert.equal(firstErrorFields(msgs), null);
       const ps = parameterStatuses(msgs);
       for (const name of ['server_version', 'client_encoding', 'DateStyle', 'TimeZone', 'integer_datetimes', 'standard_conforming_strings', 'application_name', 'IntervalStyle']) {
         assert.ok(ps.has(name), `no ParameterStatus for ${name}; got ${[...ps.keys()].join(', ')}`);
@@ -294,7 +236,7 @@ describe('session parameters', () => {
 
   it('refuses an unknown startup parameter with "unsupported startup parameter: foo"', async () => {
     const msgs = await rawLogin(port(), { user: USER, database: 'p0', foo: 'bar' });
-    const e = errorMessage(msgs);
+    const e = firstErrorFields(msgs);
     assert.ok(e !== null, `no ErrorResponse; got ${msgs.map((m) => m.type).join('')}`);
     assert.equal(e.S, 'FATAL');
     assert.equal(e.M, 'unsupported startup parameter: foo');
@@ -304,7 +246,7 @@ describe('session parameters', () => {
   it('accepts a startup parameter listed in ignore_startup_parameters, without passing it on', async () => {
     assert.ok(ignoring, 'pooler did not start');
     const msgs = await rawLogin(ignoring.port, { user: USER, database: 'p0', foo: 'bar', extra_float_digits: '2' });
-    assert.equal(errorMessage(msgs), null);
+    assert.equal(firstErrorFields(msgs), null);
     assert.equal(msgs.at(-1)?.type, 'Z');
     // The server never saw foo (it would refuse it) and the pooled session runs normally.
     const sql = postgres({

@@ -9,13 +9,16 @@
 // queries) is read back from PostgreSQL's own statement log.
 
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { cstr, int16, int32, msg, startupPacket } from '../support/bytes.js';
+import { cstr, int16, int32, msg } from '../support/bytes.js';
+import { backendPid, connectClient, endAll, type PgError } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
+import { RawConn, rows, type BackendMessage } from '../support/raw-client.js';
 import { pgbench } from '../support/run-cmd.js';
+import { dumpLogsOnFailure, required } from '../support/suite.js';
+import { sleep } from '../support/wait.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 15_000;
@@ -23,106 +26,12 @@ const USER = USERS.trust.name;
 /** A role only the reset/check pooler uses, so its statements can be picked out of the log. */
 const LOGGED_USER = 'loggeduser';
 
-interface PgError extends Error {
-  code?: string;
-  severity?: string;
-}
-
 // ------------------------------------------------------------------------------------------------
 // Raw protocol client (hand-built bytes out, backend messages in)
 
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
-class RawConn {
-  private buf = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  closed = false;
-
-  private constructor(readonly sock: net.Socket) {
-    sock.on('data', (b: Buffer) => {
-      this.buf = Buffer.concat([this.buf, b]);
-      this.wake?.();
-    });
-    sock.on('error', () => undefined);
-    sock.once('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  static connect(port: number): Promise<RawConn> {
-    return new Promise((resolve, reject) => {
-      const sock = net.connect({ host: '127.0.0.1', port });
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(new Error('raw connect timed out'));
-      }, CONNECT_TIMEOUT_MS);
-      sock.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new RawConn(sock));
-      });
-    });
-  }
-
-  /** Connect and log in (trust): returns once the first ReadyForQuery arrived. */
-  static async login(port: number, database: string): Promise<RawConn> {
-    const raw = await RawConn.connect(port);
-    raw.send(startupPacket({ user: USER, database }));
-    await raw.until('Z');
-    return raw;
-  }
-
-  send(b: Buffer): void {
-    this.sock.write(b);
-  }
-
-  async next(timeoutMs = QUERY_TIMEOUT_MS): Promise<BackendMessage | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length >= 1 + len) {
-          const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
-          this.buf = this.buf.subarray(1 + len);
-          return m;
-        }
-      }
-      if (this.closed) return null;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no complete backend message within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-  }
-
-  /** Messages up to and including the next one of `type`; an ErrorResponse on the way throws. */
-  async until(type: string): Promise<BackendMessage[]> {
-    const seen: BackendMessage[] = [];
-    for (;;) {
-      const m = await this.next();
-      if (m === null) throw new Error(`connection closed before '${type}'; saw ${seen.map((s) => s.type).join('')}`);
-      seen.push(m);
-      if (m.type === 'E' && type !== 'E') throw new Error(`ErrorResponse before '${type}': ${m.body.toString('utf8').replace(/\0/g, ' ')}`);
-      if (m.type === type) return seen;
-    }
-  }
-
-  destroy(): void {
-    this.sock.destroy();
-  }
+/** Connect and log in (trust): returns once the first ReadyForQuery arrived. */
+async function rawLogin(port: number, database: string): Promise<RawConn> {
+  return (await RawConn.login(port, { user: USER, database }, { timeoutMs: QUERY_TIMEOUT_MS })).conn;
 }
 
 /** Extended-protocol messages for one unnamed statement, without Sync. */
@@ -139,50 +48,16 @@ const FLUSH = msg('H');
 
 /** The first column of every DataRow, as text. */
 function dataRows(msgs: BackendMessage[]): string[] {
-  return msgs.filter((m) => m.type === 'D').map((m) => {
-    const len = m.body.readInt32BE(2);
-    return m.body.toString('utf8', 6, 6 + len);
-  });
+  return rows(msgs).map((r) => r[0] ?? '');
 }
 
 // ------------------------------------------------------------------------------------------------
 // pg helpers
 
-async function connect(port: number, database: string, user: string = USER): Promise<pg.Client> {
-  const client = new pg.Client({
+function connect(port: number, database: string, user: string = USER): Promise<pg.Client> {
+  return connectClient({
     host: '127.0.0.1', port, user, database,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS,
-  });
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
-}
-
-async function pid(client: pg.Client): Promise<number> {
-  const r = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  const v = r.rows[0]?.pid;
-  assert.ok(typeof v === 'number');
-  return v;
-}
-
-async function closeAll(clients: pg.Client[]): Promise<void> {
-  await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-function dumpLogsOnFailure(cluster: () => Cluster | undefined, poolers: () => Pooler[]): void {
-  let failed = false;
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
-  after(async () => {
-    if (!failed) return;
-    for (const p of poolers()) console.error(`--- pooler ${p.port} ---\n${p.logs().slice(-300).join('\n')}`);
-    const c = cluster();
-    if (c !== undefined) console.error(`--- ${c.logFile} ---\n${(await c.readLog()).split('\n').slice(-200).join('\n')}`);
   });
 }
 
@@ -193,18 +68,9 @@ describe('pool modes', () => {
   let pooler: Pooler | undefined;
   /** server_reset_query_always + server_check_delay=0, for the logged role. */
   let checking: Pooler | undefined;
-  const c = (): Cluster => {
-    assert.ok(cluster, 'cluster did not start');
-    return cluster;
-  };
-  const port = (): number => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler.port;
-  };
-  const checkingPort = (): number => {
-    assert.ok(checking, 'pooler did not start');
-    return checking.port;
-  };
+  const c = required(() => cluster, 'cluster');
+  const port = (): number => required(() => pooler, 'pooler')().port;
+  const checkingPort = (): number => required(() => checking, 'pooler')().port;
 
   before(async () => {
     cluster = await startCluster({ name: 'pool-modes' });
@@ -238,7 +104,7 @@ describe('pool modes', () => {
       }),
     ]);
   });
-  dumpLogsOnFailure(() => cluster, () => [pooler, checking].filter((p): p is Pooler => p !== undefined));
+  dumpLogsOnFailure({ clusters: () => [cluster], poolers: () => [pooler, checking], poolerLines: 300, clusterLines: 200 });
   after(async () => {
     await Promise.all([pooler?.stop(), checking?.stop()]);
     await cluster?.destroy();
@@ -250,7 +116,7 @@ describe('pool modes', () => {
       try {
         const seen = await Promise.all(clients.map(async (cl) => {
           const pids = new Set<number>();
-          for (let i = 0; i < 20; i++) pids.add(await pid(cl));
+          for (let i = 0; i < 20; i++) pids.add(await backendPid(cl));
           return pids;
         }));
         const all = new Set(seen.flatMap((s) => [...s]));
@@ -258,23 +124,23 @@ describe('pool modes', () => {
         // 10 clients, all connected at once, all answered, by at most 2 backends: shared.
         assert.ok(seen.every((s) => s.size >= 1));
       } finally {
-        await closeAll(clients);
+        await endAll(clients);
       }
     });
 
     it('moves a client to another backend when its last one is busy in someone else\'s transaction', async () => {
       const [x, y] = await Promise.all([connect(port(), 'tx'), connect(port(), 'tx')]);
       try {
-        const a = await pid(x);
+        const a = await backendPid(x);
         await y.query('BEGIN');
         // The only idle server is the one x just gave back, so y's transaction holds it.
-        const held = await pid(y);
+        const held = await backendPid(y);
         assert.equal(held, a);
-        const b = await pid(x);
+        const b = await backendPid(x);
         assert.notEqual(b, a, 'x got the backend held by y\'s open transaction');
         await y.query('COMMIT');
       } finally {
-        await closeAll([x, y]);
+        await endAll([x, y]);
       }
     });
 
@@ -284,9 +150,9 @@ describe('pool modes', () => {
         await Promise.all(clients.map(async (cl) => {
           for (let t = 0; t < 5; t++) {
             await cl.query('BEGIN');
-            const first = await pid(cl);
+            const first = await backendPid(cl);
             await cl.query('SELECT pg_sleep(0.002)');
-            const second = await pid(cl);
+            const second = await backendPid(cl);
             const xid = await cl.query<{ x: string }>('SELECT txid_current()::text AS x');
             const xid2 = await cl.query<{ x: string }>('SELECT txid_current()::text AS x');
             await cl.query('COMMIT');
@@ -295,7 +161,7 @@ describe('pool modes', () => {
           }
         }));
       } finally {
-        await closeAll(clients);
+        await endAll(clients);
       }
     });
 
@@ -304,12 +170,12 @@ describe('pool modes', () => {
       assert.ok(a);
       try {
         await a.query('BEGIN');
-        const held = await pid(a);
+        const held = await backendPid(a);
         await assert.rejects(a.query('SELECT 1/0'), { code: '22012' });
         // Others keep working on the other server and never get a's.
         const pids = await Promise.all(others.map(async (cl) => {
           const out: number[] = [];
-          for (let i = 0; i < 10; i++) out.push(await pid(cl));
+          for (let i = 0; i < 10; i++) out.push(await backendPid(cl));
           return out;
         }));
         assert.ok(!pids.flat().includes(held), 'another client was given the server of a failed transaction');
@@ -318,12 +184,12 @@ describe('pool modes', () => {
         await a.query('ROLLBACK');
         assert.deepEqual((await a.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
       } finally {
-        await closeAll([a, ...others]);
+        await endAll([a, ...others]);
       }
     });
 
     it('keeps an extended-protocol pipeline on one server until its Sync', async () => {
-      const raw = await RawConn.login(port(), 'tx');
+      const raw = await rawLogin(port(), 'tx');
       const others = await Promise.all(Array.from({ length: 3 }, () => connect(port(), 'tx')));
       try {
         raw.send(Buffer.concat([parseBindExecute('SELECT pg_backend_pid()'), FLUSH]));
@@ -333,7 +199,7 @@ describe('pool modes', () => {
         // The pipeline is open (no Sync yet): its server must not serve anyone else.
         const pids = await Promise.all(others.map(async (cl) => {
           const out: number[] = [];
-          for (let i = 0; i < 10; i++) out.push(await pid(cl));
+          for (let i = 0; i < 10; i++) out.push(await backendPid(cl));
           return out;
         }));
         assert.ok(!pids.flat().includes(held), 'another client got the server of an open pipeline');
@@ -342,18 +208,18 @@ describe('pool modes', () => {
         assert.deepEqual(second, [String(held)], 'the pipeline moved to another backend before its Sync');
       } finally {
         raw.destroy();
-        await closeAll(others);
+        await endAll(others);
       }
     });
 
     it('keeps a pipeline of several Syncs on one server until the last ReadyForQuery', async () => {
-      const raw = await RawConn.login(port(), 'tx');
+      const raw = await rawLogin(port(), 'tx');
       const others = await Promise.all(Array.from({ length: 3 }, () => connect(port(), 'tx')));
       const stop = { now: false };
       // Concurrent load, so a server handed back early would be taken at once (and its
       // remaining replies would reach the wrong client).
       const load = Promise.all(others.map(async (cl) => {
-        while (!stop.now) await pid(cl);
+        while (!stop.now) await backendPid(cl);
       }));
       load.catch(() => undefined);
       try {
@@ -378,7 +244,7 @@ describe('pool modes', () => {
         stop.now = true;
         await load.catch(() => undefined);
         raw.destroy();
-        await closeAll(others);
+        await endAll(others);
       }
     });
 
@@ -413,12 +279,12 @@ describe('pool modes', () => {
       try {
         const pids = await Promise.all(clients.map(async (cl) => {
           const out: number[] = [];
-          for (let i = 0; i < 10; i++) out.push(await pid(cl));
+          for (let i = 0; i < 10; i++) out.push(await backendPid(cl));
           return out;
         }));
         assert.ok(new Set(pids.flat()).size <= 2);
       } finally {
-        await closeAll(clients);
+        await endAll(clients);
       }
     });
 
@@ -459,7 +325,7 @@ describe('pool modes', () => {
         try {
           const pids: number[] = [];
           for (let i = 0; i < 5; i++) {
-            pids.push(await pid(cl));
+            pids.push(await backendPid(cl));
             await sleep(5);
           }
           return pids;
@@ -474,14 +340,14 @@ describe('pool modes', () => {
 
     it('runs server_reset_query (DISCARD ALL) when the client leaves', async () => {
       const one = await connect(port(), 'sess1');
-      const first = await pid(one);
+      const first = await backendPid(one);
       await one.query(`CREATE TEMP TABLE left_behind (x int);
         SET work_mem = '1234kB';
         PREPARE left_stmt AS SELECT 1`);
       await one.end();
       const two = await connect(port(), 'sess1');
       try {
-        assert.equal(await pid(two), first, 'pool_size 1: the second client gets the same backend');
+        assert.equal(await backendPid(two), first, 'pool_size 1: the second client gets the same backend');
         const r = await two.query<{ t: string | null; wm: string; n: number }>(
           `SELECT to_regclass('pg_temp.left_behind')::text AS t, current_setting('work_mem') AS wm,
                   (SELECT count(*)::int FROM pg_prepared_statements) AS n`);
@@ -502,11 +368,11 @@ describe('pool modes', () => {
       const cl = await connect(checkingPort(), 'p0', LOGGED_USER);
       try {
         const before = await logged('DISCARD ALL');
-        const first = await pid(cl);
+        const first = await backendPid(cl);
         await cl.query(`CREATE TEMP TABLE gone (x int)`);
         await cl.query(`SET work_mem = '1234kB'`);
         // pool_size 1: the same backend, but reset between transactions.
-        assert.equal(await pid(cl), first);
+        assert.equal(await backendPid(cl), first);
         const r = await cl.query<{ t: string | null; wm: string }>(
           `SELECT to_regclass('pg_temp.gone')::text AS t, current_setting('work_mem') AS wm`);
         assert.deepEqual(r.rows, [{ t: null, wm: '4MB' }]);

@@ -16,17 +16,19 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import postgres from 'postgres';
-import { cstr, int16, int32, msg, startupPacket } from '../support/bytes.js';
+import { cstr, int16, int32, msg } from '../support/bytes.js';
+import { connectClient, type PgError } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
+import { errorFields, firstErrorFields, RawConn, rows, types, type BackendMessage } from '../support/raw-client.js';
 import { pgbench, runCommand } from '../support/run-cmd.js';
+import { dumpLogsOnFailure, required } from '../support/suite.js';
 
 const USER = USERS.trust.name;
 const PASSWORD = 'prep-pass';
@@ -42,116 +44,9 @@ const SUPPORT_SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 // ------------------------------------------------------------------------------------------------
 // Raw protocol client: hand-built frontend messages out, backend messages in
 
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
-class RawConn {
-  private buf = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  closed = false;
-
-  private constructor(readonly sock: net.Socket) {
-    sock.on('data', (b: Buffer) => {
-      this.buf = Buffer.concat([this.buf, b]);
-      this.wake?.();
-    });
-    sock.on('error', () => undefined);
-    sock.once('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  /** Connect and log in (trust): returns once the first ReadyForQuery arrived. */
-  static async login(port: number, database: string): Promise<RawConn> {
-    const sock = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new Error('raw connect timed out'));
-      }, CONNECT_TIMEOUT_MS);
-      s.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      s.once('connect', () => {
-        clearTimeout(timer);
-        resolve(s);
-      });
-    });
-    const raw = new RawConn(sock);
-    raw.sock.write(startupPacket({ user: USER, database }));
-    const login = await raw.untilReady(1);
-    const err = login.find((m) => m.type === 'E');
-    if (err !== undefined) throw new Error(`login failed: ${errorFields(err).M}`);
-    return raw;
-  }
-
-  async next(timeoutMs = QUERY_TIMEOUT_MS): Promise<BackendMessage | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length >= 1 + len) {
-          const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
-          this.buf = this.buf.subarray(1 + len);
-          return m;
-        }
-      }
-      if (this.closed) return null;
-      const left = deadline - Date.now();
-      if (left <= 0) return null;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-  }
-
-  /** Every message up to and including the `n`th ReadyForQuery (NoticeResponses left out). */
-  async untilReady(n: number, timeoutMs = QUERY_TIMEOUT_MS): Promise<BackendMessage[]> {
-    const seen: BackendMessage[] = [];
-    let ready = 0;
-    while (ready < n) {
-      const m = await this.next(timeoutMs);
-      if (m === null) {
-        throw new Error(`${this.closed ? 'connection closed' : 'timed out'} after ${types(seen)} (wanted ${n} ReadyForQuery)`);
-      }
-      if (m.type === 'N') continue;
-      seen.push(m);
-      if (m.type === 'Z') ready++;
-    }
-    return seen;
-  }
-
-  /** Send the messages as ONE write; return the replies up to the ReadyForQuery of each Sync/Query. */
-  async exchange(...msgs: Buffer[]): Promise<BackendMessage[]> {
-    const n = msgs.filter((m) => m[0] === 0x53 /* S */ || m[0] === 0x51 /* Q */).length;
-    this.sock.write(Buffer.concat(msgs));
-    const got = await this.untilReady(n);
-    // Nothing may follow: a reply the client never asked for would show up here.
-    const extra = await this.next(100);
-    if (extra !== null) got.push(extra);
-    return got;
-  }
-
-  /** A simple query that must succeed; returns the first column of each row. */
-  async query(sql: string): Promise<(string | null)[]> {
-    const r = await this.exchange(Q(sql));
-    const err = r.find((m) => m.type === 'E');
-    if (err !== undefined) throw new Error(`${sql}: ${errorFields(err).M}`);
-    return rows(r).map((row) => row[0] ?? null);
-  }
-
-  close(): void {
-    if (!this.closed) this.sock.end(msg('X'));
-  }
+/** Connect and log in (trust): returns once the first ReadyForQuery arrived. */
+async function rawLogin(port: number, database: string): Promise<RawConn> {
+  return (await RawConn.login(port, { user: USER, database }, { timeoutMs: QUERY_TIMEOUT_MS })).conn;
 }
 
 // Frontend messages.
@@ -177,46 +72,11 @@ function C(kind: 'S' | 'P', name: string): Buffer {
 }
 
 // Backend message decoding.
-function types(msgs: BackendMessage[]): string {
-  return msgs.map((m) => m.type).join('');
-}
-
-function errorFields(m: BackendMessage): Record<string, string> {
-  const out: Record<string, string> = {};
-  let pos = 0;
-  while (pos < m.body.length && m.body[pos] !== 0) {
-    const code = String.fromCharCode(m.body[pos]!);
-    const end = m.body.indexOf(0, pos + 1);
-    out[code] = m.body.toString('utf8', pos + 1, end);
-    pos = end + 1;
-  }
-  return out;
-}
 
 /** The first ErrorResponse's SQLSTATE and message, or null. */
 function firstError(msgs: BackendMessage[]): { code: string; message: string } | null {
-  const m = msgs.find((x) => x.type === 'E');
-  if (m === undefined) return null;
-  const f = errorFields(m);
-  return { code: f.C ?? '', message: f.M ?? '' };
-}
-
-function rows(msgs: BackendMessage[]): (string | null)[][] {
-  return msgs.filter((m) => m.type === 'D').map((m) => {
-    const n = m.body.readInt16BE(0);
-    const out: (string | null)[] = [];
-    let pos = 2;
-    for (let i = 0; i < n; i++) {
-      const len = m.body.readInt32BE(pos);
-      pos += 4;
-      if (len < 0) out.push(null);
-      else {
-        out.push(m.body.toString('utf8', pos, pos + len));
-        pos += len;
-      }
-    }
-    return out;
-  });
+  const f = firstErrorFields(msgs);
+  return f === null ? null : { code: f.C ?? '', message: f.M ?? '' };
 }
 
 function paramOids(m: BackendMessage): number[] {
@@ -256,32 +116,11 @@ function uniq(label: string): string {
 
 // ------------------------------------------------------------------------------------------------
 
-interface PgError extends Error {
-  code?: string;
-  routine?: string;
-}
-
-function dumpLogsOnFailure(cluster: () => Cluster | undefined, poolers: () => Pooler[]): void {
-  let failed = false;
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
-  after(async () => {
-    if (!failed) return;
-    for (const p of poolers()) console.error(`--- pooler ${p.port} ---\n${p.logs().slice(-150).join('\n')}`);
-    const c = cluster();
-    if (c !== undefined) console.error(`--- ${c.logFile} ---\n${(await c.readLog()).split('\n').slice(-80).join('\n')}`);
-  });
-}
-
-async function pgClient(port: number, database: string): Promise<pg.Client> {
-  const client = new pg.Client({
+function pgClient(port: number, database: string): Promise<pg.Client> {
+  return connectClient({
     host: '127.0.0.1', port, user: USER, password: PASSWORD, database,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS,
   });
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
 }
 
 /** Python with Debian's python3-psycopg on its path: the system interpreter when there is one. */
@@ -322,17 +161,11 @@ describe('prepared statements', () => {
   /** max_prepared_statements = 5. */
   let small: Pooler | undefined;
   let tmp = '';
-  const c = (): Cluster => {
-    assert.ok(cluster, 'cluster did not start');
-    return cluster;
-  };
-  const port = (): number => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler.port;
-  };
+  const c = required(() => cluster, 'cluster');
+  const port = (): number => required(() => pooler, 'pooler')().port;
   const raws: RawConn[] = [];
   const raw = async (db: string): Promise<RawConn> => {
-    const r = await RawConn.login(port(), db);
+    const r = await rawLogin(port(), db);
     raws.push(r);
     return r;
   };
@@ -368,7 +201,7 @@ describe('prepared statements', () => {
       { userlist: { [USER]: PASSWORD } },
     );
   });
-  dumpLogsOnFailure(() => cluster, () => [pooler, small].filter((p): p is Pooler => p !== undefined));
+  dumpLogsOnFailure({ clusters: () => [cluster], poolers: () => [pooler, small], poolerLines: 150, clusterLines: 80 });
   afterEach(() => {
     for (const r of raws.splice(0)) r.close();
   });

@@ -14,12 +14,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { cstr, int32, msg, startupPacket, untyped } from '../support/bytes.js';
+import { cstr, msg } from '../support/bytes.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
+import { errorFields, RawConn, sendCancelRequest, type BackendMessage } from '../support/raw-client.js';
+import { dumpLogsOnFailure, required } from '../support/suite.js';
 
 const USER = USERS.trust.name;
-const CONNECT_TIMEOUT_MS = 10_000;
 const PG15_BIN = '/usr/lib/postgresql/15/bin';
 const V30 = 0x0003_0000;
 const V32 = 0x0003_0002;
@@ -29,109 +30,10 @@ const SSL_CODE = 80877103;
 // ------------------------------------------------------------------------------------------------
 // Raw client
 
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
-class RawConn {
-  private buf = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  closed = false;
-
-  private constructor(readonly sock: net.Socket) {
-    sock.on('data', (b: Buffer) => {
-      this.buf = Buffer.concat([this.buf, b]);
-      this.wake?.();
-    });
-    sock.on('error', () => undefined);
-    sock.once('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  static connect(port: number): Promise<RawConn> {
-    return new Promise((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new Error('raw connect timed out'));
-      }, CONNECT_TIMEOUT_MS);
-      s.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      s.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new RawConn(s));
-      });
-    });
-  }
-
-  /** Log in with the given protocol version; every message of the login, up to ReadyForQuery. */
-  static async login(port: number, database: string, version: number, extra: Record<string, string> = {}): Promise<{ conn: RawConn; login: BackendMessage[] }> {
-    const conn = await RawConn.connect(port);
-    conn.sock.write(startupPacket({ user: USER, database, ...extra }, version));
-    const login = await conn.until('Z');
-    return { conn, login };
-  }
-
-  async next(timeoutMs: number): Promise<BackendMessage | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length >= 1 + len) {
-          const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
-          this.buf = this.buf.subarray(1 + len);
-          return m;
-        }
-      }
-      if (this.closed) return null;
-      const left = deadline - Date.now();
-      if (left <= 0) return null;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-  }
-
-  /** Messages up to and including the next one of `type` (ErrorResponses included, not thrown). */
-  async until(type: string, timeoutMs = 30_000): Promise<BackendMessage[]> {
-    const seen: BackendMessage[] = [];
-    for (;;) {
-      const m = await this.next(timeoutMs);
-      if (m === null) throw new Error(`${this.closed ? 'closed' : 'timed out'} before '${type}'; saw ${seen.map((s) => s.type).join('')}: ${seen.filter((s) => s.type === 'E').map((s) => errorFields(s).M).join('; ')}`);
-      seen.push(m);
-      if (m.type === type) return seen;
-    }
-  }
-
-  send(b: Buffer): void {
-    this.sock.write(b);
-  }
-
-  close(): void {
-    if (!this.closed) this.sock.end(msg('X'));
-  }
-}
-
-function errorFields(m: BackendMessage): Record<string, string> {
-  const out: Record<string, string> = {};
-  let pos = 0;
-  while (pos < m.body.length && m.body[pos] !== 0) {
-    const code = String.fromCharCode(m.body[pos]!);
-    const end = m.body.indexOf(0, pos + 1);
-    out[code] = m.body.toString('utf8', pos + 1, end);
-    pos = end + 1;
-  }
-  return out;
+/** Log in with the given protocol version; every message of the login, up to ReadyForQuery
+ * (ErrorResponses included, not thrown, here and in later until() calls). */
+function rawLogin(port: number, database: string, version: number, extra: Record<string, string> = {}): Promise<{ conn: RawConn; login: BackendMessage[] }> {
+  return RawConn.login(port, { user: USER, database, ...extra }, { version, timeoutMs: 30_000, onError: 'keep' });
 }
 
 interface Key {
@@ -158,15 +60,10 @@ function negotiate(m: BackendMessage): { version: number; options: string[] } {
   return { version: m.body.readUInt32BE(0), options };
 }
 
-function cancelRequest(key: Key): Buffer {
-  return untyped(int32(CANCEL_CODE), int32(key.pid), key.secret);
-}
-
-/** Send a CancelRequest on a new connection, as libpq does; resolves once the pooler closed it. */
-async function sendCancel(port: number, key: Key): Promise<void> {
-  const c = await RawConn.connect(port);
-  c.send(cancelRequest(key));
-  await c.next(5_000);
+/** Send a CancelRequest on a new connection, as libpq does; resolves once the pooler closed it
+ * (or after 5 s). */
+function sendCancel(port: number, key: Key): Promise<void> {
+  return sendCancelRequest(port, key.pid, key.secret, { ifOpen: 'resolve' });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -262,18 +159,6 @@ async function startSniffer(target: { host: string; port: number }): Promise<Sni
 
 // ------------------------------------------------------------------------------------------------
 
-function dumpLogsOnFailure(clusters: () => Cluster[], poolers: () => Pooler[]): void {
-  let failed = false;
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
-  after(async () => {
-    if (!failed) return;
-    for (const p of poolers()) console.error(`--- pooler ${p.port} ---\n${p.logs().slice(-150).join('\n')}`);
-    for (const c of clusters()) console.error(`--- ${c.logFile} ---\n${(await c.readLog()).split('\n').slice(-60).join('\n')}`);
-  });
-}
-
 /** Wait until PostgreSQL shows a pg_sleep running (the query reached the server). */
 async function waitForSleep(cluster: Cluster): Promise<void> {
   const deadline = Date.now() + 10_000;
@@ -295,12 +180,12 @@ async function cancelSleep(poolerPort: number, cluster: Cluster, conn: RawConn, 
   await waitForSleep(cluster);
   for (const wrong of wrongKeys) {
     await sendCancel(poolerPort, wrong);
-    const early = await conn.next(500);
+    const early = await conn.poll(500);
     assert.equal(early, null, `a CancelRequest with a wrong key (${wrong.secret.length} bytes) must not cancel`);
   }
   const t0 = Date.now();
   await sendCancel(poolerPort, key);
-  const reply = await conn.until('Z', 5_000);
+  const reply = await conn.until('Z', { timeoutMs: 5_000 });
   const elapsed = Date.now() - t0;
   const err = reply.find((m) => m.type === 'E');
   assert.ok(err, `no ErrorResponse: ${reply.map((m) => m.type).join('')}`);
@@ -323,16 +208,10 @@ describe('protocol 3.2', () => {
   let sniff15: Sniffer | undefined;
   let pooler: Pooler | undefined;
   const conns: RawConn[] = [];
-  const port = (): number => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler.port;
-  };
-  const c18 = (): Cluster => {
-    assert.ok(pg18, 'cluster did not start');
-    return pg18;
-  };
+  const port = (): number => required(() => pooler, 'pooler')().port;
+  const c18 = required(() => pg18, 'cluster');
   const login = async (db: string, version: number, extra: Record<string, string> = {}) => {
-    const r = await RawConn.login(port(), db, version, extra);
+    const r = await rawLogin(port(), db, version, extra);
     conns.push(r.conn);
     const err = r.login.find((m) => m.type === 'E');
     assert.equal(err, undefined, err === undefined ? '' : errorFields(err).M);
@@ -364,10 +243,7 @@ describe('protocol 3.2', () => {
       { userlist: { [USER]: 'unused' } },
     );
   });
-  dumpLogsOnFailure(
-    () => [pg18, pg15].filter((x): x is Cluster => x !== undefined),
-    () => (pooler === undefined ? [] : [pooler]),
-  );
+  dumpLogsOnFailure({ clusters: () => [pg18, pg15], poolers: () => [pooler], poolerLines: 150, clusterLines: 60 });
   afterEach(() => {
     for (const conn of conns.splice(0)) conn.close();
   });

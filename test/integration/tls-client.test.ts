@@ -18,18 +18,19 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Duplex } from 'node:stream';
-import { after, afterEach, before, describe, it } from 'node:test';
+import type { Duplex } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { cstr, msg, sslRequest, startupPacket } from '../support/bytes.js';
+import { connectClient } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import type { LeafCert, Pki } from '../support/pki.js';
-import { freePort, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
-import { psql, runCommand } from '../support/run-cmd.js';
+import { freePort, MAIN_JS, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { connectSocket, errorFields, RawConn } from '../support/raw-client.js';
+import { conninfo, psql, runCommand } from '../support/run-cmd.js';
+import { dumpLogsOnFailure, logSince, messageOf, required } from '../support/suite.js';
 
-const MAIN_JS = fileURLToPath(new URL('../../src/main.js', import.meta.url));
 const CONNECT_TIMEOUT_MS = 10_000;
 const PSQL_TIMEOUT_MS = 15_000;
 
@@ -89,164 +90,15 @@ const PG_MATRIX: Record<PgSsl, Record<SslMode, Outcome>> = {
 // ------------------------------------------------------------------------------------------------
 // Helpers
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** The `msg` of the first pooler log line at or after index `from` that matches. */
-async function logSince(p: Pooler, from: number, pattern: RegExp, timeoutMs = 3_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    for (const line of p.logs().slice(from)) {
-      const text = messageOf(line);
-      if (pattern.test(text)) return text;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`no pooler log line matching ${pattern} since line ${from}:\n${p.logs().slice(from).join('\n')}`);
-    }
-    await sleep(20);
-  }
+async function logMsgSince(p: Pooler, from: number, pattern: RegExp): Promise<string> {
+  return messageOf(await logSince(p, from, pattern));
 }
 
-function messageOf(line: string): string {
-  try {
-    const o = JSON.parse(line) as { msg?: unknown };
-    return typeof o.msg === 'string' ? o.msg : line;
-  } catch {
-    return line;
-  }
-}
-
-/** libpq keyword/value string. */
-function conninfo(kv: Record<string, string | undefined>): string {
-  return Object.entries(kv)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}='${String(v).replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
-    .join(' ');
-}
-
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
-/** Backend messages off any stream (a plain socket, or TLS after an upgrade). */
-class Reader {
-  private buf = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  closed = false;
-  error: Error | null = null;
-
-  constructor(readonly sock: Duplex) {
-    sock.on('data', (b: Buffer) => {
-      this.buf = Buffer.concat([this.buf, b]);
-      this.wake?.();
-    });
-    sock.on('error', (e: Error) => {
-      this.error = e;
-      this.wake?.();
-    });
-    sock.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  /** Stop consuming (before handing the socket to tls.connect). */
-  detach(): Buffer {
-    this.sock.removeAllListeners('data');
-    this.sock.removeAllListeners('error');
-    this.sock.removeAllListeners('close');
-    const rest = this.buf;
-    this.buf = Buffer.alloc(0);
-    return rest;
-  }
-
-  private async waitFor(have: () => boolean, what: string, timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (!have()) {
-      if (this.closed || this.error !== null) return false;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (have ${this.buf.length} bytes)`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-    return true;
-  }
-
-  /** The next byte without consuming it, or null when the connection ended first. */
-  async peek(timeoutMs = 5_000): Promise<number | null> {
-    if (!(await this.waitFor(() => this.buf.length >= 1, 'one byte', timeoutMs)) && this.buf.length === 0) return null;
-    return this.buf[0]!;
-  }
-
-  /** One byte (the answer to an SSLRequest), or null when the connection ended first. */
-  async byte(timeoutMs = 5_000): Promise<number | null> {
-    if (!(await this.waitFor(() => this.buf.length >= 1, 'one byte', timeoutMs)) && this.buf.length === 0) return null;
-    const b = this.buf[0]!;
-    this.buf = this.buf.subarray(1);
-    return b;
-  }
-
-  async next(timeoutMs = 5_000): Promise<BackendMessage | null> {
-    const complete = () => this.buf.length >= 5 && this.buf.length >= 1 + this.buf.readInt32BE(1);
-    if (!(await this.waitFor(complete, 'a backend message', timeoutMs)) && !complete()) return null;
-    const len = this.buf.readInt32BE(1);
-    const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
-    this.buf = this.buf.subarray(1 + len);
-    return m;
-  }
-
-  /** Messages until (and including) one of type `type`, or until the connection ends. */
-  async until(type: string, timeoutMs = 5_000): Promise<BackendMessage[]> {
-    const seen: BackendMessage[] = [];
-    for (;;) {
-      const m = await this.next(timeoutMs);
-      if (m === null) return seen;
-      seen.push(m);
-      if (m.type === type || m.type === 'E') return seen;
-    }
-  }
-
-  async closesWithin(ms: number): Promise<boolean> {
-    await this.waitFor(() => false, 'close', ms).catch(() => undefined);
-    return this.closed || this.error !== null;
-  }
-}
-
-function errorFields(body: Buffer): Record<string, string> {
-  const out: Record<string, string> = {};
-  let pos = 0;
-  while (pos < body.length && body[pos] !== 0) {
-    const code = String.fromCharCode(body[pos]!);
-    const end = body.indexOf(0, pos + 1);
-    out[code] = body.toString('utf8', pos + 1, end);
-    pos = end + 1;
-  }
-  return out;
-}
-
-function rawConnect(opts: net.NetConnectOpts): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(opts);
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error('raw connect timed out'));
-    }, CONNECT_TIMEOUT_MS);
-    sock.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      sock.removeAllListeners('error');
-      resolve(sock);
-    });
-  });
+/** Backend messages off any stream (a plain socket, or TLS after an upgrade); until() stops at an
+ * ErrorResponse and returns what came when the connection ends. */
+function readerOf(sock: Duplex): RawConn {
+  return new RawConn(sock, { onError: 'stop', onEnd: 'return' });
 }
 
 /** Resolves with the TLS socket once the handshake is done, or with the handshake's error. */
@@ -271,9 +123,9 @@ function tlsHandshake(opts: tls.ConnectionOptions): Promise<{ sock: tls.TLSSocke
 }
 
 /** SSLRequest on a fresh TCP connection; the pooler's answer byte and the socket. */
-async function sslRequestOn(port: number): Promise<{ answer: number | null; sock: net.Socket; reader: Reader }> {
-  const sock = await rawConnect({ host: '127.0.0.1', port });
-  const reader = new Reader(sock);
+async function sslRequestOn(port: number): Promise<{ answer: number | null; sock: net.Socket; reader: RawConn }> {
+  const sock = await connectSocket({ host: '127.0.0.1', port });
+  const reader = readerOf(sock);
   sock.write(sslRequest());
   return { answer: await reader.byte(), sock, reader };
 }
@@ -284,9 +136,7 @@ interface PgOutcome {
 }
 
 async function pgConnect(config: pg.ClientConfig): Promise<PgOutcome> {
-  const client = new pg.Client({ connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: CONNECT_TIMEOUT_MS, ...config });
-  client.on('error', () => undefined);
-  await client.connect();
+  const client = await connectClient({ connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: CONNECT_TIMEOUT_MS, ...config });
   try {
     const r = await client.query<{ u: string }>('SELECT current_user AS u');
     const stream = (client as unknown as { connection: { stream: net.Socket & { encrypted?: boolean } } }).connection.stream;
@@ -307,12 +157,7 @@ describe('client-side TLS (pgpool-ts as the TLS server)', () => {
   let goodCert: LeafCert;
   let md5Cert: LeafCert;
   const poolers: Pooler[] = [];
-  let failed = false;
-
-  const c = (): Cluster => {
-    assert.ok(cluster, 'cluster did not start');
-    return cluster;
-  };
+  const c = required(() => cluster, 'cluster');
 
   before(async () => {
     cluster = await startCluster({ ssl: true, name: 'tls-client' });
@@ -333,14 +178,9 @@ host all all ::1/128 trust
     );
   });
 
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
+  const failures = dumpLogsOnFailure({ poolers: () => poolers });
 
   after(async () => {
-    if (failed) {
-      for (const p of poolers) console.error(`--- pooler ${p.port} (${p.iniPath}) ---\n${p.logs().join('\n')}`);
-    }
     await Promise.all(poolers.map((p) => p.stop()));
     await cluster?.destroy();
     if (work !== undefined) await fs.rm(work, { recursive: true, force: true });
@@ -374,7 +214,7 @@ host all all ::1/128 trust
   async function stopPooler(p: Pooler | undefined): Promise<void> {
     if (p === undefined) return;
     await p.stop();
-    if (!failed) poolers.splice(poolers.indexOf(p), 1);
+    if (!failures.failed) poolers.splice(poolers.indexOf(p), 1);
   }
 
   /** psql through the pooler over TCP as `user`, running \conninfo. */
@@ -440,7 +280,7 @@ host all all ::1/128 trust
           }
           assert.equal(r.code, 0, r.stderr);
           assert.match(r.stdout, /connected to database "p0" as user "plainuser"/);
-          const line = await logSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
+          const line = await logMsgSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
           if (want.kind === 'tls') {
             assert.match(r.stdout, /SSL connection \(protocol: TLSv1\.[23]/, 'psql \\conninfo shows TLS');
             assert.match(line, /tls=TLSv1\.[23]\/\S+/, 'the pooler logged the TLS version and cipher');
@@ -472,7 +312,7 @@ host all all ::1/128 trust
           }
           const got = await pgConnect(config);
           assert.deepEqual(got, { tls: want.kind === 'tls', user: USERS.trust.name });
-          const line = await logSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
+          const line = await logMsgSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
           assert.match(line, want.kind === 'tls' ? /tls=TLSv1\.[23]\// : /tls=no$/);
         });
       }
@@ -512,8 +352,8 @@ host all all ::1/128 trust
 
     it('answers an SSLRequest with N and logs in plain: require/verify-full do not apply', async () => {
       assert.ok(p);
-      const sock = await rawConnect({ path: path.join(p.dir, `.s.PGSQL.${p.port}`) });
-      const reader = new Reader(sock);
+      const sock = await connectSocket({ path: path.join(p.dir, `.s.PGSQL.${p.port}`) });
+      const reader = readerOf(sock);
       try {
         sock.write(sslRequest());
         assert.equal(await reader.byte(), 'N'.charCodeAt(0), 'a unix socket never negotiates TLS');
@@ -522,7 +362,7 @@ host all all ::1/128 trust
         const seen = await reader.until('Z');
         assert.deepEqual(seen.filter((m) => m.type === 'E').map((m) => errorFields(m.body).M), []);
         assert.equal(seen.at(-1)?.type, 'Z');
-        const line = await logSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
+        const line = await logMsgSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
         assert.match(line, /tls=no$/);
       } finally {
         sock.destroy();
@@ -554,8 +394,8 @@ host all all ::1/128 trust
 
     it('bytes after an SSLRequest, before the handshake: "received unencrypted data after SSL request"', async () => {
       assert.ok(p);
-      const sock = await rawConnect({ host: '127.0.0.1', port: p.port });
-      const reader = new Reader(sock);
+      const sock = await connectSocket({ host: '127.0.0.1', port: p.port });
+      const reader = readerOf(sock);
       try {
         // One write: the StartupMessage arrives in the same segment as the SSLRequest.
         sock.write(Buffer.concat([sslRequest(), startupPacket({ user: USERS.trust.name, database: 'p0' })]));
@@ -577,7 +417,7 @@ host all all ::1/128 trust
       reader.detach();
       const h = await tlsHandshake({ socket: sock, ca, servername: 'localhost' });
       assert.ok('sock' in h, `handshake: ${'error' in h ? h.error.message : ''}`);
-      const inner = new Reader(h.sock);
+      const inner = readerOf(h.sock);
       try {
         h.sock.write(sslRequest());
         assert.ok(await inner.closesWithin(3_000), 'the pooler closes the connection');
@@ -592,7 +432,7 @@ host all all ::1/128 trust
       const from = p.logs().length;
       const h = await tlsHandshake({ host: '127.0.0.1', port: p.port, ca, servername: 'localhost', ALPNProtocols: ['postgresql'] });
       assert.ok('sock' in h, `handshake: ${'error' in h ? h.error.message : ''}`);
-      const reader = new Reader(h.sock);
+      const reader = readerOf(h.sock);
       try {
         assert.equal(h.sock.alpnProtocol, 'postgresql');
         h.sock.write(startupPacket({ user: USERS.trust.name, database: 'p0' }));
@@ -604,7 +444,7 @@ host all all ::1/128 trust
         const row = reply.find((m) => m.type === 'D');
         assert.ok(row, `a DataRow; got ${reply.map((m) => m.type).join('')}`);
         assert.match(row.body.toString('latin1'), /42/);
-        const line = await logSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
+        const line = await logMsgSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
         assert.match(line, /tls=TLSv1\.3\//);
       } finally {
         h.sock.destroy();
@@ -619,7 +459,7 @@ host all all ::1/128 trust
         assert.match(`${h.error.code ?? ''} ${h.error.message}`, /APPLICATION_PROTOCOL|application protocol|ALPN/i);
         return;
       }
-      const reader = new Reader(h.sock);
+      const reader = readerOf(h.sock);
       try {
         h.sock.write(startupPacket({ user: USERS.trust.name, database: 'p0' }));
         const seen = await reader.until('Z');
@@ -671,7 +511,7 @@ host all all ::1/128 trust
         const from = p.logs().length;
         const r = await psqlVia(p, 'require', { cert: md5Cert, user: USERS.md5.name });
         assert.equal(r.code, 0, r.stderr);
-        const line = await logSince(p, from, /login attempt: db=p0 user=md5user/);
+        const line = await logMsgSince(p, from, /login attempt: db=p0 user=md5user/);
         assert.match(line, /tls=TLSv1/);
         const raw = p.logs().slice(from).find((l) => messageOf(l) === line) ?? '';
         assert.match(raw, /"method":"cert"/);
@@ -768,7 +608,7 @@ host all all ::1/128 trust
         const r = await psqlVia(p, 'require');
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /SSL connection \(protocol: TLSv1\.2/);
-        assert.match(await logSince(p, from, /login attempt: db=p0 user=plainuser/), /tls=TLSv1\.2\//);
+        assert.match(await logMsgSince(p, from, /login attempt: db=p0 user=plainuser/), /tls=TLSv1\.2\//);
       } finally {
         await stopPooler(p);
       }

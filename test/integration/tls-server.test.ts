@@ -20,12 +20,14 @@ import fs from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import type tls from 'node:tls';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { connectClient, type PgError } from '../support/pg-client.js';
 import { DEFAULT_HBA, startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import type { LeafCert, Pki } from '../support/pki.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
 import { psql } from '../support/run-cmd.js';
+import { dumpLogsOnFailure, findLogLine, messageOf, required } from '../support/suite.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /** "Within seconds": far below client_login_timeout (set to 60 s below, PgBouncer's default). */
@@ -90,19 +92,6 @@ function cells(...o: Outcome[]): Record<Target, Outcome> {
 // ------------------------------------------------------------------------------------------------
 // Helpers
 
-interface PgError extends Error {
-  code?: string;
-}
-
-function messageOf(line: string): string {
-  try {
-    const o = JSON.parse(line) as { msg?: unknown };
-    return typeof o.msg === 'string' ? o.msg : line;
-  } catch {
-    return line;
-  }
-}
-
 /** uid/gid of the `postgres` OS user when we are root (the server must own its key file). */
 function serverOwner(): { uid: number; gid: number } | null {
   if (process.getuid?.() !== 0) return null;
@@ -154,16 +143,11 @@ async function sslViaPooler(p: Pooler, db: string, user: string = USERS.trust.na
 
 /** Waits for the pooler's `server login failed` line for database `db`, naming the reason. */
 async function serverLoginFailure(p: Pooler, from: number, db: string, reason: RegExp): Promise<void> {
-  const deadline = Date.now() + 3_000;
-  for (;;) {
-    const hit = p.logs().slice(from).some((line) => {
-      const text = messageOf(line);
-      return /server login failed/.test(text) && line.includes(`"db":"${db}"`) && reason.test(text);
-    });
-    if (hit) return;
-    if (Date.now() > deadline) assert.fail(`the pooler did not log the reason (${reason}) for ${db}:\n${p.logs().slice(from).join('\n')}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const hit = await findLogLine(p, from, (line) => {
+    const text = messageOf(line);
+    return /server login failed/.test(text) && line.includes(`"db":"${db}"`) && reason.test(text);
+  });
+  if (hit === null) assert.fail(`the pooler did not log the reason (${reason}) for ${db}:\n${p.logs().slice(from).join('\n')}`);
 }
 
 function assertOutcome(r: RunResult, want: Outcome, where: string): void {
@@ -187,20 +171,10 @@ describe('server-side TLS (pgpool-ts as the TLS client of PostgreSQL)', () => {
   let cc: Cluster | undefined;
   let pki: Pki;
   const poolers: Pooler[] = [];
-  let failed = false;
 
-  const A = (): Cluster => {
-    assert.ok(a, 'cluster A did not start');
-    return a;
-  };
-  const B = (): Cluster => {
-    assert.ok(b, 'cluster B did not start');
-    return b;
-  };
-  const C = (): Cluster => {
-    assert.ok(cc, 'cluster C did not start');
-    return cc;
-  };
+  const A = required(() => a, 'cluster A');
+  const B = required(() => b, 'cluster B');
+  const C = required(() => cc, 'cluster C');
 
   /** Make C serve `leaf` (and trust A's CA for client certificates); waits until it does. */
   async function serveOnC(leaf: LeafCert, tag: string): Promise<void> {
@@ -252,14 +226,9 @@ describe('server-side TLS (pgpool-ts as the TLS client of PostgreSQL)', () => {
     await serveOnC(pki.wrongHostServer, 'wrong-host');
   });
 
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
+  const failures = dumpLogsOnFailure({ poolers: () => poolers });
 
   after(async () => {
-    if (failed) {
-      for (const p of poolers) console.error(`--- pooler ${p.port} (${p.iniPath}) ---\n${p.logs().join('\n')}`);
-    }
     await Promise.all(poolers.map((p) => p.stop()));
     await Promise.all([a?.destroy(), b?.destroy(), cc?.destroy()]);
   });
@@ -299,7 +268,7 @@ describe('server-side TLS (pgpool-ts as the TLS client of PostgreSQL)', () => {
 
   async function stopPooler(p: Pooler): Promise<void> {
     await p.stop();
-    if (!failed) poolers.splice(poolers.indexOf(p), 1);
+    if (!failures.failed) poolers.splice(poolers.indexOf(p), 1);
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -448,9 +417,7 @@ describe('server-side TLS (pgpool-ts as the TLS client of PostgreSQL)', () => {
         server_tls_key_file: plainCert.key,
       });
       try {
-        const client = new pg.Client({ host: '127.0.0.1', port: p.port, user: USERS.trust.name, database: 'wronghost', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-        client.on('error', () => undefined);
-        await client.connect();
+        const client = await connectClient({ host: '127.0.0.1', port: p.port, user: USERS.trust.name, database: 'wronghost', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
         try {
           const r = await client.query<{ ssl: boolean; dn: string | null }>('SELECT ssl, client_dn AS dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
           assert.equal(r.rows[0]?.ssl, true);
@@ -498,9 +465,7 @@ describe('server-side TLS (pgpool-ts as the TLS client of PostgreSQL)', () => {
       let total = 0;
       await Promise.all(
         Array.from({ length: 4 }, async () => {
-          const client = new pg.Client({ host: '127.0.0.1', port: p.port, user: USERS.trust.name, database: 'ssl_localhost', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-          client.on('error', () => undefined);
-          await client.connect();
+          const client = await connectClient({ host: '127.0.0.1', port: p.port, user: USERS.trust.name, database: 'ssl_localhost', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
           try {
             for (let i = 0; i < 25; i++) {
               const r = await client.query<{ ssl: boolean; pid: number }>('SELECT ssl, pid FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
