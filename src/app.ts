@@ -12,7 +12,7 @@ import { log } from './log.js';
 import { startMetrics, type MetricsServer } from './metrics/prometheus.js';
 import { reloads } from './metrics/stats.js';
 import { openListeners, type Listeners } from './net/listener.js';
-import { buildTlsContexts, type TlsContexts } from './net/tls.js';
+import { HandshakeGate, buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
 import type { Pool } from './pool/pool.js';
 import { Registry } from './pool/registry.js';
@@ -24,6 +24,10 @@ export const VERSION = '0.1.0';
 const JANITOR_MS = 333;
 
 export type ShutdownMode = 'immediate' | 'wait_for_servers' | 'wait_for_clients';
+
+/** Client TLS handshakes in progress at once (see HandshakeGate). Measured with the bench's storm
+ * scenarios: docs/benchmarks.md. */
+const MAX_CONCURRENT_HANDSHAKES = 32;
 
 export class App implements ClientHost, AdminHost {
   readonly version = VERSION;
@@ -42,6 +46,7 @@ export class App implements ClientHost, AdminHost {
 
   tls: TlsContexts;
   auth: AuthRules;
+  readonly handshakes = new HandshakeGate(MAX_CONCURRENT_HANDSHAKES);
 
   /** Throws when a TLS, hba or ident file is unusable (startup must fail with the reason). */
   constructor(public cfg: Config) {

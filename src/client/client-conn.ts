@@ -18,7 +18,7 @@ import { decodeStartupPacket } from '../protocol/startup.js';
 import type { Pool } from '../pool/pool.js';
 import type { PoolClient } from '../pool/types.js';
 import type { ServerConn } from '../server/server-conn.js';
-import { acceptClientTls, type ClientTlsContext, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
+import { acceptClientTls, type ClientTlsContext, type HandshakeGate, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { isOwnUid, osUserName, peerCredAvailable, peerCredentials } from '../net/peercred.js';
 import { loginStats, type LoginRefusal } from '../metrics/stats.js';
 import { authFlow, type AuthFlow } from './auth.js';
@@ -42,6 +42,8 @@ export interface ClientHost {
   secretFor(dbName: string, user: string): string | null | Promise<string | null>;
   /** Whether a new (non-console) client fits under max_client_conn. */
   admitClient(): boolean;
+  /** Bounds the TLS handshakes in progress at once. */
+  readonly handshakes: HandshakeGate;
   /** A shutdown is under way: only console logins are still taken (on the unix socket). */
   readonly stopping: boolean;
   cancel(pid: number, secret: Buffer): void;
@@ -157,6 +159,7 @@ export class ClientConn implements PoolClient {
     refresh();
     this.lastActivity = now;
     if (this.phase === 'ready') return this.onReadyData(chunk);
+    if (this.leaveHandshakeQueue !== null) return this.fail(Errors.protocolViolation(UNENCRYPTED_AFTER_SSL_REQUEST));
     if (this.phase === 'welcome') {
       // Logged in, waiting for the pool's parameters: keep what the client pipelined, and read no
       // more until then (a client could otherwise make the pooler buffer without limit).
@@ -217,9 +220,14 @@ export class ClientConn implements PoolClient {
           return;
         }
         // Anything after the SSLRequest was sent in clear before the handshake (CVE-2021-3935).
-        if (end < this.chunkEnd) return this.fail(Errors.protocolViolation('received unencrypted data after SSL request'));
-        this.socket.write(YES);
-        return this.upgrade(ctx, null);
+        if (end < this.chunkEnd) return this.fail(Errors.protocolViolation(UNENCRYPTED_AFTER_SSL_REQUEST));
+        // The 'S' waits for a handshake slot: the client sends nothing until it has it.
+        this.leaveHandshakeQueue = this.host.handshakes.enter(() => {
+          this.leaveHandshakeQueue = null;
+          this.socket.write(YES);
+          this.upgrade(ctx, null);
+        });
+        return;
       }
       case 'gssenc':
         this.socket.write(NO);
@@ -541,12 +549,16 @@ export class ClientConn implements PoolClient {
     this.upgrade(ctx, chunk);
   }
 
+  /** Set while this client waits for a handshake slot (its SSLRequest not answered yet). */
+  private leaveHandshakeQueue: (() => void) | null = null;
+
   private upgrade(ctx: ClientTlsContext, pending: Buffer | null): void {
     this.upgrading = true;
     const raw = this.socket;
     this.detach(raw);
     acceptClientTls(raw, ctx, pending).then((r) => {
       this.upgrading = false;
+      if (pending === null) this.host.handshakes.leave();
       if ('error' in r) {
         this.log.info({ reason: r.error }, `closing because: ${r.error}`);
         return this.close(r.error, false);
@@ -827,6 +839,8 @@ export class ClientConn implements PoolClient {
     const wasLoggedIn = this.phase === 'ready' || this.phase === 'welcome';
     this.phase = 'closed';
     this.closing = true;
+    this.leaveHandshakeQueue?.();
+    this.leaveHandshakeQueue = null;
     if (this.server !== null) this.server.owed = Math.max(0, this.server.owed);
     this.pool?.removeClient(this);
     this.host.onClientClosed(this);
@@ -855,6 +869,7 @@ const CONSOLE_REFUSED: readonly number[] = [Frontend.Parse, Frontend.Bind, Front
 
 const NO = Buffer.from('N');
 const YES = Buffer.from('S');
+const UNENCRYPTED_AFTER_SSL_REQUEST = 'received unencrypted data after SSL request';
 /** The first byte of a TLS handshake record. */
 const TLS_HANDSHAKE = 0x16;
 const MAX_STARTUP = 10_000;

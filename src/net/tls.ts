@@ -226,6 +226,46 @@ export function acceptClientTls(raw: net.Socket, ctx: ClientTlsContext, pending:
   });
 }
 
+/**
+ * At most `limit` client TLS handshakes at once; the rest wait, in arrival order, before their
+ * SSLRequest is answered. Handshakes run on the event loop, a millisecond or more of CPU each: in
+ * a connection storm, hundreds at once turn every loop turn into a long one, during which the
+ * kernel's accept queue (listen_backlog) overflows and drops SYNs, which clients retry only
+ * after 1, 3, 7 s; established clients wait just as long for their results. Bounded, each turn
+ * stays short, accept() keeps draining the queue, and a waiting client costs a socket, not a
+ * retransmit timeout.
+ */
+export class HandshakeGate {
+  private running = 0;
+  /** Insertion-ordered: FIFO, with O(1) removal of a client that leaves while waiting. */
+  private readonly waiting = new Set<() => void>();
+
+  constructor(private readonly limit: number) {}
+
+  /** Run `start` now (and return null) or when a slot frees (and return a function that
+   * withdraws the waiting entry). */
+  enter(start: () => void): (() => void) | null {
+    if (this.running < this.limit) {
+      this.running++;
+      start();
+      return null;
+    }
+    this.waiting.add(start);
+    return () => this.waiting.delete(start);
+  }
+
+  /** A handshake that `enter` started has ended, either way. */
+  leave(): void {
+    const next = this.waiting.values().next().value;
+    if (next === undefined) {
+      this.running--;
+      return;
+    }
+    this.waiting.delete(next);
+    next();
+  }
+}
+
 /** A failed handshake's reason from OpenSSL's error code (Node prefixes it with ERR_SSL_). */
 function tlsFailure(err: Error & { code?: string }): TlsFailure {
   const code = err.code ?? '';
