@@ -167,6 +167,20 @@ describe('command line', () => {
     assert.deepEqual([r.code, r.signal], [0, null]);
   });
 
+  it('logs readable lines (pino-pretty) to a terminal and JSON lines to a pipe', async () => {
+    const { file } = await goodIni('terminal.ini');
+    // `script` gives the pooler a pseudo-terminal as stdout; timeout stops it after it listened.
+    const cmd = `timeout -s TERM 3 '${process.execPath}' '${MAIN_JS}' -c '${file}'`;
+    const tty = await runCommand('script', ['-qefc', cmd, '/dev/null'], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
+    const ttyLines = lines(tty.stdout);
+    assert.ok(ttyLines.some((l) => /INFO.*listening on 127\.0\.0\.1/.test(l)), `no readable "listening on" line:\n${tty.stdout}`);
+    assert.ok(!ttyLines.some((l) => l.startsWith('{')), `JSON on a terminal:\n${tty.stdout}`);
+    const piped = await runCommand('bash', ['-c', cmd], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
+    const first = JSON.parse(lines(piped.stdout)[0] ?? '') as { level?: string; msg?: string };
+    assert.equal(first.level, 'info');
+    assert.match(first.msg ?? '', /^listening on 127\.0\.0\.1:/);
+  });
+
   it('--check -c good.ini prints a one-line summary and exits 0', async () => {
     const { file } = await goodIni('good.ini');
     const r = await runMain(['--check', '-c', file]);
