@@ -7,12 +7,14 @@
 // connection that dies during login fails the waiting client instead of hanging it.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
-import { startCluster, type Cluster } from '../support/pg-cluster.js';
-import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { backendPid, type PgError, watchedClient, type Watched } from '../support/pg-client.js';
+import { type IniSections, type Pooler } from '../support/pooler.js';
 import { psql } from '../support/run-cmd.js';
+import { findLogLine, type PoolerHandle, usePooler, useSetup } from '../support/suite.js';
+import { within } from '../support/wait.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 20_000;
@@ -24,31 +26,15 @@ const BIG_ROWS = 20_000;
 const BIG_QUERY = `SELECT i, repeat('x', 1000) AS pad FROM generate_series(1, ${BIG_ROWS}) AS i`;
 const CUT_AFTER = 1_000_000;
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const setup = useSetup({ cluster: { name: 'failures' }, roles: ROLES });
+const c = setup.c;
 
-type PgError = Error & { code?: string };
-
-let cluster: Cluster | undefined;
-const c = (): Cluster => {
-  assert.ok(cluster, 'cluster did not start');
-  return cluster;
-};
-
-interface Watched {
-  client: pg.Client;
-  /** The first error reported outside a query (a forwarded FATAL, the pooler's own, a closed socket). */
-  error: Promise<PgError>;
-}
-
-async function connect(p: Pooler, user: string, db = 'p0'): Promise<Watched> {
-  const client = new pg.Client({
+function connect(p: Pooler, user: string, db = 'p0'): Promise<Watched> {
+  return watchedClient({
     connectionString: p.url(user, '', db),
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     query_timeout: QUERY_TIMEOUT_MS,
   });
-  const error = new Promise<PgError>((resolve) => client.on('error', resolve));
-  await client.connect();
-  return { client, error };
 }
 
 async function queryOnce<R extends pg.QueryResultRow>(p: Pooler, user: string, sql: string, db = 'p0'): Promise<R[]> {
@@ -62,67 +48,33 @@ async function queryOnce<R extends pg.QueryResultRow>(p: Pooler, user: string, s
 
 /** Wait (bounded) for a pooler log line after `from` matching `pattern`; false if none came. */
 async function sawLog(p: Pooler, from: number, pattern: RegExp, timeoutMs = 3_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (p.logs().slice(from).some((l) => pattern.test(l))) return true;
-    await sleep(25);
-  }
-  return false;
+  return (await findLogLine(p, from, (l) => pattern.test(l), timeoutMs, 25)) !== null;
 }
 
-function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+/** A pooler for the calling suite; the last of its output and the server log are printed if a test fails. */
+function suitePooler(config: () => IniSections): PoolerHandle {
+  return usePooler({ ini: config, stopTimeoutMs: 3_000, dumpLogs: { clusters: () => [setup.cluster], poolerLines: 300 } });
 }
-
-function dumpLogsOnFailure(poolers: () => (Pooler | undefined)[]): void {
-  let failed = false;
-  afterEach((t) => {
-    if ('passed' in t && !t.passed) failed = true;
-  });
-  after(async () => {
-    if (!failed) return;
-    for (const p of poolers()) if (p !== undefined) console.error(`--- pooler :${p.port} (last 300 lines) ---\n${p.logs().slice(-300).join('\n')}`);
-    if (cluster !== undefined) console.error(`--- ${cluster.logFile} ---\n${await cluster.readLog()}`);
-  });
-}
-
-before(async () => {
-  cluster = await startCluster({ name: 'failures' });
-  for (const r of ROLES) await cluster.query(`CREATE ROLE ${r} LOGIN`, 'postgres');
-});
-after(() => cluster?.destroy());
 
 describe('backends terminated and sockets cut', () => {
-  let pooler: Pooler | undefined;
   let cutProxy: FaultProxy | undefined;
   let dropProxy: FaultProxy | undefined;
-  const p = (): Pooler => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler;
-  };
 
   before(async () => {
     const pgAddr = { host: c().host, port: c().port };
     cutProxy = await startFaultProxy(pgAddr, { cutAfterBytes: CUT_AFTER });
     // Every connection is cut before the first server byte: the answer to the SSLRequest.
     dropProxy = await startFaultProxy(pgAddr, { cutAfterBytes: 0 });
-    const ini: IniSections = {
-      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1', query_wait_timeout: '5' },
-      databases: {
-        p0: `host=127.0.0.1 port=${c().port} dbname=p0`,
-        cut: `host=127.0.0.1 port=${cutProxy.port} dbname=p0`,
-        drop: `host=127.0.0.1 port=${dropProxy.port} dbname=p0`,
-      },
-    };
-    pooler = await startPooler(ini);
   });
-  dumpLogsOnFailure(() => [pooler]);
+  const { p } = suitePooler(() => ({
+    pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1', query_wait_timeout: '5' },
+    databases: {
+      p0: `host=127.0.0.1 port=${c().port} dbname=p0`,
+      cut: `host=127.0.0.1 port=${cutProxy!.port} dbname=p0`,
+      drop: `host=127.0.0.1 port=${dropProxy!.port} dbname=p0`,
+    },
+  }));
   after(async () => {
-    await pooler?.stop('SIGTERM', 3_000);
     await cutProxy?.close();
     await dropProxy?.close();
   });
@@ -147,13 +99,13 @@ describe('backends terminated and sockets cut', () => {
   it('pg_terminate_backend of an idle pooled server: the next query of an idle client gets a new server', async () => {
     const { client } = await connect(p(), 'f_idle');
     try {
-      const before = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const before = await backendPid(client);
       const mark = p().logs().length;
       assert.equal(await c().terminateBackends({ user: 'f_idle' }), 1);
       // Give the pooler the chance to read the FATAL its idle server got (both happen on sockets
       // the pooler reads; a client query racing it is not what this test is about).
       await sawLog(p(), mark, /server conn crashed|server error while idle|closing because/);
-      const after = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const after = await backendPid(client);
       assert.ok(after !== undefined);
       assert.notEqual(after, before);
     } finally {
@@ -201,20 +153,10 @@ describe('backends terminated and sockets cut', () => {
 });
 
 describe('PostgreSQL restarted under a running pooler', () => {
-  let pooler: Pooler | undefined;
-  const p = (): Pooler => {
-    assert.ok(pooler, 'pooler did not start');
-    return pooler;
-  };
-
-  before(async () => {
-    pooler = await startPooler({
-      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '2', query_wait_timeout: '10' },
-      databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
-    });
-  });
-  dumpLogsOnFailure(() => [pooler]);
-  after(() => pooler?.stop('SIGTERM', 3_000));
+  const { p } = suitePooler(() => ({
+    pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '2', query_wait_timeout: '10' },
+    databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
+  }));
 
   /** Each idle client's next query works, allowing at most one failed query per client. */
   async function idleClientsSurvive(outage: () => Promise<void>): Promise<void> {

@@ -9,12 +9,13 @@
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
+import { describe, it } from 'node:test';
 import { cstr, msg } from '../support/bytes.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
-import { startCluster, type Cluster } from '../support/pg-cluster.js';
+import { backendPid, type PgError, watchedClient, type Watched } from '../support/pg-client.js';
 import { freePort, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { useSetup } from '../support/suite.js';
+import { sleep, waitFor, within } from '../support/wait.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 20_000;
@@ -23,15 +24,8 @@ const SLACK_MS = 2_000;
 
 const ROLES = ['t_query', 't_cidle', 't_itx', 't_life', 't_sidle', 't_conn', 't_retry'];
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-type PgError = Error & { code?: string };
-
-let cluster: Cluster | undefined;
-const c = (): Cluster => {
-  assert.ok(cluster, 'cluster did not start');
-  return cluster;
-};
+const setup = useSetup({ cluster: { name: 'timeouts' }, roles: ROLES });
+const c = setup.c;
 
 const target = (dbname: string): string => `host=127.0.0.1 port=${c().port} dbname=${dbname}`;
 
@@ -54,30 +48,12 @@ async function withPooler(config: IniSections, body: (p: Pooler) => Promise<void
   }
 }
 
-interface Watched {
-  client: pg.Client;
-  /** The first error the connection reports outside a query (a pooler FATAL, a closed socket). */
-  error: Promise<PgError>;
-}
-
-async function connect(p: Pooler, user: string, db = 'p0'): Promise<Watched> {
-  const client = new pg.Client({
+function connect(p: Pooler, user: string, db = 'p0'): Promise<Watched> {
+  return watchedClient({
     connectionString: p.url(user, '', db),
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     query_timeout: QUERY_TIMEOUT_MS,
   });
-  const error = new Promise<PgError>((resolve) => client.on('error', resolve));
-  await client.connect();
-  return { client, error };
-}
-
-/** `work`'s outcome, or a failure naming `what` after `ms`. */
-function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Resolve with the rejection of `work` and how long it took; fail if it resolves. */
@@ -92,14 +68,6 @@ async function failure(what: string, work: () => Promise<unknown>): Promise<{ er
 
 async function backendPids(user: string): Promise<number[]> {
   return c().backendPids({ user });
-}
-
-async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 /**
@@ -144,15 +112,6 @@ async function startRefusingServer(): Promise<{ port: number; attempts(): number
 
 const SSL_REQUEST_CODE = 80877103;
 const GSSENC_REQUEST_CODE = 80877104;
-
-before(async () => {
-  cluster = await startCluster({ name: 'timeouts' });
-  for (const r of ROLES) await cluster.query(`CREATE ROLE ${r} LOGIN`, 'postgres');
-});
-after(async () => {
-  if (cluster === undefined) return;
-  await cluster.destroy();
-});
 
 describe('client-side timeouts', () => {
   it('query_timeout ends a long query with an error soon after the timeout', () =>
@@ -208,7 +167,7 @@ describe('client-side timeouts', () => {
       const a = await connect(p, 't_itx');
       try {
         await a.client.query('BEGIN');
-        const pidA = (await a.client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+        const pidA = await backendPid(a.client);
         assert.ok(pidA !== undefined);
         const t0 = Date.now();
         const err = await within(1_000 + SLACK_MS, 'a client idle in transaction with idle_transaction_timeout=1', a.error);
@@ -216,8 +175,8 @@ describe('client-side timeouts', () => {
         assert.ok(ms >= 800, `disconnected after ${ms} ms, before idle_transaction_timeout=1 s`);
         assert.match(err.message, /idle.transaction.timeout/i);
         // Its backend is closed, not handed to the next client with the transaction still open.
-        await waitFor(`backend ${pidA} of the timed-out transaction to exit`, 5_000,
-          async () => !(await backendPids('t_itx')).includes(pidA));
+        await waitFor(`backend ${pidA} of the timed-out transaction to exit`,
+          async () => !(await backendPids('t_itx')).includes(pidA), 5_000);
         const b = await connect(p, 't_itx');
         try {
           const row = (await b.client.query<{ pid: number; fresh: boolean }>(
@@ -238,13 +197,13 @@ describe('server connection lifecycle', () => {
     withPooler(ini({ server_lifetime: '1', default_pool_size: '1' }), async (p) => {
       const { client } = await connect(p, 't_life');
       try {
-        const pid = async () => (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+        const pid = () => backendPid(client);
         const first = await pid();
         await sleep(1_500);
         const second = await pid();
         assert.ok(first !== undefined && second !== undefined);
         assert.notEqual(second, first, 'the same backend served a transaction after server_lifetime=1 s');
-        await waitFor(`the expired backend ${first} to exit`, 5_000, async () => !(await backendPids('t_life')).includes(first));
+        await waitFor(`the expired backend ${first} to exit`, async () => !(await backendPids('t_life')).includes(first), 5_000);
       } finally {
         await client.end();
       }
@@ -258,7 +217,7 @@ describe('server connection lifecycle', () => {
         const busy = (await backendPids('t_sidle')).length;
         assert.ok(busy >= 1, 'no server connection after three queries');
         const t0 = Date.now();
-        await waitFor('idle servers to be closed', 1_000 + SLACK_MS + 1_000, async () => (await backendPids('t_sidle')).length === 0);
+        await waitFor('idle servers to be closed', async () => (await backendPids('t_sidle')).length === 0, 1_000 + SLACK_MS + 1_000);
         assert.ok(Date.now() - t0 >= 500, 'servers went away before server_idle_timeout=1 s');
         // The clients stay, and get a new server on their next query.
         assert.deepEqual((await clients[0]!.client.query('SELECT 1 AS x')).rows, [{ x: 1 }]);

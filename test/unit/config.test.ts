@@ -51,7 +51,7 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     serverResetQuery: 'DISCARD ALL', serverResetQueryAlways: false, serverCheckQuery: '<empty>',
     serverCheckDelay: 30, serverLifetime: 3600, serverIdleTimeout: 600, serverConnectTimeout: 15, serverLoginRetry: 15,
     queryTimeout: 0, queryWaitTimeout: 120, clientIdleTimeout: 0, clientLoginTimeout: 60, idleTransactionTimeout: 0,
-    suspendTimeout: 10, cancelWaitTimeout: 10,
+    suspendTimeout: 10, cancelWaitTimeout: 10, autodbIdleTimeout: 3600,
     ignoreStartupParameters: [], trackExtraParameters: ['IntervalStyle'], applicationNameAddHost: false,
     maxPacketSize: 2147483647, pktBuf: 4096, maxPreparedStatements: 200,
     tcpKeepalive: true, tcpKeepcnt: 0, tcpKeepidle: 0, tcpKeepintvl: 0, tcpUserTimeout: 0,
