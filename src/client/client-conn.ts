@@ -841,6 +841,8 @@ export class ClientConn implements PoolClient {
     this.closing = true;
     this.leaveHandshakeQueue?.();
     this.leaveHandshakeQueue = null;
+    // Its statement names go; statements no other client names are forgotten pooler-wide.
+    this.stmts?.clear();
     if (this.server !== null) this.server.owed = Math.max(0, this.server.owed);
     this.pool?.removeClient(this);
     this.host.onClientClosed(this);

@@ -79,9 +79,18 @@ export interface Statement {
   serverName: string;
   /** The Parse body after the name: query text, NUL, parameter count and type oids. */
   readonly definition: Buffer;
+  /** Its key in `statements`. */
+  readonly key: string;
+  /** Client names bound to it; at 0 it leaves `statements`. */
+  refs: number;
 }
 
-/** Pooler-wide: the same text and types get the same server-side name on every server. */
+/**
+ * Pooler-wide: the same text and types get the same server-side name on every server, for as
+ * long as some client holds a name for it. Then it is forgotten, or a pooler serving ever new
+ * statement texts would keep every one of them. A server that still has it under its old name
+ * keeps it only until its LRU evicts it; a client preparing the text again gets a new name.
+ */
 const statements = new Map<string, Statement>();
 let nextStatement = 1;
 
@@ -89,10 +98,15 @@ function statementFor(definition: Buffer): Statement {
   const key = definition.toString('latin1');
   let st = statements.get(key);
   if (st === undefined) {
-    st = { serverName: `PGPOOL_${nextStatement++}`, definition: Buffer.from(definition) };
+    st = { serverName: `PGPOOL_${nextStatement++}`, definition: Buffer.from(definition), key, refs: 0 };
     statements.set(key, st);
   }
   return st;
+}
+
+/** Distinct statements some client holds a name for (what the pooler keeps in memory). */
+export function statementCount(): number {
+  return statements.size;
 }
 
 /** What the pooler needs of the linked server to place statements on it. */
@@ -197,10 +211,10 @@ export class ClientStatements {
           return true;
         }
         const st = statementFor(body.subarray(z + 1));
-        this.named.set(name, st);
+        this.bind(name, st);
         // A Parse that fails (or is skipped after an error) creates no name, as in PostgreSQL.
         const forget = () => {
-          if (this.named.get(name) === st) this.named.delete(name);
+          if (this.named.get(name) === st) this.unbind(name);
         };
         if (server.prepared.has(st.serverName)) {
           touch(server, st.serverName);
@@ -249,7 +263,7 @@ export class ClientStatements {
         const st = this.named.get(name);
         if (type === Frontend.Close) {
           // The server-side statement stays for other clients; the client gets its CloseComplete.
-          this.named.delete(name);
+          this.unbind(name);
           out.push(CLOSE_NOTHING);
           server.replies.push(Reply.PassClose);
           return true;
@@ -279,7 +293,7 @@ export class ClientStatements {
     const d = end > 1 && end < 300 && ((first | 0x20) === 0x64 || first === 0x20) ? deallocation(body.toString('utf8', 1, end)) : null;
     // DISCARD ALL fails inside a transaction block: then nothing is dropped.
     if (d !== null && 'all' in d && !(d.discard && server.inTransaction)) {
-      this.named.clear();
+      this.clear();
       // The server drops every statement, those other clients rely on too: forget them all so
       // they are prepared again where needed.
       server.prepared.clear();
@@ -291,7 +305,7 @@ export class ClientStatements {
     }
     // DEALLOCATE of the client's statement: drop the pooler's statement on this server (placing
     // it first if it never was, so PostgreSQL's answer is the one the client expects).
-    this.named.delete(d.name);
+    this.unbind(d.name);
     this.ensure(st, server, out);
     server.prepared.delete(st.serverName);
     const sql = Buffer.concat([Buffer.from(`DEALLOCATE "${st.serverName}"\0`), Buffer.from([0, 0])]);
@@ -334,13 +348,25 @@ export class ClientStatements {
   forget(name: string): string | null {
     const st = this.named.get(name);
     if (st === undefined) return null;
-    this.named.delete(name);
+    this.unbind(name);
     return st.serverName;
   }
 
-  /** DEALLOCATE ALL / DISCARD ALL from the client: forget its statements. */
+  /** DEALLOCATE ALL / DISCARD ALL from the client, or the client is gone: forget its statements. */
   clear(): void {
-    this.named.clear();
+    for (const name of [...this.named.keys()]) this.unbind(name);
+  }
+
+  private bind(name: string, st: Statement): void {
+    st.refs++;
+    this.named.set(name, st);
+  }
+
+  private unbind(name: string): void {
+    const st = this.named.get(name);
+    if (st === undefined) return;
+    this.named.delete(name);
+    if (--st.refs === 0 && statements.get(st.key) === st) statements.delete(st.key);
   }
 }
 
