@@ -12,17 +12,42 @@
 //   node test/run.js                 all suites
 //   node test/run.js <file.js>...    just those files, one at a time
 //
-// Env: PGPOOL_TEST_TIMEOUT_MS (per test, default 120000), PGPOOL_TEST_PG_BIN, PGPOOL_TEST_KEEP.
+// Pooler logs (issue #4: passwords, SCRAM proofs and secrets never appear in any log line). Every
+// pooler a test starts writes its output to a file under one directory for the run, which this
+// script makes in the temp dir and passes on in PGPOOL_TEST_LOG_DIR (test/support/test-logs.ts;
+// a test file run without this script gets a temp dir of its own). The support code notes there
+// too every secret it meets: the cluster roles' passwords, each auth_file entry, each password= of
+// an ini, and those a test names. After all the other files (node runs the files of one run
+// sorted by path, hence the directory name), dist/test/zz-last/no-secrets-in-logs.test.js searches every
+// log line for every secret and for SCRAM proofs, verifiers, keys and md5 hashes by their shape,
+// and fails naming the file and line of each hit. So that it cannot pass on logs that went
+// elsewhere, it also fails when a test file that starts poolers (every one outside unit/, listed
+// in PGPOOL_TEST_LOG_FROM) left no log, or when it read fewer than PGPOOL_TEST_LOG_MIN_FILES files
+// or PGPOOL_TEST_LOG_MIN_BYTES bytes, set here from that list. It runs after a selection too,
+// unless only unit files were selected. The directory is
+// removed at the end unless PGPOOL_TEST_KEEP=1 (its path is printed) or it was given in
+// PGPOOL_TEST_LOG_DIR.
+//
+// Skipped tests: each t.skip() gives its reason, which spec/tap print next to the test; a second
+// reporter (test/skip-summary.js) lists every skipped test with its file and reason again, on
+// stderr at the end of each run, and flags a skip that gave none.
+//
+// Env: PGPOOL_TEST_TIMEOUT_MS (per test, default 120000), PGPOOL_TEST_PG_BIN, PGPOOL_TEST_KEEP,
+// PGPOOL_TEST_LOG_DIR.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist', 'test');
 const timeoutMs = process.env.PGPOOL_TEST_TIMEOUT_MS ?? '120000';
+const logCheck = path.join(dist, 'zz-last', 'no-secrets-in-logs.test.js');
+/** The least output a test file outside unit/ leaves in the log directory: every one starts a
+ * pooler (or a stand-in: harness.test.js) that prints at least where it listens. */
+const MIN_LOG_BYTES_PER_FILE = 32;
 
 /** *.test.js under dir, recursively, sorted for a stable order; [] if dir does not exist. */
 function testFiles(dir) {
@@ -39,12 +64,19 @@ let child = null;
 process.on('SIGTERM', () => child?.kill('SIGTERM'));
 process.on('SIGINT', () => undefined);
 
-function runPhase(name, files, concurrency) {
+// node's own choice when no reporter is named, on stdout; the summary of skipped tests on stderr,
+// out of the way of a TAP parser.
+const reporters = [
+  `--test-reporter=${process.stdout.isTTY ? 'spec' : 'tap'}`, '--test-reporter-destination=stdout',
+  `--test-reporter=${pathToFileURL(path.join(root, 'test', 'skip-summary.js'))}`, '--test-reporter-destination=stderr',
+];
+
+function runPhase(name, files, concurrency, env = process.env) {
   if (files.length === 0) return Promise.resolve(0);
   console.error(`run.js: ${name}: ${files.length} file(s), concurrency ${concurrency}`);
-  const args = ['--test', `--test-concurrency=${concurrency}`, `--test-timeout=${timeoutMs}`, ...files];
+  const args = ['--test', `--test-concurrency=${concurrency}`, `--test-timeout=${timeoutMs}`, ...reporters, ...files];
   return new Promise((resolve) => {
-    child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', env: process.env });
+    child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', env });
     child.on('error', (e) => {
       console.error(`run.js: cannot start node: ${e.message}`);
       resolve(1);
@@ -57,14 +89,37 @@ function runPhase(name, files, concurrency) {
 }
 
 const explicit = process.argv.slice(2).map((f) => path.resolve(f));
-const phases = explicit.length > 0
-  ? [['selected', explicit, 1]]
-  : [['all', ['unit', 'integration', 'regress'].flatMap((d) => testFiles(path.join(dist, d))), 1]];
+const selected = explicit.filter((f) => f !== logCheck);
+const [name, files] = explicit.length > 0
+  ? ['selected', selected]
+  : ['all', ['unit', 'integration', 'regress'].flatMap((d) => testFiles(path.join(dist, d)))];
 
-if (phases.every(([, files]) => files.length === 0)) {
+if (explicit.length === 0 && files.length === 0) {
   console.error(`run.js: no *.test.js under ${dist}; did \`tsc -p .\` run?`);
   process.exit(1);
 }
 
-const [[name, files, concurrency]] = phases;
-process.exit(await runPhase(name, files, concurrency));
+// The files that start poolers: each must have left at least one log (named after it).
+const startPoolers = files.filter((f) => !f.startsWith(path.join(dist, 'unit') + path.sep)).map((f) => path.basename(f, '.js'));
+const checkLogs = startPoolers.length > 0 || explicit.includes(logCheck);
+const givenLogDir = process.env.PGPOOL_TEST_LOG_DIR;
+const logDir = givenLogDir || fs.mkdtempSync(path.join(os.tmpdir(), 'pgpool-test-logs-'));
+const env = {
+  ...process.env,
+  PGPOOL_TEST_LOG_DIR: logDir,
+  PGPOOL_TEST_LOG_FROM: startPoolers.join(','),
+  PGPOOL_TEST_LOG_MIN_FILES: String(Math.max(1, startPoolers.length)),
+  PGPOOL_TEST_LOG_MIN_BYTES: String(Math.max(1, startPoolers.length) * MIN_LOG_BYTES_PER_FILE),
+};
+
+if (checkLogs && !fs.existsSync(logCheck)) {
+  console.error(`run.js: ${logCheck} is missing; did \`tsc -p .\` run?`);
+  process.exit(1);
+}
+const code = await runPhase(name, checkLogs ? [...files, logCheck] : files, 1, env);
+if (!checkLogs) {
+  console.error('run.js: pooler logs not searched: the selected files start no pooler (unit tests only)');
+}
+if (process.env.PGPOOL_TEST_KEEP === '1' || givenLogDir) console.error(`run.js: pooler logs kept in ${logDir}`);
+else fs.rmSync(logDir, { recursive: true, force: true });
+process.exit(code);

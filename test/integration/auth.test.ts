@@ -6,11 +6,11 @@
 // with auth_query; and the login-phase protocol rules (client_login_timeout, protocol
 // negotiation, bad lengths) seen from a raw socket.
 //
-// The md5 and SCRAM secrets are computed here from the passwords with node:crypto, independently
-// of src/, so the pooler's hashing is checked against the definitions, not against itself.
+// The md5 and SCRAM secrets are computed from the passwords with node:crypto, independently of
+// src/ (test/support/secrets.ts, raw-client.ts), so the pooler's hashing is checked against the
+// definitions, not against itself.
 
 import assert from 'node:assert/strict';
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
@@ -18,62 +18,13 @@ import { cstr, int32, msg, startupPacket, V3 } from '../support/bytes.js';
 import { queryOnce as queryOnceWith, type PgError } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
-import { errorFields, RawConn, type BackendMessage } from '../support/raw-client.js';
+import { errorFields, RawConn, scramExchange, type BackendMessage } from '../support/raw-client.js';
 import { psql } from '../support/run-cmd.js';
+import { md5Secret, scramSecret } from '../support/secrets.js';
 import { dumpLogsOnFailure, required } from '../support/suite.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 10_000;
-
-// ------------------------------------------------------------------------------------------------
-// Secrets, computed from their definitions
-
-/** PostgreSQL's md5 secret: "md5" + md5(password || user). */
-function md5Secret(user: string, password: string): string {
-  return 'md5' + createHash('md5').update(password + user).digest('hex');
-}
-
-function hmac(key: Buffer, data: string | Buffer): Buffer {
-  return createHmac('sha256', key).update(data).digest();
-}
-
-/** RFC 5803 / PostgreSQL: SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey> (ASCII passwords
- * need no SASLprep). */
-function scramSecret(password: string, salt: Buffer = randomBytes(16), iterations = 4096): string {
-  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
-  const clientKey = hmac(salted, 'Client Key');
-  const storedKey = createHash('sha256').update(clientKey).digest();
-  const serverKey = hmac(salted, 'Server Key');
-  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
-}
-
-// ------------------------------------------------------------------------------------------------
-// SCRAM by hand over a raw connection
-
-/** SCRAM-SHA-256 client side by hand (RFC 5802), over a RawConn that got AuthenticationSASL. */
-async function rawScram(raw: RawConn, password: string): Promise<{ serverFirst: string; result: BackendMessage | null }> {
-  const nonce = randomBytes(18).toString('base64');
-  const clientFirstBare = `n=,r=${nonce}`;
-  const clientFirst = Buffer.from(`n,,${clientFirstBare}`);
-  raw.send(msg('p', cstr('SCRAM-SHA-256'), int32(clientFirst.length), clientFirst));
-  const cont = await raw.next();
-  assert.ok(cont !== null && cont.type === 'R', `expected AuthenticationSASLContinue, got ${cont?.type}`);
-  assert.equal(cont.body.readInt32BE(0), 11, 'AuthenticationSASLContinue');
-  const serverFirst = cont.body.toString('utf8', 4);
-  const attrs = new Map(serverFirst.split(',').map((kv) => [kv[0], kv.slice(2)] as const));
-  const salt = Buffer.from(attrs.get('s') ?? '', 'base64');
-  const iterations = Number(attrs.get('i'));
-  const serverNonce = attrs.get('r') ?? '';
-  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
-  const clientKey = hmac(salted, 'Client Key');
-  const storedKey = createHash('sha256').update(clientKey).digest();
-  const finalWithoutProof = `c=biws,r=${serverNonce}`;
-  const authMessage = `${clientFirstBare},${serverFirst},${finalWithoutProof}`;
-  const signature = hmac(storedKey, authMessage);
-  const proof = Buffer.from(clientKey.map((b, i) => b ^ signature[i]!));
-  raw.send(msg('p', `${finalWithoutProof},p=${proof.toString('base64')}`));
-  return { serverFirst, result: await raw.next() };
-}
 
 // ------------------------------------------------------------------------------------------------
 // Drivers
@@ -475,7 +426,8 @@ describe('authentication', () => {
           const sasl = await raw.next();
           assert.equal(sasl?.type, 'R');
           assert.equal(sasl.body.readInt32BE(0), 10, 'AuthenticationSASL');
-          return await rawScram(raw, password);
+          const { serverFirst } = await scramExchange(raw, password);
+          return { serverFirst, result: await raw.next() };
         } finally {
           raw.destroy();
         }

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { queryOnce, type PgError } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import type { LeafCert, Pki } from '../support/pki.js';
-import { freePort, MAIN_JS, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { freePort, runMain, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
 import { conninfo, psql, runCommand } from '../support/run-cmd.js';
 import { dumpLogsOnFailure, logSince, messageOf, required } from '../support/suite.js';
 
@@ -255,12 +255,12 @@ describe('certificate authentication', () => {
       it(`${label}: startup fails (exit 1) and --check exits 1, saying why`, async () => {
         const caSetting: Record<string, string> = label === 'no client_tls_ca_file' ? {} : { client_tls_ca_file: pki.caBundle };
         const iniPath = await writeIni(label.replace(/\W+/g, '-'), { ...caSetting, ...settings });
-        const start = await runCommand(process.execPath, [MAIN_JS, '-c', iniPath], { timeoutMs: 10_000 });
+        const start = await runMain(['-c', iniPath], { timeoutMs: 10_000 });
         assert.equal(start.timedOut, false, 'the pooler must refuse to start');
         assert.equal(start.code, 1, start.stdout + start.stderr);
         assert.match(start.stdout + start.stderr, /auth_type/);
         assert.match(start.stdout + start.stderr, why);
-        const check = await runCommand(process.execPath, [MAIN_JS, '--check', '-c', iniPath], { timeoutMs: 10_000 });
+        const check = await runMain(['--check', '-c', iniPath], { timeoutMs: 10_000 });
         assert.equal(check.code, 1, check.stdout + check.stderr);
         assert.match(check.stdout + check.stderr, why);
       });
@@ -268,7 +268,7 @@ describe('certificate authentication', () => {
 
     it('verify-full with a CA file passes --check', async () => {
       const iniPath = await writeIni('ok', { client_tls_sslmode: 'verify-full', client_tls_ca_file: pki.caBundle });
-      const check = await runCommand(process.execPath, [MAIN_JS, '--check', '-c', iniPath], { timeoutMs: 10_000 });
+      const check = await runMain(['--check', '-c', iniPath], { timeoutMs: 10_000 });
       assert.equal(check.code, 0, check.stdout + check.stderr);
     });
   });

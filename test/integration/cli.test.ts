@@ -16,9 +16,10 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { connectClient } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
-import { canConnect, freePort, MAIN_JS, startPooler } from '../support/pooler.js';
+import { canConnect, freePort, MAIN_JS, runMain as runMainWith, startPooler } from '../support/pooler.js';
 import { runCommand, type RunResult } from '../support/run-cmd.js';
 import { required } from '../support/suite.js';
+import { keepOutput, noteSecret, saveOutput } from '../support/test-logs.js';
 import { sleep } from '../support/wait.js';
 
 const PACKAGE_JSON = fileURLToPath(new URL('../../../package.json', import.meta.url));
@@ -33,7 +34,7 @@ function cleanEnv(extra: Record<string, string> = {}): Record<string, string | u
 }
 
 function runMain(args: string[], extraEnv: Record<string, string> = {}): Promise<RunResult> {
-  return runCommand(process.execPath, [MAIN_JS, ...args], { env: cleanEnv(extraEnv), timeoutMs: RUN_TIMEOUT_MS });
+  return runMainWith(args, { env: cleanEnv(extraEnv), timeoutMs: RUN_TIMEOUT_MS });
 }
 
 function lines(text: string): string[] {
@@ -51,6 +52,7 @@ function spawnMain(args: string[], cwd: string): Spawned {
   const env: Record<string, string> = {};
   for (const k of ['PATH', 'HOME']) if (process.env[k] !== undefined) env[k] = process.env[k]!;
   const child = spawn(process.execPath, [MAIN_JS, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  keepOutput(child, 'main');
   const output: string[] = [];
   for (const s of [child.stdout, child.stderr]) readline.createInterface({ input: s }).on('line', (l) => output.push(l));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
@@ -172,10 +174,12 @@ describe('command line', () => {
     // `script` gives the pooler a pseudo-terminal as stdout; timeout stops it after it listened.
     const cmd = `timeout -s TERM 3 '${process.execPath}' '${MAIN_JS}' -c '${file}'`;
     const tty = await runCommand('script', ['-qefc', cmd, '/dev/null'], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
+    saveOutput('main on a terminal', tty.stdout, tty.stderr);
     const ttyLines = lines(tty.stdout);
     assert.ok(ttyLines.some((l) => /INFO.*listening on 127\.0\.0\.1/.test(l)), `no readable "listening on" line:\n${tty.stdout}`);
     assert.ok(!ttyLines.some((l) => l.startsWith('{')), `JSON on a terminal:\n${tty.stdout}`);
     const piped = await runCommand('bash', ['-c', cmd], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
+    saveOutput('main to a pipe', piped.stdout, piped.stderr);
     const first = JSON.parse(lines(piped.stdout)[0] ?? '') as { level?: string; msg?: string };
     assert.equal(first.level, 'info');
     assert.match(first.msg ?? '', /^listening on 127\.0\.0\.1:/);
@@ -293,6 +297,7 @@ describe('command line', () => {
   });
 
   it('--check with DATABASE_URL and no -c prints the generated ini, password masked, and the summary', async () => {
+    noteSecret('cli.test: the password in DATABASE_URL', 's3cret-pw');
     const r = await runMain(['--check'], { DATABASE_URL: 'postgres://appuser:s3cret-pw@db.internal:5433/appdb?application_name=web' });
     assert.equal(r.code, 0, r.stderr);
     assert.ok(!r.stdout.includes('s3cret-pw'), `the password is printed:\n${r.stdout}`);

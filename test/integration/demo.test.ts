@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import pg from 'pg';
 import { freePort } from '../support/pooler.js';
 import { psql } from '../support/run-cmd.js';
+import { keepOutput } from '../support/test-logs.js';
 
 const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/main.js');
 
@@ -19,6 +20,7 @@ test('npm start without a config runs the demo, serves its DATABASE_URL, and sto
   delete env.DATABASE_URL;
   delete env.DB_HOST;
   const child = spawn(process.execPath, [main], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  keepOutput(child, 'demo');
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));

@@ -13,8 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { DATABASES, startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import type { LeafCert, Pki } from '../support/pki.js';
-import { freePort, MAIN_JS, startPooler, type Pooler } from '../support/pooler.js';
-import { conninfo, psql, runCommand } from '../support/run-cmd.js';
+import { freePort, runMain, startPooler, type Pooler } from '../support/pooler.js';
+import { conninfo, psql } from '../support/run-cmd.js';
 import { dumpLogsOnFailure, logSince, messageOf, required } from '../support/suite.js';
 
 const PSQL_TIMEOUT_MS = 15_000;
@@ -243,13 +243,13 @@ auth_hba_file = ${bad}
 p0 = host=127.0.0.1 port=${c().port} dbname=p0
 `,
       );
-      const start = await runCommand(process.execPath, [MAIN_JS, '-c', iniPath], { timeoutMs: 10_000 });
+      const start = await runMain(['-c', iniPath], { timeoutMs: 10_000 });
       assert.equal(start.timedOut, false, 'the pooler must not start with a broken hba file');
       assert.equal(start.code, 1, start.stdout + start.stderr);
       assert.ok((start.stdout + start.stderr).includes(`${bad}:3`), start.stdout + start.stderr);
       assert.match(start.stdout + start.stderr, /ldap/);
 
-      const check = await runCommand(process.execPath, [MAIN_JS, '--check', '-c', iniPath], { timeoutMs: 10_000 });
+      const check = await runMain(['--check', '-c', iniPath], { timeoutMs: 10_000 });
       assert.equal(check.code, 1, check.stdout + check.stderr);
       assert.ok((check.stdout + check.stderr).includes(`${bad}:3`), check.stdout + check.stderr);
     });

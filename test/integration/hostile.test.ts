@@ -19,17 +19,20 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { after, afterEach, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { chunkStream, mutate, Rng } from '../../bench/fuzz.js';
 import { cancelRequest, cstr, gssencRequest, int32, msg, sslRequest, startupPacket, untyped, V3 } from '../support/bytes.js';
+import { queryOnce } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import type { Pki } from '../support/pki.js';
 import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { errorFields, md5Start, RawConn, type BackendMessage } from '../support/raw-client.js';
+import { scramSecret } from '../support/secrets.js';
+import { sleep } from '../support/wait.js';
 
 // ------------------------------------------------------------------------------------------------
 // Constants and small helpers
@@ -41,17 +44,6 @@ const SLACK_MS = 1_500;
 const ADMIN = { name: 'hostile_admin', password: 'admin-pass-1' };
 const STATS = { name: 'hostile_stats', password: 'stats-pass-1' };
 const NOBODY = { name: 'hostile_nobody', password: 'nobody-pass-1' };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function scramSecret(password: string): string {
-  const salt = randomBytes(16);
-  const salted = pbkdf2Sync(password, salt, 4096, 32, 'sha256');
-  const hmac = (k: Buffer, d: string) => createHmac('sha256', k).update(d).digest();
-  const clientKey = hmac(salted, 'Client Key');
-  const storedKey = createHash('sha256').update(clientKey).digest();
-  return `SCRAM-SHA-256$4096:${salt.toString('base64')}$${storedKey.toString('base64')}:${hmac(salted, 'Server Key').toString('base64')}`;
-}
 
 /** VmRSS of a process in MB (Linux). */
 function rssMb(pid: number): number {
@@ -69,191 +61,26 @@ function fdLimit(): number {
   }
 }
 
-function errorFields(body: Buffer): Record<string, string> {
-  const out: Record<string, string> = {};
-  let pos = 0;
-  while (pos < body.length && body[pos] !== 0) {
-    const end = body.indexOf(0, pos + 1);
-    const stop = end < 0 ? body.length : end;
-    out[String.fromCharCode(body[pos]!)] = body.toString('utf8', pos + 1, stop);
-    pos = stop + 1;
-  }
-  return out;
-}
-
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
-/** A raw protocol client: bytes out, backend messages (or single S/N bytes) in. */
-class Raw {
-  private buf: Buffer = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  closed = false;
-  readonly closedAt: Promise<number>;
-
-  private constructor(readonly sock: net.Socket) {
-    sock.setNoDelay(true);
-    sock.on('data', (b: Buffer) => {
-      this.buf = this.buf.length === 0 ? b : Buffer.concat([this.buf, b]);
-      this.wake?.();
-    });
-    sock.on('error', () => undefined);
-    this.closedAt = new Promise((resolve) =>
-      sock.once('close', () => {
-        this.closed = true;
-        this.wake?.();
-        resolve(Date.now());
-      }),
-    );
-  }
-
-  static connect(port: number, host = '127.0.0.1', timeoutMs = 10_000): Promise<Raw> {
-    return new Promise((resolve, reject) => {
-      const sock = net.connect({ host, port });
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(new Error('raw connect timed out'));
-      }, timeoutMs);
-      sock.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new Raw(sock));
-      });
-    });
-  }
-
-  send(b: Buffer): void {
-    if (!this.sock.destroyed) this.sock.write(b);
-  }
-
-  private async wait(deadline: number, what: string): Promise<void> {
-    const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`no ${what} within the deadline (have ${this.buf.length} bytes)`);
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, left);
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
-    this.wake = null;
-  }
-
-  /** The next single byte (the answer to SSLRequest/GSSENCRequest), or null on close. */
-  async byte(timeoutMs = 5_000): Promise<number | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length > 0) {
-        const b = this.buf[0]!;
-        this.buf = this.buf.subarray(1);
-        return b;
-      }
-      if (this.closed) return null;
-      await this.wait(deadline, 'byte');
-    }
-  }
-
-  /** The next backend message, or null when the connection closed first. */
-  async next(timeoutMs = 5_000): Promise<BackendMessage | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length >= 1 + len) {
-          const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
-          this.buf = this.buf.subarray(1 + len);
-          return m;
-        }
-      }
-      if (this.closed) return null;
-      await this.wait(deadline, 'complete backend message');
-    }
-  }
-
-  /** Messages until one of `type` (returned), or throw on an ErrorResponse / close first. */
-  async until(type: string, timeoutMs = 5_000): Promise<BackendMessage[]> {
-    const seen: BackendMessage[] = [];
-    for (;;) {
-      const m = await this.next(timeoutMs);
-      if (m === null) throw new Error(`closed before '${type}'; saw ${seen.map((s) => s.type).join('')}`);
-      seen.push(m);
-      if (m.type === 'E' && type !== 'E') throw new Error(`ErrorResponse before '${type}': ${JSON.stringify(errorFields(m.body))}`);
-      if (m.type === type) return seen;
-    }
-  }
-
-  /** The fields of the next ErrorResponse (skipping other messages), or null if it closed first. */
-  async error(timeoutMs = 5_000): Promise<Record<string, string> | null> {
-    for (;;) {
-      const m = await this.next(timeoutMs);
-      if (m === null) return null;
-      if (m.type === 'E') return errorFields(m.body);
-    }
-  }
-
-  async closesWithin(ms: number): Promise<boolean> {
-    let t: NodeJS.Timeout | undefined;
-    const r = await Promise.race([this.closedAt.then(() => true), new Promise<boolean>((res) => (t = setTimeout(() => res(false), ms)))]);
-    clearTimeout(t);
-    return r;
-  }
-
-  destroy(): void {
-    this.sock.destroy();
-  }
-}
-
 /** Log in as `user` (trust via the pooler's hba) and read up to ReadyForQuery. */
-async function login(port: number, user: string = USERS.trust.name, database = 'p0'): Promise<Raw> {
-  const raw = await Raw.connect(port);
-  raw.send(startupPacket({ user, database }));
-  await raw.until('Z');
-  return raw;
+async function login(port: number, user: string = USERS.trust.name, database = 'p0'): Promise<RawConn> {
+  return (await RawConn.login(port, { user, database })).conn;
 }
 
-/** md5 login over a raw socket. */
-async function loginMd5(port: number, user: string, password: string, database: string): Promise<Raw> {
-  const raw = await Raw.connect(port);
-  raw.send(startupPacket({ user, database }));
-  const req = await raw.next();
-  assert.ok(req !== null && req.type === 'R' && req.body.readInt32BE(0) === 5, `expected AuthenticationMD5Password, got ${req?.type}`);
-  const inner = createHash('md5').update(password + user).digest('hex');
-  raw.send(msg('p', cstr('md5' + createHash('md5').update(Buffer.concat([Buffer.from(inner), req.body.subarray(4, 8)])).digest('hex'))));
-  await raw.until('Z');
-  return raw;
+/** md5 login over a raw socket, up to ReadyForQuery. */
+async function loginMd5(port: number, user: string, password: string, database: string): Promise<RawConn> {
+  const { conn } = await md5Start(port, user, password, database);
+  await conn.until('Z');
+  return conn;
 }
 
-/** Every message up to ReadyForQuery (errors included). */
-async function toReady(raw: Raw, timeoutMs = 5_000): Promise<BackendMessage[]> {
-  const seen: BackendMessage[] = [];
-  for (;;) {
-    const m = await raw.next(timeoutMs);
-    if (m === null) throw new Error(`closed before ReadyForQuery; saw ${seen.map((s) => s.type).join('')}`);
-    seen.push(m);
-    if (m.type === 'Z') return seen;
-  }
-}
-
-/** A query over a raw connection: its messages up to ReadyForQuery. */
-async function rawQuery(raw: Raw, sql: string, timeoutMs = 5_000): Promise<BackendMessage[]> {
+/** A query over a raw connection: its messages up to ReadyForQuery (errors included). */
+async function rawQuery(raw: RawConn, sql: string, timeoutMs = 5_000): Promise<BackendMessage[]> {
   raw.send(msg('Q', cstr(sql)));
-  return toReady(raw, timeoutMs);
+  return raw.until('Z', { onError: 'keep', timeoutMs });
 }
 
-async function pgQuery(port: number, sql: string, user: string = USERS.trust.name, password?: string, database = 'p0'): Promise<unknown[]> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user, password, database, connectionTimeoutMillis: 10_000, query_timeout: 15_000 });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+function pgQuery(port: number, sql: string, user: string = USERS.trust.name, password?: string, database = 'p0'): Promise<unknown[]> {
+  return queryOnce({ host: '127.0.0.1', port, user, password, database, connectionTimeoutMillis: 10_000, query_timeout: 15_000 }, sql);
 }
 
 /** Run `items` through `fn` with at most `concurrency` at a time. */
@@ -543,10 +370,10 @@ host all all 127.0.0.1/32 md5
 
   /** Send `bytes` as the whole first packet; the pooler must answer an ErrorResponse and close. */
   async function refusedAtStartup(bytes: Buffer, code: string, message: RegExp): Promise<void> {
-    const raw = await Raw.connect(m().port);
+    const raw = await RawConn.connect(m().port);
     try {
       raw.send(bytes);
-      const e = await raw.error(5_000);
+      const e = await raw.errorResponse(5_000);
       assert.ok(e !== null, 'closed without an ErrorResponse');
       assert.equal(e.C, code, JSON.stringify(e));
       assert.match(e.M ?? '', message);
@@ -594,13 +421,13 @@ host all all 127.0.0.1/32 md5
 
   for (const len of [0, 3, -1, 0x7fffffff, -0x80000000]) {
     it(`a PasswordMessage length of ${len} during authentication is refused (08P01) and closed`, async () => {
-      const raw = await Raw.connect(m().port);
+      const raw = await RawConn.connect(m().port);
       try {
         raw.send(startupPacket({ user: USERS.md5.name, database: 'p0' }));
         const req = await raw.next();
         assert.equal(req?.type, 'R');
         raw.send(Buffer.concat([Buffer.from('p'), int32(len), Buffer.from('junk')]));
-        const e = await raw.error(3_000);
+        const e = await raw.errorResponse(3_000);
         assert.ok(e !== null, 'closed without an ErrorResponse');
         assert.equal(e.C, '08P01', JSON.stringify(e));
         assert.match(e.M ?? '', /length/);
@@ -612,12 +439,12 @@ host all all 127.0.0.1/32 md5
   }
 
   it('an empty PasswordMessage (length 4) fails authentication (28P01)', async () => {
-    const raw = await Raw.connect(m().port);
+    const raw = await RawConn.connect(m().port);
     try {
       raw.send(startupPacket({ user: USERS.md5.name, database: 'p0' }));
       assert.equal((await raw.next())?.type, 'R');
       raw.send(Buffer.concat([Buffer.from('p'), int32(4)]));
-      const e = await raw.error(3_000);
+      const e = await raw.errorResponse(3_000);
       assert.equal(e?.C, '28P01', JSON.stringify(e));
     } finally {
       raw.destroy();
@@ -627,13 +454,13 @@ host all all 127.0.0.1/32 md5
   it('a message other than a password during authentication is refused at once, not left to client_login_timeout', async () => {
     // PostgreSQL: FATAL 08P01 "expected password response, got message type 81".
     for (const bytes of [msg('Q', cstr('SELECT 1')), sslRequest(), msg('z', 'junk')]) {
-      const raw = await Raw.connect(m().port);
+      const raw = await RawConn.connect(m().port);
       try {
         raw.send(startupPacket({ user: USERS.md5.name, database: 'p0' }));
         assert.equal((await raw.next())?.type, 'R');
         const t0 = Date.now();
         raw.send(bytes);
-        const e = await raw.error(LOGIN_TIMEOUT_S * 1000 + SLACK_MS);
+        const e = await raw.errorResponse(LOGIN_TIMEOUT_S * 1000 + SLACK_MS);
         const ms = Date.now() - t0;
         assert.ok(e !== null, 'closed without an ErrorResponse');
         assert.doesNotMatch(e.M ?? '', /client_login_timeout/, `${bytes.toString('hex').slice(0, 40)} was ignored until the login timeout (${ms} ms)`);
@@ -649,7 +476,7 @@ host all all 127.0.0.1/32 md5
       const raw = await login(m().port);
       try {
         raw.send(Buffer.concat([Buffer.from('Q'), int32(len), Buffer.from('SELECT 1\0')]));
-        const e = await raw.error(3_000);
+        const e = await raw.errorResponse(3_000);
         assert.ok(e !== null, 'closed without an ErrorResponse');
         assert.equal(e.C, '08P01', JSON.stringify(e));
         assert.ok(await raw.closesWithin(2_000));
@@ -667,7 +494,7 @@ host all all 127.0.0.1/32 md5
       const raw = await login(m().port);
       try {
         raw.send(Buffer.concat([Buffer.from('Q'), int32(len)]));
-        const e = await raw.error(5_000);
+        const e = await raw.errorResponse(5_000);
         assert.ok(e !== null, 'closed without an ErrorResponse');
         assert.match(e.C ?? '', /^08/, JSON.stringify(e));
       } finally {
@@ -681,7 +508,7 @@ host all all 127.0.0.1/32 md5
     const raw = await login(m().port);
     try {
       raw.send(msg('z', 'whatever'));
-      const e = await raw.error(5_000);
+      const e = await raw.errorResponse(5_000);
       assert.ok(e !== null, 'closed without an ErrorResponse');
       assert.equal(e.C, '08P01', JSON.stringify(e));
       assert.match(e.M ?? '', /invalid frontend message type/);
@@ -696,7 +523,7 @@ host all all 127.0.0.1/32 md5
     const raw = await login(m().port);
     try {
       raw.send(sslRequest());
-      const e = await raw.error(5_000);
+      const e = await raw.errorResponse(5_000);
       assert.ok(e !== null, 'closed without an ErrorResponse');
       assert.equal(e.C, '08P01', JSON.stringify(e));
     } finally {
@@ -709,10 +536,10 @@ host all all 127.0.0.1/32 md5
   // TLS at the wrong moment
 
   it('bytes sent after an SSLRequest before the TLS handshake are refused (CVE-2021-3935)', async () => {
-    const raw = await Raw.connect(m().port);
+    const raw = await RawConn.connect(m().port);
     try {
       raw.send(Buffer.concat([sslRequest(), startupPacket({ user: USERS.trust.name, database: 'p0' })]));
-      const e = await raw.error(3_000);
+      const e = await raw.errorResponse(3_000);
       assert.ok(e !== null, 'closed without an ErrorResponse');
       assert.equal(e.C, '08P01');
       assert.match(e.M ?? '', /unencrypted data after SSL request/);
@@ -729,7 +556,7 @@ host all all 127.0.0.1/32 md5
     ['a TLS record header promising 64 KB', Buffer.from([0x16, 0x03, 0x01, 0xff, 0xff, 0x01]), LOGIN_TIMEOUT_S * 1000 + 2 * SLACK_MS],
   ] as const) {
     it(`TLS garbage after 'S' (${name}) closes the connection; the pooler lives`, async () => {
-      const raw = await Raw.connect(m().port);
+      const raw = await RawConn.connect(m().port);
       try {
         raw.send(sslRequest());
         assert.equal(await raw.byte(), 0x53, "expected 'S'");
@@ -743,7 +570,7 @@ host all all 127.0.0.1/32 md5
   }
 
   it('direct TLS (first byte 0x16) with garbage closes the connection; the pooler lives', async () => {
-    const raw = await Raw.connect(m().port);
+    const raw = await RawConn.connect(m().port);
     try {
       raw.send(Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x00, 0x20]), randomBytes(32)]));
       assert.ok(await raw.closesWithin(3_000));
@@ -773,15 +600,15 @@ host all all 127.0.0.1/32 md5
   // Slowloris
 
   it('half a startup packet, or half a PasswordMessage, is closed by client_login_timeout', async () => {
-    const halfStartup = await Raw.connect(m().port);
-    const halfPassword = await Raw.connect(m().port);
+    const halfStartup = await RawConn.connect(m().port);
+    const halfPassword = await RawConn.connect(m().port);
     try {
       halfStartup.send(startupPacket({ user: USERS.trust.name, database: 'p0' }).subarray(0, 9));
       halfPassword.send(startupPacket({ user: USERS.md5.name, database: 'p0' }));
       assert.equal((await halfPassword.next())?.type, 'R');
       halfPassword.send(msg('p', cstr('md5' + '0'.repeat(32))).subarray(0, 12));
       const t0 = Date.now();
-      const [a, b] = await Promise.all([halfStartup.error(LOGIN_TIMEOUT_S * 1000 + SLACK_MS), halfPassword.error(LOGIN_TIMEOUT_S * 1000 + SLACK_MS)]);
+      const [a, b] = await Promise.all([halfStartup.errorResponse(LOGIN_TIMEOUT_S * 1000 + SLACK_MS), halfPassword.errorResponse(LOGIN_TIMEOUT_S * 1000 + SLACK_MS)]);
       assert.match(a?.M ?? '', /client_login_timeout/);
       assert.match(b?.M ?? '', /client_login_timeout/);
       assert.ok(await halfStartup.closesWithin(1_000));
@@ -797,7 +624,7 @@ host all all 127.0.0.1/32 md5
     const raw = await login(m().port);
     try {
       await rawQuery(raw, 'SELECT 1');
-      const e = await raw.error(IDLE_TIMEOUT_S * 1000 + SLACK_MS);
+      const e = await raw.errorResponse(IDLE_TIMEOUT_S * 1000 + SLACK_MS);
       assert.equal(e?.C, '57P05', JSON.stringify(e));
     } finally {
       raw.destroy();
@@ -916,7 +743,7 @@ host all all 127.0.0.1/32 md5
     poolers.push(p);
     try {
       await pool(Array.from({ length: 500 }, (_, i) => i), 50, async (i) => {
-        const raw = await Raw.connect(p.port);
+        const raw = await RawConn.connect(p.port);
         raw.send(startupPacket({ user: `nobody_${i}`, database: `nodb_${i}_${randomBytes(4).toString('hex')}` }));
         await raw.next(5_000).catch(() => null);
         raw.destroy();
@@ -947,7 +774,7 @@ host all all 127.0.0.1/32 md5
     const keys = Array.from({ length: 2_000 }, () => ({ pid: randomBytes(4).readInt32BE(0), secret: randomBytes(randomBytes(1)[0]! % 2 === 0 ? 4 : 32) }));
     let closedByPooler = 0;
     await pool(keys, 50, async (k) => {
-      const raw = await Raw.connect(m().port);
+      const raw = await RawConn.connect(m().port);
       raw.send(cancelRequest(k.pid, k.secret));
       if (await raw.closesWithin(3_000)) closedByPooler++;
       raw.destroy();
@@ -1007,7 +834,7 @@ host all all 127.0.0.1/32 md5
     const p = await pooler({ pool_mode: 'session', default_pool_size: '1', query_wait_timeout: '30', client_login_timeout: '30' });
     const holder = await login(p.port);
     await rawQuery(holder, 'BEGIN');
-    const waiter = await Raw.connect(p.port);
+    const waiter = await RawConn.connect(p.port);
     try {
       const before = rssMb(p.pid);
       waiter.send(startupPacket({ user: USERS.trust.name, database: 'p0' }));
@@ -1070,14 +897,14 @@ host all all 127.0.0.1/32 md5
     /** A console session as the stats user (trust by hba) or the admin (md5). */
     const consoleAs = (who: 'stats' | 'admin', port = m().port) => (who === 'stats' ? login(port, STATS.name, 'pgbouncer') : loginMd5(port, ADMIN.name, ADMIN.password, 'pgbouncer'));
 
-    async function expectError(raw: Raw, sql: string, code: string): Promise<void> {
+    async function expectError(raw: RawConn, sql: string, code: string): Promise<void> {
       const seen = await rawQuery(raw, sql);
       const e = seen.find((x) => x.type === 'E');
       assert.ok(e, `no error for ${JSON.stringify(sql.slice(0, 60))}; saw ${seen.map((x) => x.type).join('')}`);
       assert.equal(errorFields(e.body).C, code, `${sql.slice(0, 60)}: ${JSON.stringify(errorFields(e.body))}`);
     }
 
-    async function stillUsable(raw: Raw): Promise<void> {
+    async function stillUsable(raw: RawConn): Promise<void> {
       const seen = await rawQuery(raw, 'SHOW VERSION');
       assert.ok(seen.some((x) => x.type === 'D'), 'SHOW VERSION after the errors');
     }
@@ -1097,7 +924,7 @@ host all all 127.0.0.1/32 md5
         await stillUsable(raw);
         // The extended protocol is refused with one error per batch; the session goes on after Sync.
         raw.send(Buffer.concat([msg('P', cstr(''), cstr('SHOW POOLS'), [0, 0]), msg('B', cstr(''), cstr(''), [0, 0, 0, 0, 0, 0]), msg('E', cstr(''), int32(0)), msg('S')]));
-        const seen = await toReady(raw);
+        const seen = await raw.until('Z', { onError: 'keep' });
         assert.equal(seen.filter((x) => x.type === 'E').length, 1);
         await stillUsable(raw);
       } finally {
@@ -1120,14 +947,9 @@ host all all 127.0.0.1/32 md5
     });
 
     it('refuses a console login from a user that is neither admin nor stats user', async () => {
-      const raw = await Raw.connect(m().port);
+      const { conn: raw } = await md5Start(m().port, NOBODY.name, NOBODY.password, 'pgbouncer');
       try {
-        raw.send(startupPacket({ user: NOBODY.name, database: 'pgbouncer' }));
-        const req = await raw.next();
-        assert.equal(req?.type, 'R');
-        const inner = createHash('md5').update(NOBODY.password + NOBODY.name).digest('hex');
-        raw.send(msg('p', cstr('md5' + createHash('md5').update(Buffer.concat([Buffer.from(inner), req.body.subarray(4, 8)])).digest('hex'))));
-        const e = await raw.error();
+        const e = await raw.errorResponse();
         assert.equal(e?.C, '28000', JSON.stringify(e));
         assert.match(e?.M ?? '', /not allowed/);
       } finally {
@@ -1140,7 +962,7 @@ host all all 127.0.0.1/32 md5
       try {
         raw.send(msg('z', 'junk'));
         // Within 1 s: client_idle_timeout (2 s) would otherwise end it and look like an answer.
-        const e = await raw.error(1_000).catch(() => undefined);
+        const e = await raw.errorResponse(1_000).catch(() => undefined);
         assert.ok(e !== undefined, 'no answer and no close within 1 s for an unknown message type');
         assert.doesNotMatch(e?.M ?? '', /client_idle_timeout/);
       } finally {

@@ -14,21 +14,20 @@
 //   cannot be steered by a client's search_path (auth.test.ts, PgBouncer's CVE-2025-12819).
 
 import assert from 'node:assert/strict';
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { cstr, int32, msg, startupPacket } from '../support/bytes.js';
+import { queryOnce } from '../support/pg-client.js';
 import { startCluster, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
+import { errorFields, md5Start, RawConn, rows, scramExchange, type BackendMessage } from '../support/raw-client.js';
+import { md5hex, md5Secret, scramSecret, scramSecretParts } from '../support/secrets.js';
+import { noteSecret } from '../support/test-logs.js';
+import { sleep } from '../support/wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const hex = randomBytes(4).toString('hex');
-const md5hex = (s: string | Buffer) => createHash('md5').update(s).digest('hex');
-const hmac = (k: Buffer, d: string | Buffer) => createHmac('sha256', k).update(d).digest();
-const sha256 = (d: Buffer) => createHash('sha256').update(d).digest();
 
 // Distinctive passwords: [A-Za-z0-9-] only, so JSON log escaping cannot hide one from the search.
 const PW = {
@@ -44,166 +43,60 @@ const PW = {
   user: `Sek-user-${hex}-Kc0F`,
 };
 
-/** Every string that must never appear in a log line, with a label for the failure message. */
+/** Every string that must never appear in a log line, with a label for the failure message. Each
+ * is also handed to the suite-wide search of every pooler's log (test/zz-last/no-secrets-in-logs). */
 const secrets = new Map<string, string>();
 function secret(label: string, value: string): void {
-  if (value.length >= 8) secrets.set(value, label);
+  if (value.length < 8) return;
+  secrets.set(value, label);
+  noteSecret(`security.test: ${label}`, value);
 }
 
-function errorFields(body: Buffer): Record<string, string> {
-  const out: Record<string, string> = {};
-  let pos = 0;
-  while (pos < body.length && body[pos] !== 0) {
-    const end = body.indexOf(0, pos + 1);
-    const stop = end < 0 ? body.length : end;
-    out[String.fromCharCode(body[pos]!)] = body.toString('utf8', pos + 1, stop);
-    pos = stop + 1;
-  }
-  return out;
-}
-
-interface BackendMessage {
-  type: string;
-  body: Buffer;
-}
-
-/** A raw protocol client (hand-made md5 and SCRAM, so the test knows every proof it sent). */
-class Raw {
-  private buf: Buffer = Buffer.alloc(0);
-  private wake: (() => void) | null = null;
-  closed = false;
-
-  private constructor(readonly sock: net.Socket) {
-    sock.setNoDelay(true);
-    sock.on('data', (b: Buffer) => {
-      this.buf = this.buf.length === 0 ? b : Buffer.concat([this.buf, b]);
-      this.wake?.();
-    });
-    sock.on('error', () => undefined);
-    sock.once('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  static connect(port: number): Promise<Raw> {
-    return new Promise((resolve, reject) => {
-      const sock = net.connect({ host: '127.0.0.1', port });
-      sock.once('error', reject);
-      sock.once('connect', () => resolve(new Raw(sock)));
-    });
-  }
-
-  send(b: Buffer): void {
-    this.sock.write(b);
-  }
-
-  async next(timeoutMs = 5_000): Promise<BackendMessage | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readInt32BE(1);
-        if (this.buf.length >= 1 + len) {
-          const m = { type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) };
-          this.buf = this.buf.subarray(1 + len);
-          return m;
-        }
-      }
-      if (this.closed) return null;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no backend message within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-  }
-
-  /** Messages up to ReadyForQuery, or up to the first ErrorResponse when `stopAtError`. */
-  async collect(stopAtError = false): Promise<BackendMessage[]> {
-    const seen: BackendMessage[] = [];
-    for (;;) {
-      const m = await this.next();
-      if (m === null) return seen;
-      seen.push(m);
-      if (m.type === 'Z' || (stopAtError && m.type === 'E')) return seen;
-    }
-  }
-
-  destroy(): void {
-    this.sock.destroy();
-  }
+/** Messages up to ReadyForQuery (or the end), or up to the first ErrorResponse when `stopAtError`. */
+function collect(raw: RawConn, stopAtError = false): Promise<BackendMessage[]> {
+  return raw.until('Z', { onError: stopAtError ? 'stop' : 'keep', onEnd: 'return' });
 }
 
 /** md5 login by hand; returns the connection and what it sent. */
-async function md5Login(port: number, user: string, password: string, database = 'p0'): Promise<{ raw: Raw; sent: string; result: BackendMessage[] }> {
-  const raw = await Raw.connect(port);
-  raw.send(startupPacket({ user, database }));
-  const req = await raw.next();
-  assert.ok(req !== null && req.type === 'R' && req.body.readInt32BE(0) === 5, `expected AuthenticationMD5Password for ${user}, got ${req?.type}`);
-  const sent = 'md5' + md5hex(Buffer.concat([Buffer.from(md5hex(password + user)), req.body.subarray(4, 8)]));
-  raw.send(msg('p', cstr(sent)));
-  return { raw, sent, result: await raw.collect(true) };
+async function md5Login(port: number, user: string, password: string, database = 'p0'): Promise<{ raw: RawConn; sent: string; result: BackendMessage[] }> {
+  const { conn: raw, sent } = await md5Start(port, user, password, database);
+  return { raw, sent, result: await collect(raw, true) };
 }
 
 /** SCRAM-SHA-256 login by hand; returns every secret value it derived or sent. */
 async function scramLogin(port: number, user: string, password: string, database = 'p0') {
-  const raw = await Raw.connect(port);
+  const raw = await RawConn.connect(port);
   raw.send(startupPacket({ user, database }));
   const sasl = await raw.next();
   assert.ok(sasl !== null && sasl.type === 'R' && sasl.body.readInt32BE(0) === 10, `expected AuthenticationSASL for ${user}, got ${sasl?.type}`);
-  const nonce = randomBytes(18).toString('base64');
-  const bare = `n=,r=${nonce}`;
-  const first = Buffer.from(`n,,${bare}`);
-  raw.send(msg('p', cstr('SCRAM-SHA-256'), int32(first.length), first));
-  const cont = await raw.next();
-  assert.ok(cont !== null && cont.type === 'R' && cont.body.readInt32BE(0) === 11, `expected AuthenticationSASLContinue, got ${cont?.type}`);
-  const serverFirst = cont.body.toString('utf8', 4);
-  const attrs = new Map(serverFirst.split(',').map((kv) => [kv[0], kv.slice(2)] as const));
-  const salted = pbkdf2Sync(password, Buffer.from(attrs.get('s') ?? '', 'base64'), Number(attrs.get('i')), 32, 'sha256');
-  const clientKey = hmac(salted, 'Client Key');
-  const withoutProof = `c=biws,r=${attrs.get('r')}`;
-  const auth = `${bare},${serverFirst},${withoutProof}`;
-  const proof = Buffer.from(clientKey.map((b, i) => b ^ hmac(sha256(clientKey), auth)[i]!));
-  raw.send(msg('p', `${withoutProof},p=${proof.toString('base64')}`));
-  const result = await raw.collect(true);
-  return { raw, result, salted: salted.toString('base64'), clientKey: clientKey.toString('base64'), proof: proof.toString('base64') };
+  const sent = await scramExchange(raw, password);
+  const result = await collect(raw, true);
+  return { raw, result, salted: sent.salted.toString('base64'), clientKey: sent.clientKey.toString('base64'), proof: sent.proof.toString('base64') };
 }
 
 async function pgLogin(port: number, user: string, password: string, database = 'p0'): Promise<void> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user, password, database, connectionTimeoutMillis: 10_000 });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    await client.query('SELECT 1');
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  await queryOnce({ host: '127.0.0.1', port, user, password, database, connectionTimeoutMillis: 10_000 }, 'SELECT 1');
 }
 
 function failedWith(result: BackendMessage[], code: string): void {
   const e = result.find((m) => m.type === 'E');
   assert.ok(e, `no ErrorResponse; saw ${result.map((m) => m.type).join('')}`);
-  assert.equal(errorFields(e.body).C, code, JSON.stringify(errorFields(e.body)));
+  assert.equal(errorFields(e).C, code, JSON.stringify(errorFields(e)));
 }
 
 function succeeded(result: BackendMessage[]): void {
   const e = result.find((m) => m.type === 'E');
-  assert.ok(!e, e === undefined ? '' : JSON.stringify(errorFields(e.body)));
+  assert.ok(!e, e === undefined ? '' : JSON.stringify(errorFields(e)));
   assert.equal(result.at(-1)?.type, 'Z');
 }
 
-/** StoredKey, ServerKey (and the whole verifier) of a SCRAM secret, as secrets. */
-function scramSecretParts(label: string, verifier: string): void {
+/** A SCRAM verifier, its StoredKey and its ServerKey, as secrets. */
+function scramVerifierSecrets(label: string, verifier: string): void {
   secret(`${label} verifier`, verifier);
-  const m = /^SCRAM-SHA-256\$\d+:[^$]+\$([^:]+):(.+)$/.exec(verifier);
-  assert.ok(m, `not a SCRAM verifier: ${verifier}`);
-  secret(`${label} StoredKey`, m[1]!);
-  secret(`${label} ServerKey`, m[2]!);
+  const parts = scramSecretParts(verifier);
+  assert.ok(parts, `not a SCRAM verifier: ${verifier}`);
+  secret(`${label} StoredKey`, parts.storedKey);
+  secret(`${label} ServerKey`, parts.serverKey);
 }
 
 function median(xs: number[]): number {
@@ -301,7 +194,7 @@ host all all 127.0.0.1/32 md5
     for (const [user, pw] of [['sec_md5', PW.md5], ['sec_md5', PW.wrong], ['sec_scram', PW.wrong], ['sec_plain', PW.plain], ['sec_db', PW.db], ['sec_db', PW.dbWrong]] as const) {
       secret(`md5 hash of ${user}`, md5hex(pw + user));
     }
-    for (const [role, v] of verifiers) if (v.startsWith('SCRAM')) scramSecretParts(role, v);
+    for (const [role, v] of verifiers) if (v.startsWith('SCRAM')) scramVerifierSecrets(role, v);
     secret('sec_md5 rolpassword', verifiers.get('sec_md5') ?? '');
 
     // md5: right (raw and driver), wrong, unknown user.
@@ -346,7 +239,7 @@ host all all 127.0.0.1/32 md5
     succeeded(admin.result);
     for (const sql of ['SHOW CONFIG', 'SHOW DATABASES', 'SHOW USERS', 'SHOW CLIENTS', 'SHOW SERVERS', 'RELOAD']) {
       admin.raw.send(msg('Q', cstr(sql)));
-      const out = (await admin.raw.collect()).map((m) => m.body.toString('latin1')).join('\n');
+      const out = (await collect(admin.raw)).map((m) => m.body.toString('latin1')).join('\n');
       for (const [value, label] of secrets) assert.ok(!out.includes(value), `${sql} shows ${label}`);
     }
     admin.raw.destroy();
@@ -385,9 +278,9 @@ host all all 127.0.0.1/32 md5
       poolers.push(p);
     });
 
-    async function clientId(admin: Raw, user: string): Promise<string> {
+    async function clientId(admin: RawConn, user: string): Promise<string> {
       admin.send(msg('Q', cstr('SHOW CLIENTS')));
-      const out = await admin.collect();
+      const out = await collect(admin);
       const desc = out.find((m) => m.type === 'T');
       assert.ok(desc);
       // RowDescription: int16 count, then per column a name and 18 bytes.
@@ -398,15 +291,7 @@ host all all 127.0.0.1/32 md5
         names.push(desc.body.toString('utf8', pos, z));
         pos = z + 1 + 18;
       }
-      for (const row of out.filter((m) => m.type === 'D')) {
-        const cells: (string | null)[] = [];
-        let at = 2;
-        for (let i = 0; i < row.body.readInt16BE(0); i++) {
-          const len = row.body.readInt32BE(at);
-          at += 4;
-          cells.push(len < 0 ? null : row.body.toString('utf8', at, at + len));
-          if (len > 0) at += len;
-        }
+      for (const cells of rows(out)) {
         if (cells[names.indexOf('user')] === user && cells[names.indexOf('database')] === 'p0') return cells[names.indexOf('id')] ?? '';
       }
       throw new Error(`no client of ${user} in SHOW CLIENTS`);
@@ -429,16 +314,16 @@ host all all 127.0.0.1/32 md5
         const id = await clientId(admin.raw, 'secuser');
         for (const sql of [`KILL_CLIENT ${id}`, 'KILL p0', 'KILL', 'PAUSE', 'SUSPEND', 'DISABLE p0', 'RECONNECT', 'RELOAD', 'SHUTDOWN', 'WAIT_CLOSE', 'RESUME', 'ENABLE p0', 'SET max_client_conn = 1']) {
           stats.raw.send(msg('Q', cstr(sql)));
-          const out = await stats.raw.collect();
+          const out = await collect(stats.raw);
           failedWith(out, '42501');
         }
         // The victim still works after the refused KILL_CLIENT.
         victim.raw.send(msg('Q', cstr('SELECT 1')));
-        succeeded(await victim.raw.collect());
+        succeeded(await collect(victim.raw));
         // The same command from an admin does disconnect it: the refusal was about rights.
         admin.raw.send(msg('Q', cstr(`KILL_CLIENT ${id}`)));
-        succeeded(await admin.raw.collect());
-        const gone = await victim.raw.collect(true);
+        succeeded(await collect(admin.raw));
+        const gone = await collect(victim.raw, true);
         failedWith(gone, '57P01');
       } finally {
         victim.raw.destroy();
@@ -453,7 +338,7 @@ host all all 127.0.0.1/32 md5
       try {
         for (const sql of ['SHOW DATABASES', 'SHOW USERS', 'SHOW CONFIG', 'SHOW POOLS', 'SHOW CLIENTS', 'SHOW SERVERS', 'SHOW STATS', 'SHOW HELP']) {
           stats.raw.send(msg('Q', cstr(sql)));
-          const out = (await stats.raw.collect()).map((m) => m.body.toString('latin1')).join('\n');
+          const out = (await collect(stats.raw)).map((m) => m.body.toString('latin1')).join('\n');
           for (const [label, value] of [['[databases] password', PW.db], ['secuser password', PW.user], ['secuser md5', md5hex(PW.user + 'secuser')], ['admin password', PW.admin]] as const) {
             assert.ok(!out.includes(value), `${sql} shows the ${label}`);
           }
@@ -472,20 +357,20 @@ host all all 127.0.0.1/32 md5
     poolers.push(p);
     await c().query('DO $$ BEGIN CREATE ROLE alice LOGIN; CREATE ROLE mallory LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$');
     const login = async (user: string) => {
-      const raw = await Raw.connect(p.port);
+      const raw = await RawConn.connect(p.port);
       raw.send(startupPacket({ user, database: 'p0' }));
-      succeeded(await raw.collect());
+      succeeded(await collect(raw));
       return raw;
     };
     const alice = await login('alice');
     const mallory = await login('mallory');
     try {
       alice.send(Buffer.concat([msg('P', cstr('mine'), cstr("SELECT 'alice-secret-row' AS s"), [0, 0]), msg('S')]));
-      succeeded(await alice.collect());
+      succeeded(await collect(alice));
       // One server (pool size 1): the statement now lives on the server mallory gets next.
       for (let n = 1; n <= 30; n++) {
         mallory.send(Buffer.concat([msg('B', cstr(''), cstr(`PGPOOL_${n}`), [0, 0, 0, 0, 0, 0]), msg('E', cstr(''), int32(0)), msg('S')]));
-        const out = await mallory.collect();
+        const out = await collect(mallory);
         const rows = out.filter((m) => m.type === 'D').map((m) => m.body.toString('latin1'));
         assert.ok(!rows.some((r) => r.includes('alice-secret-row')), `mallory executed alice's statement as PGPOOL_${n}`);
         failedWith(out, '26000');
@@ -535,34 +420,34 @@ host all all 127.0.0.1/32 md5
     let t2: Pooler | undefined;
 
     before(async () => {
-      const scramVerifier = (pw: string) => {
-        const salt = randomBytes(16);
-        const salted = pbkdf2Sync(pw, salt, 4096, 32, 'sha256');
-        return `SCRAM-SHA-256$4096:${salt.toString('base64')}$${sha256(hmac(salted, 'Client Key')).toString('base64')}:${hmac(salted, 'Server Key').toString('base64')}`;
-      };
       const dbs = { p0: `host=127.0.0.1 port=${c().port} dbname=p0` };
-      t1 = await startPooler({ pgbouncer: { auth_type: 'md5', log_connections: '0', log_pooler_errors: '0' }, databases: dbs }, { userlist: { tu_md5: `md5${md5hex(`right-pw-${hex}tu_md5`)}` } });
+      t1 = await startPooler({ pgbouncer: { auth_type: 'md5', log_connections: '0', log_pooler_errors: '0' }, databases: dbs }, { userlist: { tu_md5: md5Secret('tu_md5', `right-pw-${hex}`) } });
       t2 = await startPooler(
         { pgbouncer: { auth_type: 'scram-sha-256', log_connections: '0', log_pooler_errors: '0' }, databases: dbs },
-        { userlist: { tu_scram: scramVerifier(`right-pw-${hex}`), tu_plain: `right-pw-${hex}` } },
+        { userlist: { tu_scram: scramSecret(`right-pw-${hex}`), tu_plain: `right-pw-${hex}` } },
       );
       poolers.push(t1, t2);
     });
 
-    /** The pooler's time for one failed md5 login, in ms. */
-    async function md5Try(port: number, user: string): Promise<number> {
-      const raw = await Raw.connect(port);
-      try {
-        let t = performance.now();
-        raw.send(startupPacket({ user, database: 'p0' }));
-        const req = await raw.next();
-        let total = performance.now() - t;
-        assert.equal(req?.type, 'R');
-        const answer = msg('p', cstr(`md5${randomBytes(16).toString('hex')}`));
-        t = performance.now();
-        raw.send(answer);
-        const e = await raw.next();
+    /**
+     * The pooler's time for one failed login, in ms: from each message sent to the pooler's answer,
+     * summed. After the startup packet, `answer` goes on through `ask`; its last reply must be the
+     * ErrorResponse 28P01.
+     */
+    async function timedFailure(port: number, user: string, answer: (ask: (m: Buffer) => Promise<BackendMessage | null>) => Promise<BackendMessage | null>): Promise<number> {
+      const raw = await RawConn.connect(port);
+      let total = 0;
+      const ask = async (m: Buffer): Promise<BackendMessage | null> => {
+        const t = performance.now();
+        raw.send(m);
+        const reply = await raw.next();
         total += performance.now() - t;
+        return reply;
+      };
+      try {
+        const req = await ask(startupPacket({ user, database: 'p0' }));
+        assert.equal(req?.type, 'R');
+        const e = await answer(ask);
         assert.equal(e?.type, 'E');
         assert.equal(errorFields(e.body).C, '28P01');
         return total;
@@ -571,34 +456,19 @@ host all all 127.0.0.1/32 md5
       }
     }
 
+    /** The pooler's time for one failed md5 login (a random response), in ms. */
+    const md5Try = (port: number, user: string): Promise<number> =>
+      timedFailure(port, user, (ask) => ask(msg('p', cstr(`md5${randomBytes(16).toString('hex')}`))));
+
     /** The pooler's time for one failed SCRAM login (a random proof), in ms. */
-    async function scramTry(port: number, user: string): Promise<number> {
-      const raw = await Raw.connect(port);
-      try {
-        let t = performance.now();
-        raw.send(startupPacket({ user, database: 'p0' }));
-        const sasl = await raw.next();
-        let total = performance.now() - t;
-        assert.equal(sasl?.type, 'R');
+    const scramTry = (port: number, user: string): Promise<number> =>
+      timedFailure(port, user, async (ask) => {
         const first = Buffer.from(`n,,n=,r=${randomBytes(18).toString('base64')}`);
-        t = performance.now();
-        raw.send(msg('p', cstr('SCRAM-SHA-256'), int32(first.length), first));
-        const cont = await raw.next();
-        total += performance.now() - t;
+        const cont = await ask(msg('p', cstr('SCRAM-SHA-256'), int32(first.length), first));
         assert.ok(cont !== null && cont.type === 'R' && cont.body.readInt32BE(0) === 11);
         const nonce = /r=([^,]+)/.exec(cont.body.toString('utf8', 4))?.[1] ?? '';
-        const final = msg('p', `c=biws,r=${nonce},p=${randomBytes(32).toString('base64')}`);
-        t = performance.now();
-        raw.send(final);
-        const e = await raw.next();
-        total += performance.now() - t;
-        assert.equal(e?.type, 'E');
-        assert.equal(errorFields(e.body).C, '28P01');
-        return total;
-      } finally {
-        raw.destroy();
-      }
-    }
+        return ask(msg('p', `c=biws,r=${nonce},p=${randomBytes(32).toString('base64')}`));
+      });
 
     async function compare(name: string, attempt: (user: string) => Promise<number>, known: string): Promise<void> {
       for (let i = 0; i < 20; i++) await attempt(i % 2 === 0 ? known : `ghost_${i}`); // warm-up

@@ -19,7 +19,7 @@ import { describe, it } from 'node:test';
 import pg from 'pg';
 import { connectClient } from '../support/pg-client.js';
 import { makePki } from '../support/pki.js';
-import { freePort, MAIN_JS, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
+import { freePort, runMain, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
 import { pgbench, runCommand, type RunResult } from '../support/run-cmd.js';
 import { useSetup } from '../support/suite.js';
 import { settlesWithin, sleep } from '../support/wait.js';
@@ -262,7 +262,7 @@ describe('deployment files', () => {
       for (const [name, text] of inis) {
         const ini = path.join(dir, 'pgbouncer.ini');
         await fsp.writeFile(ini, text.replaceAll('/etc/pgpool-ts/', `${etc}/`));
-        const r = await runCommand(process.execPath, [MAIN_JS, '--check', '-c', ini]);
+        const r = await runMain(['--check', '-c', ini]);
         assert.equal(r.code, 0, `${name}: ${r.stdout}${r.stderr}`);
         assert.match(r.stdout, /OK \(/);
       }

@@ -16,6 +16,7 @@ import pg from 'pg';
 import { makePki, type Pki } from './pki.js';
 import { freePort } from './pooler.js';
 import { runCommand } from './run-cmd.js';
+import { noteRolePasswords } from './test-logs.js';
 
 /** Roles created in every cluster; host connections of md5user/scramuser need their password. */
 export const USERS = {
@@ -247,6 +248,8 @@ class ClusterImpl implements Cluster {
   }
 
   async query<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, db = 'p0', values?: unknown[]): Promise<pg.QueryResult<R>> {
+    // A role's password must never show up in a pooler's log: noted for the run's log search.
+    noteRolePasswords(sql, `cluster ${path.basename(this.rootDir)}`);
     const client = new pg.Client({
       host: this.socketDir,
       port: this.port,

@@ -1,7 +1,8 @@
 // The real pooler as a child process (`node dist/src/main.js -c <ini>`), driven over real sockets
 // as a user would: generated ini + userlist in a private temp dir, readiness = the TCP port
 // accepts, shutdown by signal. Its stdout/stderr are kept as lines for assertions and for dumping
-// when a test fails.
+// when a test fails, and written to a log file of the run (test-logs.ts), with the passwords and
+// secrets of its ini and auth_file noted, for the run's last test to search every log for them.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,6 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { runCommand, type RunOptions, type RunResult } from './run-cmd.js';
+import { noteAuthFile, noteIniPasswords, OutputLog, saveOutput } from './test-logs.js';
 
 /** `{ section: { key: value } }`, written as a pgbouncer.ini. */
 export type IniSections = Record<string, Record<string, string>>;
@@ -136,6 +139,56 @@ process.on('exit', () => {
   }
 });
 
+/** The value of `key` in an ini's text (the first one), or null. */
+function iniValue(text: string, key: string): string | null {
+  return new RegExp(`^\\s*${key}\\s*=\\s*(.*?)\\s*$`, 'm').exec(text)?.[1] ?? null;
+}
+
+/** Note the passwords of an ini file and of the auth_file it names (relative to `baseDir`), as far
+ * as they can be read; `source` names them in a failure of the log search. */
+function noteConfigSecrets(iniPath: string, baseDir: string, source: string): void {
+  let text: string;
+  try {
+    text = fs.readFileSync(iniPath, 'utf8');
+  } catch {
+    return;
+  }
+  noteIniPasswords(text, source);
+  const authFile = iniValue(text, 'auth_file');
+  if (authFile === null || authFile === '') return;
+  try {
+    noteAuthFile(fs.readFileSync(path.resolve(baseDir, authFile), 'utf8'), source);
+  } catch {
+    // Not there (yet): a test about a missing auth_file.
+  }
+}
+
+/**
+ * `node dist/src/main.js <args>` run to completion (--version, --check, a start meant to fail); its
+ * output goes to a log of the run, and the passwords of the ini given with -c are noted.
+ */
+export async function runMain(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const ini = args.indexOf('-c');
+  if (ini >= 0 && args[ini + 1] !== undefined) noteConfigSecrets(path.resolve(opts.cwd ?? '.', args[ini + 1]!), opts.cwd ?? '.', 'main.js -c');
+  const r = await runCommand(process.execPath, [MAIN_JS, ...args], opts);
+  saveOutput(`main ${args.filter((a) => !a.includes('/')).join(' ')}`.slice(0, 40), r.stdout, r.stderr);
+  return r;
+}
+
+/** The lines of the `logfile` the ini names, when it is a regular file (not /dev/full), into `log`. */
+function copyLogfile(iniPath: string, baseDir: string, log: OutputLog): void {
+  try {
+    const file = iniValue(fs.readFileSync(iniPath, 'utf8'), 'logfile');
+    if (file === null || file === '') return;
+    const full = path.resolve(baseDir, file);
+    if (!fs.statSync(full).isFile()) return;
+    log.line(`--- logfile ${full} ---`);
+    for (const l of fs.readFileSync(full, 'utf8').split('\n')) if (l !== '') log.line(l);
+  } catch {
+    // No ini or no logfile left to read.
+  }
+}
+
 export async function startPooler(ini: string | IniSections, opts: PoolerOptions = {}): Promise<Pooler> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpool-pooler-'));
   const iniPath = path.join(dir, 'pgpool.ini');
@@ -163,6 +216,10 @@ export async function startPooler(ini: string | IniSections, opts: PoolerOptions
   const port = portOf(text);
   const host = probeHost(text);
 
+  const source = `pooler :${port}`;
+  noteConfigSecrets(iniPath, dir, source);
+  const log = new OutputLog(`pooler-${port}`);
+
   const child = spawn(process.execPath, [opts.main ?? MAIN_JS, '-c', iniPath], {
     cwd: dir,
     env: { ...process.env, ...opts.env },
@@ -176,6 +233,7 @@ export async function startPooler(ini: string | IniSections, opts: PoolerOptions
   for (const stream of [child.stdout, child.stderr]) {
     readline.createInterface({ input: stream }).on('line', (line) => {
       lines.push(line);
+      log.line(line);
       for (const w of lineWaiters) w(line);
     });
   }
@@ -184,6 +242,10 @@ export async function startPooler(ini: string | IniSections, opts: PoolerOptions
     // 'close' waits for the output pipes, so logs() is complete once this resolves.
     child.once('close', (code, signal) => {
       live.delete(entry);
+      // What the test may have rewritten since, and a logfile the pooler wrote itself.
+      noteConfigSecrets(iniPath, dir, source);
+      copyLogfile(iniPath, dir, log);
+      log.close();
       if (!keepTempDirs()) fs.rmSync(dir, { recursive: true, force: true });
       resolve({ code, signal });
     });
@@ -263,8 +325,10 @@ export async function startPooler(ini: string | IniSections, opts: PoolerOptions
     },
     async writeIni(next) {
       await fsp.writeFile(iniPath, render(next));
+      noteConfigSecrets(iniPath, dir, source);
     },
     reload() {
+      noteConfigSecrets(iniPath, dir, source);
       child.kill('SIGHUP');
     },
     stop,

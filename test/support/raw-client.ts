@@ -3,9 +3,12 @@
 // one. Deliberately independent of src/protocol, so that the pooler's framing is never checked
 // with itself.
 
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { cancelRequest, cstr, msg, startupPacket, V3 } from './bytes.js';
+import { cancelRequest, cstr, int32, msg, startupPacket, V3 } from './bytes.js';
+import { hmac, md5hex, scramKeys } from './secrets.js';
 
 export interface BackendMessage {
   type: string;
@@ -106,9 +109,12 @@ export class RawConn {
     );
   }
 
-  /** A TCP connection to `host`:`port` (127.0.0.1 unless set). */
+  /** A TCP connection to `host`:`port` (127.0.0.1 unless set), Nagle off: each send() leaves at once,
+   * so a message a test cuts in pieces reaches the pooler in those pieces. */
   static async connect(port: number, opts: RawConnOptions & { host?: string } = {}): Promise<RawConn> {
-    return new RawConn(await connectSocket({ host: opts.host ?? '127.0.0.1', port }), opts);
+    const sock = await connectSocket({ host: opts.host ?? '127.0.0.1', port });
+    sock.setNoDelay(true);
+    return new RawConn(sock, opts);
   }
 
   /**
@@ -133,7 +139,9 @@ export class RawConn {
     return this.closed || this.error !== null;
   }
 
+  /** Write `b`; false (nothing sent) once the socket is destroyed, or when the write is buffered. */
   send(b: Buffer): boolean {
+    if (this.sock.destroyed) return false;
     return this.sock.write(b);
   }
 
@@ -255,6 +263,16 @@ export class RawConn {
     }
   }
 
+  /** The fields of the next ErrorResponse (other messages are skipped), or null when the connection
+   * ended first; `timeoutMs` is the wait for each message. */
+  async errorResponse(timeoutMs = this.timeoutMs): Promise<Record<string, string> | null> {
+    for (;;) {
+      const m = await this.next(timeoutMs);
+      if (m === null) return null;
+      if (m.type === 'E') return errorFields(m);
+    }
+  }
+
   /** Every message up to and including the `n`th ReadyForQuery (NoticeResponses left out). */
   async untilReady(n: number, timeoutMs = this.timeoutMs): Promise<BackendMessage[]> {
     const seen: BackendMessage[] = [];
@@ -331,6 +349,65 @@ export async function sendCancelRequest(port: number, pid: number, secret: Buffe
 }
 
 // ------------------------------------------------------------------------------------------------
+// Password exchanges by hand, so a test knows every response and proof it sent
+
+/** The answer to AuthenticationMD5Password: 'md5' + md5(md5(password + user) + salt). */
+export function md5Response(user: string, password: string, salt: Buffer): string {
+  return 'md5' + md5hex(Buffer.concat([Buffer.from(md5hex(password + user)), salt]));
+}
+
+/**
+ * Connect, send a StartupMessage for `user` and `database`, and answer the AuthenticationMD5Password
+ * that must come first for `password`. The rest of the login is the caller's to read.
+ */
+export async function md5Start(port: number, user: string, password: string, database: string, opts: RawConnOptions = {}): Promise<{ conn: RawConn; sent: string }> {
+  const conn = await RawConn.connect(port, opts);
+  try {
+    conn.send(startupPacket({ user, database }));
+    const req = await conn.next();
+    assert.ok(req !== null && req.type === 'R' && req.body.readInt32BE(0) === 5, `expected AuthenticationMD5Password for ${user}, got ${req?.type}`);
+    const sent = md5Response(user, password, req.body.subarray(4, 8));
+    conn.send(msg('p', cstr(sent)));
+    return { conn, sent };
+  } catch (e) {
+    conn.destroy();
+    throw e;
+  }
+}
+
+export interface ScramSent {
+  /** The server-first-message. */
+  serverFirst: string;
+  salted: Buffer;
+  clientKey: Buffer;
+  /** ClientProof, as sent in `p=`. */
+  proof: Buffer;
+}
+
+/**
+ * The client side of SCRAM-SHA-256 (RFC 5802) over a connection that got AuthenticationSASL:
+ * client-first, then client-final with its proof once AuthenticationSASLContinue came. The server's
+ * answer to the proof is the caller's to read.
+ */
+export async function scramExchange(conn: RawConn, password: string): Promise<ScramSent> {
+  const nonce = randomBytes(18).toString('base64');
+  const clientFirstBare = `n=,r=${nonce}`;
+  const clientFirst = Buffer.from(`n,,${clientFirstBare}`);
+  conn.send(msg('p', cstr('SCRAM-SHA-256'), int32(clientFirst.length), clientFirst));
+  const cont = await conn.next();
+  assert.ok(cont !== null && cont.type === 'R', `expected AuthenticationSASLContinue, got ${cont?.type}`);
+  assert.equal(cont.body.readInt32BE(0), 11, 'AuthenticationSASLContinue');
+  const serverFirst = cont.body.toString('utf8', 4);
+  const attrs = new Map(serverFirst.split(',').map((kv) => [kv[0], kv.slice(2)] as const));
+  const keys = scramKeys(password, Buffer.from(attrs.get('s') ?? '', 'base64'), Number(attrs.get('i')));
+  const finalWithoutProof = `c=biws,r=${attrs.get('r') ?? ''}`;
+  const signature = hmac(keys.storedKey, `${clientFirstBare},${serverFirst},${finalWithoutProof}`);
+  const proof = Buffer.from(keys.clientKey.map((b, i) => b ^ signature[i]!));
+  conn.send(msg('p', `${finalWithoutProof},p=${proof.toString('base64')}`));
+  return { serverFirst, salted: keys.salted, clientKey: keys.clientKey, proof };
+}
+
+// ------------------------------------------------------------------------------------------------
 // Decoding backend messages
 
 /** The message types in a row, e.g. '12DCZ'. */
@@ -345,7 +422,9 @@ export function errorFields(m: BackendMessage | Buffer): Record<string, string> 
   let pos = 0;
   while (pos < body.length && body[pos] !== 0) {
     const code = String.fromCharCode(body[pos]!);
-    const end = body.indexOf(0, pos + 1);
+    // A field without its NUL (a malformed message) runs to the end of the body.
+    const nul = body.indexOf(0, pos + 1);
+    const end = nul < 0 ? body.length : nul;
     out[code] = body.toString('utf8', pos + 1, end);
     pos = end + 1;
   }
