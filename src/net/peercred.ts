@@ -26,6 +26,7 @@ export interface PeerCred {
 
 interface Addon {
   peercred(fd: number): PeerCred;
+  trim(): boolean;
 }
 
 /** dist/src/net/peercred.js → <root>/native/peercred/build/Release/peercred.node */
@@ -46,10 +47,11 @@ function loadAddon(): Addon | null {
     unavailable =
       `peer authentication is unavailable because the native addon was not ${missing ? 'built' : `loaded (${(err as Error).message})`}; ` +
       `build it with "npm run build:native" in ${ROOT} (it needs make, a C compiler and python3)`;
-    log().warn({ addon: ADDON_PATH }, unavailable);
   }
   return addon;
 }
+
+let told = false;
 
 /** Whether peer credentials can be read at all (the addon loaded). */
 export function peerCredAvailable(): boolean {
@@ -59,7 +61,11 @@ export function peerCredAvailable(): boolean {
 /** The credentials of the process that connected `socket` (a unix-domain socket), or why not. */
 export function peerCredentials(socket: net.Socket): { cred: PeerCred } | { error: string } {
   const a = loadAddon();
-  if (a === null) return { error: unavailable };
+  if (a === null) {
+    if (!told) log().warn({ addon: ADDON_PATH }, unavailable);
+    told = true;
+    return { error: unavailable };
+  }
   // The handle of an accepted unix socket is a Pipe; its fd is public on Unix but not typed.
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) return { error: 'cannot read the peer credentials: the socket has no file descriptor' };
@@ -128,4 +134,13 @@ export function osUserName(uid: number): string | null {
 /** Whether the peer runs as the pooler's own OS user (PgBouncer compares the uids). */
 export function isOwnUid(cred: PeerCred): boolean {
   return cred.uid === process.getuid?.();
+}
+
+/**
+ * Give the memory of closed connections back to the system (glibc malloc_trim, see the addon).
+ * It lives here because this is the one module that loads the addon. False when nothing was
+ * released, off glibc, or without the addon (the pooler then keeps its high-water RSS).
+ */
+export function trimHeap(): boolean {
+  return loadAddon()?.trim() ?? false;
 }
