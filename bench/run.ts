@@ -302,7 +302,10 @@ async function main(): Promise<number> {
           try {
             const target = await ts.get(name, scenario.flavor);
             if (target === null) continue;
-            await warm(target);
+            if (scenario.fresh === true && target.proc !== null) {
+              await target.stop();
+              await target.start();
+            } else await warm(target);
             quietWaitS = await waitForQuiet(cpu.sample, QUIET_THRESHOLD, opts.quietWaitS * 1000, abort.signal);
             process.stderr.write(`[bench] ${n}/${total} ${scenario.name} round ${round}/${opts.rounds} ${name} … `);
             rec = await runOne(scenario, target, round, ctx, cpu, quietWaitS);

@@ -45,6 +45,8 @@ export interface Scenario {
   goals: readonly Goal[];
   /** Once, before the scenario's first run (e.g. make a data file). */
   prepare?(ctx: RunContext): Promise<void>;
+  /** Restart the target before each run: what is measured is a fresh process's growth (RSS). */
+  fresh?: boolean;
   run(target: Target, ctx: RunContext): Promise<Metrics>;
 }
 
@@ -129,9 +131,11 @@ function stormScenario(backlog: number, goal: Goal): Scenario {
 function idleScenario(clients: number): Scenario {
   return loadScenario({
     name: `idle-${clients}-tls`,
-    description: `${clients} TLS clients logged in and idle: the pooler's RSS growth per client (KiB)`,
+    description: `${clients} TLS clients logged in and idle: the RSS growth per client (KiB) of a pooler restarted before the run`,
     unit: 'KiB RSS per idle client',
     lowerIsBetter: true,
+    // A pooler keeps (and reuses) the memory of clients that left: only a fresh one shows the cost.
+    fresh: true,
     flavor: TLS,
     targets: POOLERS,
     goals: [{ kind: 'ratio-max', over: 'pgbouncer', max: 1.5 }],
