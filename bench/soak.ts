@@ -4,7 +4,8 @@
 // given time: connection churn (half of it over TLS), steady clients, queries cancelled through
 // the pooler, and a configuration reload (SIGHUP) every 10 s. The pooler's RSS and open file
 // descriptors are sampled with the load paused, once after the warm-up (a tenth of the run, at
-// least 20 s) and once at the end; they must agree within 5%. Every error a client sees is
+// least 20 s) and once at the end; they must not grow by more than 5% (a fall is no leak: the
+// janitor's malloc_trim makes RSS swing a few percent either way). Every error a client sees is
 // counted by SQLSTATE: the cancels' 57014 is provoked, anything else fails the run. At the end the
 // pooler's whole log is searched for the password and its md5 hash.
 //
@@ -161,10 +162,12 @@ async function main(): Promise<number> {
     }
   };
 
-  /** RSS and fds with the load paused and settled. */
+  /** RSS and fds with the load paused and settled: 12 s, so that the janitor's malloc_trim (at
+   * most every 10 s, after 1 000 closed connections) has run with the load stopped and both
+   * samples are taken after a trim, not at a random point of its swing. */
   const sample = async () => {
     paused = true;
-    await sleep(3_000);
+    await sleep(12_000);
     const s = { rss: rssMb(p.pid), fds: fds(p.pid) };
     paused = false;
     return s;
@@ -204,7 +207,7 @@ async function main(): Promise<number> {
 
   const status = await p.stop('SIGTERM', 10_000);
   await cluster.destroy();
-  const ok = Math.abs(rssDrift) <= 0.05 && Math.abs(fdDrift) <= 0.05 && unexpected.length === 0 && leaks.length === 0 && status.code === 0;
+  const ok = rssDrift <= 0.05 && fdDrift <= 0.05 && unexpected.length === 0 && leaks.length === 0 && status.code === 0;
   console.log(`soak: ${ok ? 'PASS' : 'FAIL'} (pooler exit ${status.code ?? status.signal})`);
   return ok ? 0 : 1;
 }
