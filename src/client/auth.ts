@@ -182,8 +182,9 @@ class ScramFlow implements AuthFlow {
       const z = body.indexOf(0);
       if (z < 0 || body.length < z + 5) return { error: Errors.protocolViolation('malformed SASLInitialResponse') };
       const mech = body.toString('utf8', 0, z);
-      if (mech !== 'SCRAM-SHA-256')
-        return { error: Errors.protocolViolation(`unsupported SASL mechanism "${mech}"`) };
+      // The name is not echoed: a broken client may put anything here, its proof included
+      // (PostgreSQL does not echo it either).
+      if (mech !== 'SCRAM-SHA-256') return { error: Errors.protocolViolation('client selected an invalid SASL authentication mechanism') };
       const len = body.readInt32BE(z + 1);
       const data = body.subarray(z + 5);
       if (len !== data.length) return { error: Errors.protocolViolation('malformed SASLInitialResponse length') };
