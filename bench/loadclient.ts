@@ -13,6 +13,7 @@ import { createHmac, pbkdf2Sync } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
+import { cstr, int32, msg, sslRequest, startupPacket } from '../test/support/bytes.js';
 import { ScramClientSession, parseScramSecret, type ScramCredentials, type ScramError } from '../src/protocol/scram.js';
 
 export type Job =
@@ -45,7 +46,6 @@ export interface LoadResult {
   rssAfterKiB: number | null;
 }
 
-const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
 class LoginError extends Error {
   constructor(readonly kind: string, message: string) {
@@ -64,26 +64,6 @@ export function scramKeys(password: string, secret: string): ScramCredentials {
     clientKey: createHmac('sha256', salted).update('Client Key').digest(),
     serverKey: createHmac('sha256', salted).update('Server Key').digest(),
   };
-}
-
-function message(type: string, ...parts: Buffer[]): Buffer {
-  const body = Buffer.concat(parts);
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-}
-
-const cstr = (s: string) => Buffer.from(`${s}\0`, 'utf8');
-const int32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
-
-function startup(t: Target): Buffer {
-  const body = Buffer.concat([int32(196608), cstr('user'), cstr(t.user), cstr('database'), cstr(t.database), Buffer.from([0])]);
-  return Buffer.concat([int32(body.length + 4), body]);
 }
 
 /** One logged-in connection; `close()` sends Terminate. */
@@ -146,7 +126,7 @@ class Conn {
     const raw = net.connect({ host: t.host, port: t.port, noDelay: true });
     let conn = new Conn(raw);
     if (t.tls) {
-      raw.write(SSL_REQUEST);
+      raw.write(sslRequest());
       const answer = await conn.byte();
       if (answer !== 'S') throw new LoginError('no TLS', `server answered ${answer} to SSLRequest`);
       raw.removeAllListeners('data');
@@ -158,16 +138,16 @@ class Conn {
         secure.once('error', (e) => reject(new LoginError(`tls: ${(e as NodeJS.ErrnoException).code ?? e.message}`, e.message)));
       });
     }
-    conn.sock.write(startup(t));
+    conn.sock.write(startupPacket({ user: t.user, database: t.database }));
     const scram = new ScramClientSession(t.keys);
     await conn.untilReady((code, body) => {
       let reply: Buffer | ScramError | true = true;
       if (code === 10) {
         const first = scram.clientFirst();
-        reply = message('p', cstr('SCRAM-SHA-256'), int32(first.length), first);
+        reply = msg('p', cstr('SCRAM-SHA-256'), int32(first.length), first);
       } else if (code === 11) {
         const final = scram.handleServerFirst(body);
-        reply = Buffer.isBuffer(final) ? message('p', final) : final;
+        reply = Buffer.isBuffer(final) ? msg('p', final) : final;
       } else if (code === 12) reply = scram.verifyServerFinal(body);
       else if (code !== 0) reply = { error: `authentication request ${code} (only SCRAM is set up)` };
       if (Buffer.isBuffer(reply)) conn.sock.write(reply);
@@ -188,12 +168,12 @@ class Conn {
   }
 
   async query(sql: string): Promise<void> {
-    this.sock.write(message('Q', cstr(sql)));
+    this.sock.write(msg('Q', cstr(sql)));
     await this.untilReady(() => undefined);
   }
 
   close(): void {
-    this.sock.end(message('X'));
+    this.sock.end(msg('X'));
   }
 }
 

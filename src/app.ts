@@ -26,8 +26,9 @@ const JANITOR_MS = 333;
 
 export type ShutdownMode = 'immediate' | 'wait_for_servers' | 'wait_for_clients';
 
-/** Client TLS handshakes in progress at once (see HandshakeGate). Measured with the bench's storm
- * scenarios: docs/benchmarks.md. */
+/** Client TLS handshakes in progress at once (see HandshakeGate). The bench's storm scenarios
+ * measured this value against no bound (docs/benchmarks.md, runs 1 and 2); other values were not
+ * compared. */
 const MAX_CONCURRENT_HANDSHAKES = 32;
 /** maybeTrimHeap: after this many closed client connections, at most this often. */
 const TRIM_AFTER_CLOSED = 1000;

@@ -715,12 +715,8 @@ export class ClientConn implements PoolClient {
     const d = deallocation(chunk.toString('utf8', end, end + len - 1));
     if (d === null) return false;
     if ('all' in d) {
-      // DISCARD ALL fails inside a transaction block: then nothing is dropped.
-      if (d.discard && server.inTransaction) return false;
-      this.stmts!.clear();
-      // The server drops every statement, including those other clients rely on: forget them
-      // all so they are prepared again where needed.
-      server.prepared.clear();
+      // Forwarded as it is: PostgreSQL's own reply is the answer.
+      this.stmts!.dropAll(d.discard, server);
       return false;
     }
     const serverName = this.stmts!.forget(d.name);

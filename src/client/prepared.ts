@@ -31,8 +31,8 @@ type Undo = () => void;
 /** FIFO with a moving head: no shift() cost on the hot path. An entry may carry an undo: the
  * bookkeeping made when its message was sent, reverted when PostgreSQL skips or refuses it. */
 export class ReplyQueue {
-  private items: Reply[] = [];
-  private undos: (Undo | null)[] = [];
+  private readonly items: Reply[] = [];
+  private readonly undos: (Undo | null)[] = [];
   private head = 0;
 
   get length(): number {
@@ -66,9 +66,11 @@ export class ReplyQueue {
     }
   }
 
+  /** Emptied in place: it empties at every ReadyForQuery, and new arrays each time would be an
+   * allocation per query on the hot path. */
   clear(): void {
-    this.items = [];
-    this.undos = [];
+    this.items.length = 0;
+    this.undos.length = 0;
     this.head = 0;
   }
 }
@@ -291,13 +293,7 @@ export class ClientStatements {
     const end = cstrEnd(body, 1);
     const first = body[1] ?? 0;
     const d = end > 1 && end < 300 && ((first | 0x20) === 0x64 || first === 0x20) ? deallocation(body.toString('utf8', 1, end)) : null;
-    // DISCARD ALL fails inside a transaction block: then nothing is dropped.
-    if (d !== null && 'all' in d && !(d.discard && server.inTransaction)) {
-      this.clear();
-      // The server drops every statement, those other clients rely on too: forget them all so
-      // they are prepared again where needed.
-      server.prepared.clear();
-    }
+    if (d !== null && 'all' in d) this.dropAll(d.discard, server);
     const st = d !== null && 'name' in d ? this.named.get(d.name) : undefined;
     if (st === undefined || d === null || !('name' in d)) {
       server.replies.push(Reply.PassParse);
@@ -352,7 +348,19 @@ export class ClientStatements {
     return st.serverName;
   }
 
-  /** DEALLOCATE ALL / DISCARD ALL from the client, or the client is gone: forget its statements. */
+  /**
+   * DEALLOCATE ALL or DISCARD ALL from the client, in SQL or as an unnamed Parse: its statements
+   * go, and the server drops every statement it has, those other clients rely on too, so the
+   * pooler forgets them all there and prepares them again where needed. DISCARD ALL fails inside
+   * a transaction block, and then nothing is dropped.
+   */
+  dropAll(discard: boolean, server: PreparedServer): void {
+    if (discard && server.inTransaction) return;
+    this.clear();
+    server.prepared.clear();
+  }
+
+  /** The client is gone (or dropAll): forget its statements. */
   clear(): void {
     for (const name of [...this.named.keys()]) this.unbind(name);
   }

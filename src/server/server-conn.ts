@@ -408,28 +408,27 @@ export class ServerConn {
       if (kv !== null && this.internal === 0) this.client?.onServerParameter(kv[0], kv[1]);
       return true;
     }
-    // ErrorResponse: PostgreSQL now skips the rest of the batch, so no reply is owed until Sync.
+    // ErrorResponse (rare: decoded once, for every use below). PostgreSQL now skips the rest of
+    // the batch, so no reply is owed until Sync.
+    const f = decodeErrorFields(body);
     if (this.replies.length > 0) {
       this.replies.dropUntilSync();
-      const f = this.lastBound !== null ? decodeErrorFields(body) : null;
-      if (f !== null && f.C === STALE_PLAN.code && f.M === STALE_PLAN.message) {
-        this.prepared.delete(this.lastBound!.serverName);
-        invalidate(this.lastBound!);
+      const bound = this.lastBound;
+      if (bound !== null && f.C === STALE_PLAN.code && f.M === STALE_PLAN.message) {
+        this.prepared.delete(bound.serverName);
+        invalidate(bound);
         this.lastBound = null;
       }
     }
     if (this.internal > 0) {
-      const f = decodeErrorFields(body);
       this.log.warn({ sqlstate: f.C, reason: f.M }, `pooler query failed: ${f.M ?? ''}`);
     } else if (this.client === null) {
       // A FATAL to an idle server (pg_terminate_backend, shutdown): it will close.
-      const f = decodeErrorFields(body);
       this.log.info({ sqlstate: f.C }, `server error while idle: ${f.M ?? ''}`);
       this.bad = true;
-    } else if (this.client !== null && body.length > 0) {
+    } else if (f.S === 'FATAL' || f.V === 'FATAL') {
       // Remember a FATAL so the client can be told why its server went away.
-      const f = decodeErrorFields(body);
-      if (f.S === 'FATAL' || f.V === 'FATAL') this.bad = true;
+      this.bad = true;
     }
     return true;
   };

@@ -1,5 +1,6 @@
-// The addon's malloc_trim: callable at any time, and it hands back memory freed in C (what closed
-// TLS connections leave behind) — shown here with Buffers allocated outside V8's heap.
+// The addon's malloc_trim, as the janitor calls it: at any time, answering whether memory went
+// back to the system, and never growing the process. (What it is for — RSS after thousands of
+// closed TLS connections — is measured with bench/loadclient.js: docs/operations.md.)
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -8,21 +9,11 @@ import { peerCredAvailable, trimHeap } from '../../src/net/peercred.js';
 
 const rssKiB = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1]);
 
-it('trimHeap returns memory that small native allocations left behind', (t) => {
+it('trimHeap can be called at any time, says whether memory was released, and never grows the process', (t) => {
   if (!peerCredAvailable()) return t.skip('native addon not built (npm run build:native)');
-  // Many small allocations (below glibc's mmap threshold) interleaved with a few kept ones: what
-  // is freed around the kept ones stays in the heap until a trim.
-  const kept: Buffer[] = [];
-  let churn: Buffer[] = [];
-  for (let i = 0; i < 200_000; i++) {
-    const b = Buffer.allocUnsafeSlow(1024);
-    if (i % 1000 === 0) kept.push(b);
-    else churn.push(b);
-  }
-  churn = [];
-  (globalThis as { gc?: () => void }).gc?.();
+  // Small allocations outside V8's heap, freed: something for a trim to find.
+  for (let i = 0; i < 100_000; i++) Buffer.allocUnsafeSlow(1024);
   const before = rssKiB();
   assert.equal(typeof trimHeap(), 'boolean');
-  assert.ok(rssKiB() <= before, 'a trim never grows the process');
-  assert.equal(kept.length, 200);
+  assert.ok(rssKiB() <= before);
 });
