@@ -107,6 +107,10 @@ export class App implements ClientHost, AdminHost {
     return this.clients.size <= this.cfg.maxClientConn;
   }
 
+  countClient(client: ClientConn): PoolerError | null {
+    return this.registry.countClient(client.dbName, client.user, client.admin);
+  }
+
   cancel(pid: number, secret: Buffer): void {
     const client = this.cancelKeys.get(pid);
     // Unknown keys are ignored, as PostgreSQL does: nothing tells the sender whether it hit.
@@ -122,6 +126,7 @@ export class App implements ClientHost, AdminHost {
 
   onClientClosed(client: ClientConn): void {
     this.clients.delete(client);
+    if (client.counted) this.registry.uncountClient(client.dbName, client.user);
     this.closedSinceTrim++;
     if (client.cancelPid !== 0) this.cancelKeys.delete(client.cancelPid);
     if (this.shuttingDown === 'wait_for_clients' && this.applicationClients() === 0) void this.finish();

@@ -23,6 +23,9 @@ const fatal = (code: string, message: string, detail?: string) => new PoolerErro
 export const Errors = {
   protocolViolation: (why: string) => fatal(SqlState.ProtocolViolation, why),
   tooManyClients: () => fatal(SqlState.TooManyConnections, 'no more connections allowed (max_client_conn)'),
+  // PgBouncer's wording and its default SQLSTATE for a pooler error (08P01).
+  clientLimit: (setting: 'max_db_client_connections' | 'max_user_client_connections') =>
+    fatal(SqlState.ProtocolViolation, `client connections exceeded (${setting})`),
   authFailed: (user: string) => fatal(SqlState.InvalidPassword, `password authentication failed for user "${user}"`),
   authRejected: (why: string) => fatal(SqlState.InvalidAuthorization, why),
   noSuchDatabase: (db: string) => fatal(SqlState.InvalidCatalogName, `no such database: ${db}`),

@@ -122,11 +122,6 @@ export function databaseRecords(h: ShowHost): DatabaseRecord[] {
   const names = new Set<string>();
   for (const name of cfg.databases.keys()) if (name !== '*') names.add(name);
   for (const p of reg.pools.values()) names.add(p.dbName);
-  const clientsOf = (db: string): number => {
-    let n = 0;
-    for (const c of h.clients) if (c.dbName === db && c.phase !== 'closed' && (c.pool !== null || c.admin)) n++;
-    return n;
-  };
   const out: DatabaseRecord[] = [];
   for (const name of names) {
     const def = cfg.databases.get(name) ?? cfg.databases.get('*');
@@ -147,9 +142,8 @@ export function databaseRecords(h: ShowHost): DatabaseRecord[] {
       loadBalanceHosts: def.hosts.length > 1 ? 'round-robin' : null,
       maxConnections: def.maxDbConnections ?? cfg.maxDbConnections,
       currentConnections: servers,
-      // max_db_client_connections is accepted but not enforced by pgpool-ts.
-      maxClientConnections: 0,
-      currentClientConnections: clientsOf(name),
+      maxClientConnections: reg.maxDbClients(name, false),
+      currentClientConnections: reg.dbClients.get(name) ?? 0,
       paused: reg.paused.has(name),
       disabled: reg.disabled.has(name),
     });
@@ -157,8 +151,8 @@ export function databaseRecords(h: ShowHost): DatabaseRecord[] {
   out.push({
     name: ADMIN_DB, host: null, port: cfg.listenPort, database: ADMIN_DB, forceUser: ADMIN_DB,
     poolSize: ADMIN_POOL_SIZE, minPoolSize: 0, reservePoolSize: 0, serverLifetime: 0, poolMode: 'statement',
-    loadBalanceHosts: null, maxConnections: 0, currentConnections: 0, maxClientConnections: 0,
-    currentClientConnections: consoleClients(h).length, paused: false, disabled: false,
+    loadBalanceHosts: null, maxConnections: 0, currentConnections: 0, maxClientConnections: reg.maxDbClients(ADMIN_DB, true),
+    currentClientConnections: reg.dbClients.get(ADMIN_DB) ?? 0, paused: false, disabled: false,
   });
   return out.sort((a, b) => byName(a.name, b.name));
 }
@@ -170,6 +164,7 @@ interface UserRecord {
   readonly poolMode: string | null;
   readonly maxUserConnections: number;
   readonly currentConnections: number;
+  readonly maxUserClientConnections: number;
   readonly currentClientConnections: number;
 }
 
@@ -180,8 +175,6 @@ function userRecords(h: ShowHost): UserRecord[] {
   for (const p of reg.pools.values()) names.add(p.serverUser);
   return [...names].sort(byName).map((name) => {
     const def = cfg.users.get(name);
-    let clients = 0;
-    for (const c of h.clients) if (c.user === name && c.phase !== 'closed' && (c.pool !== null || c.admin)) clients++;
     return {
       name,
       poolSize: def?.poolSize ?? null,
@@ -189,7 +182,8 @@ function userRecords(h: ShowHost): UserRecord[] {
       poolMode: def?.poolMode ?? null,
       maxUserConnections: def?.maxUserConnections ?? cfg.maxUserConnections,
       currentConnections: reg.serverCount(null, name),
-      currentClientConnections: clients,
+      maxUserClientConnections: reg.maxUserClients(name),
+      currentClientConnections: reg.userClients.get(name) ?? 0,
     };
   });
 }
@@ -520,7 +514,7 @@ function showUsers(h: ShowHost): ResultSet {
     rows: userRecords(h).map((u) => [
       // PgBouncer prints these two as text, empty when the user does not set them.
       u.name, u.poolSize === null ? '' : String(u.poolSize), u.reservePoolSize === null ? '' : String(u.reservePoolSize),
-      u.poolMode, u.maxUserConnections, u.currentConnections, 0, u.currentClientConnections,
+      u.poolMode, u.maxUserConnections, u.currentConnections, u.maxUserClientConnections, u.currentClientConnections,
     ]),
   };
 }

@@ -42,6 +42,9 @@ export interface ClientHost {
   secretFor(dbName: string, user: string): string | null | Promise<string | null>;
   /** Whether a new (non-console) client fits under max_client_conn. */
   admitClient(): boolean;
+  /** Count the client against max_db_client_connections / max_user_client_connections (until it
+   * closes: onClientClosed); an error when it is over one of them. */
+  countClient(client: ClientConn): PoolerError | null;
   /** Bounds the TLS handshakes in progress at once. */
   readonly handshakes: HandshakeGate;
   /** A shutdown is under way: only console logins are still taken (on the unix socket). */
@@ -95,6 +98,8 @@ export class ClientConn implements PoolClient {
   protocolMinor = 0;
   closing = false;
   inExtendedQuery = false;
+  /** Counted in its database's and user's client counts (from the startup packet to the close). */
+  counted = false;
 
   private readonly framer: Framer;
   private flow: AuthFlow | null = null;
@@ -261,6 +266,9 @@ export class ClientConn implements PoolClient {
     this.admin = this.dbName === ADMIN_DB;
     if (!this.admin && this.host.stopping) return this.fail(Errors.shuttingDown(), 'shutdown');
     if (!this.admin && !this.host.admitClient()) return this.fail(Errors.tooManyClients());
+    this.counted = true;
+    const overLimit = this.host.countClient(this);
+    if (overLimit !== null) return this.fail(overLimit, 'client_limit');
 
     const unsupported: string[] = [];
     const tracked = new Map([...TRACKED, ...cfg.trackExtraParameters].map((n) => [n.toLowerCase(), n]));

@@ -152,6 +152,7 @@ export function parseDatabaseDef(name: string, text: string): Parsed<DatabaseDef
   let reservePoolSize: number | null = null;
   let poolMode: PoolMode | null = null;
   let maxDbConnections: number | null = null;
+  let maxDbClientConnections: number | null = null;
   let serverLifetime: number | null = null;
   let connectQuery: string | null = null;
   const startupParams: Record<string, string> = {};
@@ -181,9 +182,9 @@ export function parseDatabaseDef(name: string, text: string): Parsed<DatabaseDef
       case 'max_db_connections': maxDbConnections = readCount(p, problems); break;
       case 'server_lifetime': serverLifetime = readSeconds(p, problems); break;
       case 'connect_query': connectQuery = orNull(p.value); break;
+      case 'max_db_client_connections': maxDbClientConnections = readCount(p, problems); break;
       // Real PgBouncer keys that pgpool-ts does not act on (its [pgbouncer] counterparts are
       // accepted and ignored too): validated so an existing file loads, then dropped.
-      case 'max_db_client_connections': readCount(p, problems); break;
       case 'load_balance_hosts':
         if (p.value !== 'round-robin' && p.value !== 'disable') {
           problems.push(`load_balance_hosts: invalid value '${p.value}' (expected one of round-robin, disable)`);
@@ -198,7 +199,7 @@ export function parseDatabaseDef(name: string, text: string): Parsed<DatabaseDef
     ok: true,
     value: {
       name, hosts, port, dbname, user, password, authUser, authQuery, authDbname, poolSize, minPoolSize,
-      reservePoolSize, poolMode, maxDbConnections, serverLifetime, connectQuery, startupParams,
+      reservePoolSize, poolMode, maxDbConnections, maxDbClientConnections, serverLifetime, connectQuery, startupParams,
     },
   };
 }
@@ -211,6 +212,7 @@ export function parseUserDef(name: string, text: string): Parsed<UserDef> {
   let poolSize: number | null = null;
   let reservePoolSize: number | null = null;
   let maxUserConnections: number | null = null;
+  let maxUserClientConnections: number | null = null;
   let queryTimeout: number | null = null;
   let idleTransactionTimeout: number | null = null;
   let clientIdleTimeout: number | null = null;
@@ -224,8 +226,8 @@ export function parseUserDef(name: string, text: string): Parsed<UserDef> {
       case 'query_timeout': queryTimeout = readSeconds(p, problems); break;
       case 'idle_transaction_timeout': idleTransactionTimeout = readSeconds(p, problems); break;
       case 'client_idle_timeout': clientIdleTimeout = readSeconds(p, problems); break;
-      // Accepted and ignored, like their [pgbouncer] counterparts.
-      case 'max_user_client_connections': readCount(p, problems); break;
+      case 'max_user_client_connections': maxUserClientConnections = readCount(p, problems); break;
+      // Accepted and ignored, like its [pgbouncer] counterpart.
       case 'transaction_timeout': readSeconds(p, problems); break;
       default:
         problems.push(`unrecognized user parameter '${p.key}'`);
@@ -234,6 +236,6 @@ export function parseUserDef(name: string, text: string): Parsed<UserDef> {
   if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,
-    value: { name, poolMode, poolSize, reservePoolSize, maxUserConnections, queryTimeout, idleTransactionTimeout, clientIdleTimeout },
+    value: { name, poolMode, poolSize, reservePoolSize, maxUserConnections, maxUserClientConnections, queryTimeout, idleTransactionTimeout, clientIdleTimeout },
   };
 }

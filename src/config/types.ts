@@ -26,6 +26,8 @@ export interface DatabaseDef {
   readonly reservePoolSize: number | null;
   readonly poolMode: PoolMode | null;
   readonly maxDbConnections: number | null;
+  /** Client connections to this database; null (or 0, as PgBouncer) = the global value. */
+  readonly maxDbClientConnections: number | null;
   readonly serverLifetime: number | null;
   readonly connectQuery: string | null;
   /** Startup parameters sent to the server: client_encoding, datestyle, timezone, application_name. */
@@ -39,6 +41,8 @@ export interface UserDef {
   readonly poolSize: number | null;
   readonly reservePoolSize: number | null;
   readonly maxUserConnections: number | null;
+  /** Client connections of this login user; null (or 0, as PgBouncer) = the global value. */
+  readonly maxUserClientConnections: number | null;
   readonly queryTimeout: number | null;
   readonly idleTransactionTimeout: number | null;
   readonly clientIdleTimeout: number | null;
@@ -102,6 +106,9 @@ export interface Config {
   readonly reservePoolTimeout: number;
   readonly maxDbConnections: number;
   readonly maxUserConnections: number;
+  /** Client connections per database / per login user, counted from the startup packet; 0 = no limit. */
+  readonly maxDbClientConnections: number;
+  readonly maxUserClientConnections: number;
   readonly serverRoundRobin: boolean;
 
   // --- server connection lifecycle

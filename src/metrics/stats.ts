@@ -59,7 +59,7 @@ export const reloads = { ok: 0, failed: 0 };
 
 /** Why a login was refused (a fixed set, so the Prometheus label stays small). */
 export const LOGIN_REFUSALS = [
-  'password', 'hba', 'cert', 'peer', 'tls', 'not_allowed', 'max_client_conn', 'database', 'timeout', 'protocol', 'shutdown', 'server', 'other',
+  'password', 'hba', 'cert', 'peer', 'tls', 'not_allowed', 'max_client_conn', 'client_limit', 'database', 'timeout', 'protocol', 'shutdown', 'server', 'other',
 ] as const;
 export type LoginRefusal = (typeof LOGIN_REFUSALS)[number];
 

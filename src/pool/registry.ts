@@ -27,6 +27,10 @@ export class Registry implements PoolHost {
   /** Secrets found by auth_query: they also log the user in to PostgreSQL (as PgBouncer). */
   private readonly queriedSecrets = new Map<string, string>();
   private hostTurn = 0;
+  /** Client connections per database name and per login user, counted from the startup packet
+   * to the close (PgBouncer's client_connection_count; SHOW DATABASES / SHOW USERS). */
+  readonly dbClients = new Map<string, number>();
+  readonly userClients = new Map<string, number>();
   /** When each empty `*` pool was first seen empty by the janitor. */
   private readonly unusedSince = new Map<Pool, number>();
 
@@ -49,6 +53,38 @@ export class Registry implements PoolHost {
       this.pools.set(key, pool);
     }
     return pool;
+  }
+
+  /**
+   * Count a client against max_db_client_connections and max_user_client_connections, as
+   * PgBouncer's set_pool does at the startup packet: the counts go up first and stay up until
+   * uncountClient, refused or not. Admin users on the console are exempt from both limits.
+   */
+  countClient(dbName: string, user: string, admin: boolean): PoolerError | null {
+    const onDb = bump(this.dbClients, dbName, 1);
+    const ofUser = bump(this.userClients, user, 1);
+    if (admin && this.cfg.adminUsers.includes(user)) return null;
+    const maxDb = this.maxDbClients(dbName, admin);
+    if (maxDb > 0 && onDb > maxDb) return Errors.clientLimit('max_db_client_connections');
+    const maxUser = this.maxUserClients(user);
+    if (maxUser > 0 && ofUser > maxUser) return Errors.clientLimit('max_user_client_connections');
+    return null;
+  }
+
+  uncountClient(dbName: string, user: string): void {
+    bump(this.dbClients, dbName, -1);
+    bump(this.userClients, user, -1);
+  }
+
+  /** A database's own limit, or the global one when it sets none (or 0, as in PgBouncer). The
+   * console has no entry of its own (a `*` entry is not it). */
+  maxDbClients(dbName: string, admin: boolean): number {
+    const own = admin ? null : this.databaseDef(dbName)?.maxDbClientConnections;
+    return own || this.cfg.maxDbClientConnections;
+  }
+
+  maxUserClients(user: string): number {
+    return this.cfg.users.get(user)?.maxUserClientConnections || this.cfg.maxUserClientConnections;
   }
 
   private databaseDef(dbName: string): DatabaseDef | null {
@@ -177,4 +213,13 @@ export class Registry implements PoolHost {
   close(): void {
     for (const p of this.pools.values()) p.close();
   }
+}
+
+/** Add `by` to a count; a count back at 0 leaves the map, so names a client merely tried do not
+ * stay behind. Returns the new count. */
+function bump(counts: Map<string, number>, key: string, by: number): number {
+  const n = (counts.get(key) ?? 0) + by;
+  if (n > 0) counts.set(key, n);
+  else counts.delete(key);
+  return n;
 }

@@ -16,10 +16,11 @@ function dbProblems(text: string): readonly string[] {
 
 test('a bare value list gives a DatabaseDef with defaults for what is missing', () => {
   const d = db('host=127.0.0.1 port=5433 dbname=real user=u password=p');
+  assert.equal(db('max_db_client_connections=10').maxDbClientConnections, 10);
   assert.deepEqual(d, {
     name: 'app', hosts: ['127.0.0.1'], port: 5433, dbname: 'real', user: 'u', password: 'p', authUser: null,
     authQuery: null, authDbname: null, poolSize: null, minPoolSize: null, reservePoolSize: null, poolMode: null,
-    maxDbConnections: null, serverLifetime: null, connectQuery: null, startupParams: {},
+    maxDbConnections: null, maxDbClientConnections: null, serverLifetime: null, connectQuery: null, startupParams: {},
   });
   const empty = db('');
   assert.deepEqual(empty.hosts, []);
@@ -89,15 +90,15 @@ test('an unknown key is "unrecognized connection parameter", as in PgBouncer', (
 });
 
 test('real PgBouncer keys pgpool-ts does not act on are accepted and checked', () => {
-  db('max_db_client_connections=10 load_balance_hosts=disable');
+  db('load_balance_hosts=disable');
   assert.deepEqual(dbProblems('load_balance_hosts=random'), [`load_balance_hosts: invalid value 'random' (expected one of round-robin, disable)`]);
 });
 
 test('[users] values', () => {
-  const r = parseUserDef('alice', 'pool_mode=statement pool_size=3 reserve_pool_size=1 max_user_connections=7 query_timeout=2.5 idle_transaction_timeout=30 client_idle_timeout=60 transaction_timeout=5');
+  const r = parseUserDef('alice', 'pool_mode=statement pool_size=3 reserve_pool_size=1 max_user_connections=7 max_user_client_connections=9 query_timeout=2.5 idle_transaction_timeout=30 client_idle_timeout=60 transaction_timeout=5');
   assert.ok(r.ok);
   assert.deepEqual(r.value, {
-    name: 'alice', poolMode: 'statement', poolSize: 3, reservePoolSize: 1, maxUserConnections: 7,
+    name: 'alice', poolMode: 'statement', poolSize: 3, reservePoolSize: 1, maxUserConnections: 7, maxUserClientConnections: 9,
     queryTimeout: 2.5, idleTransactionTimeout: 30, clientIdleTimeout: 60,
   });
   const bad = parseUserDef('bob', 'pool_mode=x host=y');
