@@ -15,7 +15,7 @@ import { openListeners, type Listeners } from './net/listener.js';
 import { trimHeap } from './net/peercred.js';
 import { HandshakeGate, buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
-import type { Pool } from './pool/pool.js';
+import { zeroStats, type Pool } from './pool/pool.js';
 import { Registry } from './pool/registry.js';
 import { TxStatus } from './protocol/codes.js';
 
@@ -40,6 +40,7 @@ export class App implements ClientHost, AdminHost {
   readonly registry: Registry;
   /** Every client connection, logging in or logged in. */
   readonly clients = new Set<ClientConn>();
+  readonly consoleStats = zeroStats();
   private readonly cancelKeys = new Map<number, ClientConn>();
   private listeners: Listeners | null = null;
   private janitor: NodeJS.Timeout | null = null;

@@ -103,6 +103,9 @@ export class Console implements AdminConsole {
   }
 
   query(client: ClientConn, sql: string): void {
+    const stats = this.host.consoleStats;
+    stats.queries++;
+    stats.xacts++;
     const previous = this.busy.get(client) ?? Promise.resolve();
     const next = previous
       .then(() => this.execute(client, sql))

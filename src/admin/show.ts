@@ -18,6 +18,9 @@ export interface ShowHost {
   readonly registry: Registry;
   readonly clients: ReadonlySet<ClientConn>;
   readonly version: string;
+  /** The console's own row of SHOW STATS: each console query is a query and a transaction there,
+   * as in PgBouncer (whose totals then include them). */
+  readonly consoleStats: PoolStats;
 }
 
 export type Cell = string | number | null;
@@ -217,9 +220,9 @@ function addStats(into: PoolStats, s: PoolStats): void {
   for (const k of Object.keys(into) as (keyof PoolStats)[]) into[k] += s[k];
 }
 
-/** Totals since start per database (times in µs), sorted by name; the console's row is zeros. */
+/** Totals since start per database (times in µs), sorted by name, the console's among them. */
 export function statsTotals(h: ShowHost): Map<string, PoolStats> {
-  const out = new Map<string, PoolStats>([[ADMIN_DB, zeroStats()]]);
+  const out = new Map<string, PoolStats>([[ADMIN_DB, { ...h.consoleStats }]]);
   for (const p of h.registry.pools.values()) {
     let s = out.get(p.dbName);
     if (s === undefined) out.set(p.dbName, (s = zeroStats()));
@@ -266,7 +269,7 @@ export class StatsPeriod {
     const a = this.average(total, old);
     log().info(
       { stats: a },
-      `stats: ${a.xacts} xacts/s, ${a.queries} queries/s, 0 client parses/s, 0 server parses/s, 0 binds/s, ` +
+      `stats: ${a.xacts} xacts/s, ${a.queries} queries/s, ${a.clientParses} client parses/s, ${a.serverParses} server parses/s, ${a.binds} binds/s, ` +
         `in ${a.bytesReceived} B/s, out ${a.bytesSent} B/s, xact ${a.xactTime} us, query ${a.queryTime} us, wait ${a.waitTime} us`,
     );
   }
@@ -283,6 +286,9 @@ export class StatsPeriod {
     avg.queries = rate(cur.queries, old.queries);
     avg.bytesReceived = rate(cur.bytesReceived, old.bytesReceived);
     avg.bytesSent = rate(cur.bytesSent, old.bytesSent);
+    avg.clientParses = rate(cur.clientParses, old.clientParses);
+    avg.serverParses = rate(cur.serverParses, old.serverParses);
+    avg.binds = rate(cur.binds, old.binds);
     avg.xactTime = mean(cur.xactTime, old.xactTime, cur.xacts - old.xacts);
     avg.queryTime = mean(cur.queryTime, old.queryTime, cur.queries - old.queries);
     avg.waitTime = mean(cur.waitTime, old.waitTime, cur.serverAssignments - old.serverAssignments);
@@ -433,21 +439,26 @@ function linkedClients(h: ShowHost): Map<ServerConn, ClientConn> {
   return m;
 }
 
-function showClients(h: ShowHost): ResultSet {
+/** Rows of the console's pool and of each pool, in PgBouncer's pool_list order (by database,
+ * then user), the console's among them. */
+function inPoolOrder(h: ShowHost, console: (c: ClientConn) => Cell[][], pool: (p: Pool, active: ClientConn[], waiting: ClientConn[]) => Cell[][]): Cell[][] {
   const g = clientsByPool(h);
-  const groups: [string, string, Cell[][]][] = [[ADMIN_DB, ADMIN_DB, g.console.map((c) => clientRow(h, c, 'idle', false))]];
-  for (const [p, active, waiting] of g.pools) {
-    groups.push([
-      p.dbName,
-      p.serverUser,
-      [
-        ...active.map((c) => clientRow(h, c, c.server !== null ? 'active' : 'idle', false)),
-        ...waiting.map((c) => clientRow(h, c, 'waiting', false)),
-      ],
-    ]);
-  }
+  const groups: [string, string, Cell[][]][] = [[ADMIN_DB, ADMIN_DB, g.console.flatMap(console)]];
+  for (const [p, active, waiting] of g.pools) groups.push([p.dbName, p.serverUser, pool(p, active, waiting)]);
   groups.sort((a, b) => byName(a[0], b[0]) || byName(a[1], b[1]));
-  return { columns: CLIENTS, rows: groups.flatMap((g) => g[2]) };
+  return groups.flatMap((g) => g[2]);
+}
+
+function showClients(h: ShowHost): ResultSet {
+  const rows = inPoolOrder(
+    h,
+    (c) => [clientRow(h, c, 'idle', false)],
+    (_p, active, waiting) => [
+      ...active.map((c) => clientRow(h, c, c.server !== null ? 'active' : 'idle', false)),
+      ...waiting.map((c) => clientRow(h, c, 'waiting', false)),
+    ],
+  );
+  return { columns: CLIENTS, rows };
 }
 
 const SERVER_LISTS: [keyof Pick<Pool, 'svActive' | 'svIdle' | 'svUsed' | 'svTested' | 'svLogin'>, string, string][] = [
@@ -470,16 +481,19 @@ function showServers(h: ShowHost): ResultSet {
 /** SHOW SOCKETS (every socket) and SHOW ACTIVE_SOCKETS (those with bytes still to send). */
 function showSockets(h: ShowHost, onlyBusy: boolean): ResultSet {
   const links = linkedClients(h);
-  const g = clientsByPool(h);
-  const rows: Cell[][] = [];
   const busy = (sock: { writableLength: number }): boolean => !onlyBusy || sock.writableLength > 0;
-  for (const [p, active, waiting] of g.pools) {
-    for (const c of active) if (busy(c.socket)) rows.push(clientRow(h, c, 'cl_active', true));
-    for (const c of waiting) if (busy(c.socket)) rows.push(clientRow(h, c, 'cl_waiting', true));
-    for (const [list, , state] of SERVER_LISTS) {
-      for (const s of p[list]) if (busy(s.socket)) rows.push(serverRow(s, p, state, links.get(s), true));
-    }
-  }
+  const clients = (list: ClientConn[], state: string): Cell[][] => list.filter((c) => busy(c.socket)).map((c) => clientRow(h, c, state, true));
+  const rows = inPoolOrder(
+    h,
+    (c) => clients([c], 'cl_active'),
+    (p, active, waiting) => {
+      const out = [...clients(active, 'cl_active'), ...clients(waiting, 'cl_waiting')];
+      for (const [list, , state] of SERVER_LISTS) {
+        for (const s of p[list]) if (busy(s.socket)) out.push(serverRow(s, p, state, links.get(s), true));
+      }
+      return out;
+    },
+  );
   for (const c of h.clients) {
     if ((c.phase === 'startup' || c.phase === 'auth') && busy(c.socket)) rows.push(clientRow(h, c, 'cl_login', true));
   }

@@ -8,6 +8,7 @@
 import type net from 'node:net';
 import crypto from 'node:crypto';
 import { now, refresh } from '../clock.js';
+import { nextConnectionId } from '../ids.js';
 import type { AuthType, Config } from '../config/types.js';
 import { Errors, PoolerError } from '../errors.js';
 import { connLogger, log, type Logger } from '../log.js';
@@ -71,10 +72,8 @@ export const ADMIN_DB = 'pgbouncer';
 /** Startup parameters the pooler understands; anything else needs ignore_startup_parameters. */
 const KNOWN_STARTUP = new Set(['user', 'database', 'replication']);
 
-let nextId = 1;
-
 export class ClientConn implements PoolClient {
-  readonly id = nextId++;
+  readonly id = nextConnectionId();
   phase: ClientPhase = 'startup';
   log: Logger;
   user = '';
@@ -666,6 +665,10 @@ export class ClientConn implements PoolClient {
 
   private readonly onClientMessage = (type: number, body: Buffer, end: number): boolean => {
     const server = this.server!;
+    // A query, as PgBouncer counts one (query_count): whatever the client sends while nothing is
+    // in flight, up to the ReadyForQuery that answers it: a Query, or a whole Parse/Bind/Execute
+    // pipeline with its Sync; requests pipelined behind it count with it.
+    if (server.owed === 0 && !this.inExtendedQuery && type !== Frontend.Terminate && this.pool !== null) this.pool.stats.queries++;
     switch (type) {
       case Frontend.Query:
         if (this.stmts !== null) {
@@ -705,7 +708,6 @@ export class ClientConn implements PoolClient {
   private request(server: ServerConn): void {
     server.owed++;
     server.requestTime = now;
-    if (this.pool !== null) this.pool.stats.queries++;
   }
 
   /**

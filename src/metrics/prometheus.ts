@@ -173,9 +173,9 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
   total('client_wait_seconds_total', 'Seconds clients spent waiting for a server', (s) => seconds(s.waitTime));
   total('sql_transactions_pooled_total', 'SQL transactions pooled', (s) => s.xacts);
   total('server_in_transaction_seconds_total', 'Seconds spent connected to PostgreSQL in a transaction', (s) => seconds(s.xactTime));
-  total('client_parses_total', 'Parse messages from clients tracked as prepared statements (not tracked: 0)', () => 0);
-  total('server_parses_total', 'Parse messages sent to PostgreSQL for tracked prepared statements (not tracked: 0)', () => 0);
-  total('binds_total', 'Bind messages for tracked prepared statements (not tracked: 0)', () => 0);
+  total('client_parses_total', 'Parse messages from clients tracked as prepared statements (not tracked: 0)', (s) => s.clientParses);
+  total('server_parses_total', 'Parse messages sent to PostgreSQL for tracked prepared statements (not tracked: 0)', (s) => s.serverParses);
+  total('binds_total', 'Bind messages for tracked prepared statements (not tracked: 0)', (s) => s.binds);
 
   // SHOW DATABASES, labels {name, host, port, database, force_user, pool_mode}.
   const db = (name: string, help: string, value: (d: DatabaseRecord) => number): void =>

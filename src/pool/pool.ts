@@ -232,10 +232,13 @@ export class Pool {
 
   private readonly onAcquired = (server: ServerConn): void => {
     this.acquiring--;
-    if (!this.reusable(server)) {
-      // A failed login (handled in onServerLogin), a server that closed while idle, or one past
-      // its lifetime or marked close_needed: replace it through the limits.
-      if (server.state !== 'closed') server.close(server.closeNeeded ? 'close_needed' : 'server lifetime over');
+    if (!server.usable) {
+      // A failed login (handled in onServerLogin), a server that closed or went bad while idle,
+      // or one marked close_needed: replace it through the limits. server_lifetime is not looked
+      // at here but when a server comes back (and by the janitor), as PgBouncer does: with
+      // server_lifetime = 0 ("use once") a new server would otherwise never be used, and each
+      // acquire would open another.
+      if (server.state !== 'closed') server.close(server.closeNeeded ? 'obsolete connection' : 'idle server got dirty');
       this.servers.destroy(server);
       this.pump();
       return;
@@ -434,13 +437,13 @@ export class Pool {
 
   /**
    * On borrow: run server_check_query when the server idled past server_check_delay. It always
-   * hands the server over: one that is closed, too old or failed its check is destroyed by
+   * hands the server over: one that is closed, marked or failed its check is destroyed by
    * onAcquired, which then pumps again through the limits. Refused here, generic-pool would open a
    * replacement itself, past max_db_connections, or in a loop after a failed login.
    */
   private validate(server: ServerConn): Promise<boolean> {
     const check = this.cfg.serverCheckQuery;
-    if (!this.reusable(server) || check === '' || now - server.lastUsed < this.cfg.serverCheckDelay * 1000) {
+    if (!server.usable || check === '' || now - server.lastUsed < this.cfg.serverCheckDelay * 1000) {
       return Promise.resolve(true);
     }
     return new Promise((resolve) => {
@@ -450,10 +453,6 @@ export class Pool {
         resolve(true);
       });
     });
-  }
-
-  private reusable(server: ServerConn): boolean {
-    return server.usable && now - server.connectTime < this.serverLifetime * 1000;
   }
 
   // ---------------------------------------------------------------- janitor

@@ -9,6 +9,7 @@
 import net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { now, refresh } from '../clock.js';
+import { nextConnectionId } from '../ids.js';
 import { connLogger, type Logger } from '../log.js';
 import { Backend, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
@@ -59,10 +60,8 @@ export interface ServerTarget {
   readonly creds: ServerCredentials;
 }
 
-let nextId = 1;
-
 export class ServerConn {
-  readonly id = nextId++;
+  readonly id = nextConnectionId();
   readonly log: Logger;
   state: ServerState = 'login';
   socket: net.Socket;

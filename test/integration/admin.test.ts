@@ -632,3 +632,69 @@ describe('SHUTDOWN', () => {
     await gone;
   });
 });
+
+describe("PgBouncer's counting and ids (issue 11)", () => {
+  it('query_count counts extended-protocol queries, one per request up to its Sync, as PgBouncer does', async () => {
+    // The bug: only Query and FunctionCall messages were counted, so node-postgres, psycopg and
+    // JDBC traffic (Parse/Bind/Execute/Sync) showed total_query_count 0.
+    const con = await adminConsole();
+    const app = await appClient('p0');
+    try {
+      const stats = async () => (await admin(con, 'SHOW STATS_TOTALS')).find((r) => r.database === 'p0') ?? {};
+      const before = await stats();
+      for (let k = 0; k < 5; k++) await app.query('SELECT $1::int AS v', [k]);
+      await app.query('BEGIN');
+      await app.query('SELECT $1::text AS v', ['in a transaction']);
+      await app.query('COMMIT');
+      const now = await stats();
+      const delta = (k: string) => Number(now[k] ?? 0) - Number(before[k] ?? 0);
+      assert.equal(delta('query_count'), 8, '5 parameterised queries, BEGIN, one in the transaction, COMMIT');
+      assert.equal(delta('xact_count'), 6);
+    } finally {
+      await app.end();
+      await con.end();
+    }
+  });
+
+  it("the console's own row counts each console query, as PgBouncer's does", async () => {
+    const con = await adminConsole();
+    try {
+      const row = async () => (await admin(con, 'SHOW STATS_TOTALS')).find((r) => r.database === 'pgbouncer') ?? {};
+      const before = Number((await row()).query_count);
+      await admin(con, 'SHOW VERSION');
+      const after = await row();
+      // SHOW VERSION and the SHOW STATS_TOTALS that reads the row.
+      assert.equal(Number(after.query_count) - before, 2);
+      assert.equal(after.xact_count, after.query_count);
+    } finally {
+      await con.end();
+    }
+  });
+
+  it('SHOW SOCKETS lists console clients; a server made for a client has the next id (one counter, as PgBouncer)', async () => {
+    // Both were wrong: SHOW SOCKETS skipped the console's pool, and clients and servers counted
+    // ids separately. Session mode with server_lifetime = 0 (PgBouncer's test_socket_id): each
+    // client gets a server of its own, used once.
+    const q = await startPooler(ini({ pool_mode: 'session', server_lifetime: '0' }), { userlist });
+    const con = await adminConsole(q);
+    try {
+      const sockets = await admin(con, 'SHOW SOCKETS');
+      const mine = sockets.filter((r) => r.type === 'C' && r.database === 'pgbouncer');
+      assert.equal(mine.length, 1, JSON.stringify(sockets));
+      assert.equal(mine[0]?.state, 'cl_active');
+      const consoleId = Number(mine[0]?.id);
+      for (let i = 1; i <= 3; i++) {
+        const app = await connect(USERS.md5.name, USERS.md5.password, 'p0', q);
+        await app.query('SELECT 1');
+        const ids = (await admin(con, 'SHOW SOCKETS')).map((r) => `${r.type}${r.id}`).sort();
+        assert.deepEqual(ids, [`C${consoleId}`, `C${consoleId + 2 * i - 1}`, `S${consoleId + 2 * i}`].sort());
+        await app.end();
+        // server_lifetime = 0: the server is closed once its client is done with it.
+        await waitFor('the used server to close', async () => (await admin(con, 'SHOW SERVERS')).length === 0);
+      }
+    } finally {
+      await con.end();
+      await q.stop();
+    }
+  });
+});

@@ -192,6 +192,23 @@ describe('/metrics', () => {
     assert.ok(series.has('process_cpu_user_seconds_total') && series.has('nodejs_heap_size_used_bytes'));
   });
 
+  it('reports the prepared-statement counters SHOW STATS reports (they were always 0 here)', async () => {
+    const app = await connect('p0');
+    try {
+      // Named statements in transaction mode: tracked, so each client Parse and Bind is counted.
+      for (let k = 0; k < 3; k++) await app.query({ name: `counted${k}`, text: `SELECT $1::int + ${k} AS v`, values: [k] });
+      await app.query({ name: 'counted0', text: 'SELECT $1::int + 0 AS v', values: [7] });
+    } finally {
+      await app.end();
+    }
+    const totals = (await consoleRows('SHOW STATS_TOTALS')).find((r) => r.database === 'p0')!;
+    assert.ok(Number(totals.client_parse_count) >= 3 && Number(totals.bind_count) >= 4, JSON.stringify(totals));
+    const { series } = await scrape();
+    assert.equal(sample(series, 'pgbouncer_stats_totals_client_parses_total', { database: 'p0' }), Number(totals.client_parse_count));
+    assert.equal(sample(series, 'pgbouncer_stats_totals_server_parses_total', { database: 'p0' }), Number(totals.server_parse_count));
+    assert.equal(sample(series, 'pgbouncer_stats_totals_binds_total', { database: 'p0' }), Number(totals.bind_count));
+  });
+
   it('passes promtool check metrics (its lint included)', async (t) => {
     if (!(await installed('promtool', 'prometheus'))) return t.skip('promtool is not installed (Debian package prometheus)');
     const { text } = await scrape();
