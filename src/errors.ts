@@ -31,6 +31,9 @@ export const Errors = {
   noSuchDatabase: (db: string) => fatal(SqlState.InvalidCatalogName, `no such database: ${db}`),
   noSuchUser: (user: string) => fatal(SqlState.InvalidAuthorization, `no such user: ${user}`),
   unsupportedParameter: (name: string) => fatal(SqlState.ProtocolViolation, `unsupported startup parameter: ${name}`),
+  unsupportedParameterInOptions: (name: string) => fatal(SqlState.ProtocolViolation, `unsupported startup parameter in options: ${name}`),
+  unsupportedOptions: () =>
+    fatal(SqlState.ProtocolViolation, "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed"),
   loginTimeout: () => fatal(SqlState.ProtocolViolation, 'client_login_timeout (server down)'),
   queryWaitTimeout: () => fatal(SqlState.TooManyConnections, 'query_wait_timeout'),
   clientIdleTimeout: () => fatal(SqlState.IdleSessionTimeout, 'client_idle_timeout'),

@@ -15,7 +15,7 @@ import { connLogger, log, type Logger } from '../log.js';
 import { Frontend, SqlState } from '../protocol/codes.js';
 import * as encode from '../protocol/encode.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
-import { decodeStartupPacket } from '../protocol/startup.js';
+import { decodeStartupPacket, parseStartupOptions } from '../protocol/startup.js';
 import type { Pool } from '../pool/pool.js';
 import type { PoolClient } from '../pool/types.js';
 import type { ServerConn } from '../server/server-conn.js';
@@ -25,6 +25,7 @@ import { loginStats, type LoginRefusal } from '../metrics/stats.js';
 import { authFlow, type AuthFlow } from './auth.js';
 import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js';
 import { ClientStatements, Reply, deallocation } from './prepared.js';
+import { canonicalName, isTracked, setStatement } from './varcache.js';
 
 export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
 
@@ -261,6 +262,12 @@ export class ClientConn implements PoolClient {
     this.log = connLogger({ id: this.label, db: this.dbName, user, addr: this.addr });
     const tlsProblem = this.tlsPolicyProblem();
     if (tlsProblem !== null) return this.fail(tlsProblem, 'tls');
+    const unsupported = this.takeParameters(params);
+    if (unsupported instanceof PoolerError) return this.fail(unsupported);
+    if (cfg.applicationNameAddHost && !this.isUnix) {
+      const app = this.params.get('application_name') ?? '';
+      this.params.set('application_name', `${app} - ${this.remoteAddress}:${this.remotePort}`);
+    }
     // Console logins are exempt from max_client_conn, so an operator can always get in.
     this.admin = this.dbName === ADMIN_DB;
     if (!this.admin && this.host.stopping) return this.fail(Errors.shuttingDown(), 'shutdown');
@@ -269,23 +276,6 @@ export class ClientConn implements PoolClient {
     const overLimit = this.host.countClient(this);
     if (overLimit !== null) return this.fail(overLimit, 'client_limit');
 
-    const unsupported: string[] = [];
-    const tracked = new Map([...TRACKED, ...cfg.trackExtraParameters].map((n) => [n.toLowerCase(), n]));
-    const ignored = new Set(cfg.ignoreStartupParameters.map((n) => n.toLowerCase()));
-    for (const [name, value] of params) {
-      if (KNOWN_STARTUP.has(name)) continue;
-      if (name.startsWith('_pq_.')) {
-        unsupported.push(name);
-        continue;
-      }
-      const canonical = tracked.get(name.toLowerCase());
-      if (canonical !== undefined) this.params.set(canonical, value);
-      else if (!ignored.has(name.toLowerCase())) return this.fail(Errors.unsupportedParameter(name));
-    }
-    if (cfg.applicationNameAddHost && !this.isUnix) {
-      const app = this.params.get('application_name') ?? '';
-      this.params.set('application_name', `${app} - ${this.remoteAddress}:${this.remotePort}`);
-    }
     // A minor version newer than ours, or _pq_ options: offer the newest we speak and list what
     // we do not know, as PostgreSQL does; the client then goes on with that version.
     this.protocolMinor = Math.min(minor, NEWEST_MINOR);
@@ -315,6 +305,38 @@ export class ClientConn implements PoolClient {
       },
       (err: Error) => this.fail(Errors.serverConnFailed(err.message)),
     );
+  }
+
+  /**
+   * Tracked parameters of the startup packet, and those set by `-c name=value` / `--name=value` in
+   * its `options`, go into the variable cache; ignore_startup_parameters drops others (listing
+   * `options` drops any unknown name inside it); anything else refuses the login, as in
+   * PgBouncer. Returns the `_pq_.` protocol options to decline.
+   */
+  private takeParameters(params: Map<string, string>): string[] | PoolerError {
+    const cfg = this.host.cfg;
+    const extra = cfg.trackExtraParameters;
+    const ignored = new Set(cfg.ignoreStartupParameters.map((n) => n.toLowerCase()));
+    const unsupported: string[] = [];
+    for (const [name, value] of params) {
+      if (KNOWN_STARTUP.has(name)) continue;
+      if (name.startsWith('_pq_.')) {
+        unsupported.push(name);
+        continue;
+      }
+      if (name === 'options') {
+        const pairs = parseStartupOptions(value);
+        if (pairs === null) return Errors.unsupportedOptions();
+        for (const [key, v] of pairs) {
+          if (isTracked(key, extra)) this.params.set(canonicalName(key), v);
+          else if (!ignored.has(key.toLowerCase()) && !ignored.has('options')) return Errors.unsupportedParameterInOptions(key);
+        }
+        continue;
+      }
+      if (isTracked(name, extra)) this.params.set(canonicalName(name), value);
+      else if (!ignored.has(name.toLowerCase())) return Errors.unsupportedParameter(name);
+    }
+    return unsupported;
   }
 
   /** The auth method for this connection: auth_type, or the first matching hba line. */
@@ -463,8 +485,7 @@ export class ClientConn implements PoolClient {
     const parts: Buffer[] = [];
     for (const [name, value] of serverParams) {
       const mine = this.params.get(name);
-      if (mine === undefined && (TRACKED.includes(name) || this.host.cfg.trackExtraParameters.includes(name)))
-        this.params.set(name, value);
+      if (mine === undefined && isTracked(name, this.host.cfg.trackExtraParameters)) this.params.set(name, value);
       parts.push(encode.parameterStatus(name, mine ?? value));
     }
     this.cancelPid = crypto.randomInt(1, 0x7fffffff);
@@ -779,7 +800,7 @@ export class ClientConn implements PoolClient {
       return;
     }
     const sets = this.parameterSync(server);
-    if (sets !== '') server.write(server.internalQueryBytes(sets));
+    if (sets !== '') server.sendInternal(sets, () => this.adoptCanonical(server));
     const queued = this.queued;
     this.queued = [];
     this.socket.resume();
@@ -802,10 +823,9 @@ export class ClientConn implements PoolClient {
   private parameterSync(server: ServerConn): string {
     let sql = '';
     for (const [name, value] of this.params) {
-      if (server.params.get(name) === value) continue;
-      // E'' quoting is right whatever standard_conforming_strings is on the server.
-      sql += `SET ${name} = E'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}';`;
+      if (server.params.get(name) !== value) sql += setStatement(name, value);
     }
+    if (sql !== '') server.log.debug(`varcache_apply: ${sql}`);
     return sql;
   }
 
@@ -815,7 +835,22 @@ export class ClientConn implements PoolClient {
   }
 
   onServerParameter(name: string, value: string): void {
-    if (TRACKED.includes(name) || this.host.cfg.trackExtraParameters.includes(name)) this.params.set(name, value);
+    if (isTracked(name, this.host.cfg.trackExtraParameters)) this.params.set(name, value);
+  }
+
+  /**
+   * After the SETs of parameterSync a server holds the client's values in their canonical form
+   * ('ISO' is 'ISO, MDY'; an unchanged value is not even reported): the client keeps that form,
+   * so the next server that has it gets no SET (PgBouncer's varcache_set_canonical).
+   */
+  private adoptCanonical(server: ServerConn): void {
+    if (this.server !== server) return;
+    for (const [name, mine] of this.params) {
+      const theirs = server.params.get(name);
+      if (theirs === undefined || theirs === mine) continue;
+      this.log.debug(`varcache_set_canonical: setting ${name} to its canonical version ${mine} -> ${theirs}`);
+      this.params.set(name, theirs);
+    }
   }
 
   onServerLost(reason: string): void {
@@ -881,8 +916,6 @@ const UNENCRYPTED_AFTER_SSL_REQUEST = 'received unencrypted data after SSL reque
 /** The first byte of a TLS handshake record. */
 const TLS_HANDSHAKE = 0x16;
 const MAX_STARTUP = 10_000;
-/** Always kept equal between a client and its server; track_extra_parameters adds more. */
-const TRACKED = ['client_encoding', 'DateStyle', 'TimeZone', 'standard_conforming_strings', 'application_name'];
 const STARTUP_TYPES = [0, Frontend.Password, Frontend.Terminate];
 const EVERY_TYPE = Array.from({ length: 256 }, (_, t) => t);
 /** With statement tracking, these bodies are read (names may be rewritten). */

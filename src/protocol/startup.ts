@@ -74,6 +74,42 @@ function decodeParams(body: Buffer): Map<string, string> | string {
   return params;
 }
 
+/**
+ * The `options` startup parameter as PgBouncer reads it: `-c name=value` and `--name=value`,
+ * separated by blanks, where a backslash takes the next character literally (`-c a=x\ y` sets a
+ * to `x y`). The pairs in order, or null when anything else is in it.
+ */
+export function parseStartupOptions(text: string): [string, string][] | null {
+  const pairs: [string, string][] = [];
+  const n = text.length;
+  let i = 0;
+  for (;;) {
+    while (i < n && isBlank(text[i]!)) i++;
+    if (i === n) return pairs;
+    if (text.startsWith('-c', i)) {
+      i += 2;
+      while (i < n && isBlank(text[i]!)) i++;
+    } else if (text.startsWith('--', i)) {
+      i += 2;
+    } else {
+      return null;
+    }
+    let token = '';
+    while (i < n && !isBlank(text[i]!)) {
+      if (text[i] === '\\') i++;
+      if (i < n) token += text[i++];
+    }
+    const eq = token.indexOf('=');
+    if (eq <= 0) return null;
+    pairs.push([token.slice(0, eq), token.slice(eq + 1)]);
+  }
+}
+
+/** isspace() in the C locale, as PostgreSQL and PgBouncer split `options`. */
+function isBlank(c: string): boolean {
+  return c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '\f' || c === '\v';
+}
+
 function decodeUtf8(body: Buffer, start: number, end: number): string | null {
   try {
     return utf8.decode(body.subarray(start, end));

@@ -457,12 +457,6 @@ export class ServerConn {
     this.socket.write(Frontend.query(sql));
   }
 
-  /** Send pooler queries as one write (pipelined); returns the buffer to write. */
-  internalQueryBytes(sql: string): Buffer {
-    this.internal++;
-    return Frontend.query(sql);
-  }
-
   link(client: ServerPeer): void {
     this.client = client;
     this.owed = 0;

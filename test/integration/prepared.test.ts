@@ -27,6 +27,7 @@ import { connectClient, type PgError } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
 import { errorFields, firstErrorFields, RawConn, rows, types, type BackendMessage } from '../support/raw-client.js';
+import { psycopgPython } from '../support/python.js';
 import { pgbench, runCommand } from '../support/run-cmd.js';
 import { dumpLogsOnFailure, required } from '../support/suite.js';
 
@@ -121,24 +122,6 @@ function pgClient(port: number, database: string): Promise<pg.Client> {
     host: '127.0.0.1', port, user: USER, password: PASSWORD, database,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS,
   });
-}
-
-/** Python with Debian's python3-psycopg on its path: the system interpreter when there is one. */
-function systemPython(): string {
-  return fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
-}
-
-async function psycopgPython(): Promise<{ python: string } | { skip: string }> {
-  const python = systemPython();
-  const probe = () => runCommand(python, ['-c', 'import psycopg'], { timeoutMs: 20_000 }).catch(() => null);
-  let r = await probe();
-  if (r?.code === 0) return { python };
-  const install = await runCommand('apt-get', ['install', '-y', '-q', 'python3-psycopg'], {
-    timeoutMs: 90_000, env: { DEBIAN_FRONTEND: 'noninteractive' },
-  }).catch((e: Error) => ({ code: -1, stdout: '', stderr: e.message, signal: null, timedOut: false }));
-  r = await probe();
-  if (r?.code === 0) return { python };
-  return { skip: `psycopg 3 is not importable by ${python} and apt-get install -y python3-psycopg failed (exit ${install.code}): ${install.stderr.trim().split('\n').slice(-2).join(' ')}` };
 }
 
 /** The pgjdbc jar from the local Maven repository, and working java/javac. */

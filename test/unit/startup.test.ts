@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { decodeStartupPacket, encodeCancelRequest } from '../../src/protocol/startup.js';
+import { decodeStartupPacket, encodeCancelRequest, parseStartupOptions } from '../../src/protocol/startup.js';
 import {
   V3,
   bytes,
@@ -193,4 +193,18 @@ test('property: any body decodes to a value, never a throw', () => {
     }),
     { numRuns: 2000 },
   );
+});
+
+test('options: -c and -- pairs, blanks, backslash escapes (PgBouncer test_options_startup_param)', () => {
+  assert.deepEqual(parseStartupOptions('  -c    datestyle=German,\\ YMD'), [['datestyle', 'German, YMD']]);
+  assert.deepEqual(parseStartupOptions('-ctimezone=Portugal  -cdatestyle=German,\\ YMD'), [['timezone', 'Portugal'], ['datestyle', 'German, YMD']]);
+  assert.deepEqual(parseStartupOptions('--timezone=Portugal  --datestyle=German,\\ YMD '), [['timezone', 'Portugal'], ['datestyle', 'German, YMD']]);
+  assert.deepEqual(parseStartupOptions('-c t\\imezone=\\P\\o\\r\\t\\ugal  -c    dat\\estyle\\=\\Ge\\rman,\\ YMD'), [['timezone', 'Portugal'], ['datestyle', 'German, YMD']]);
+  // The first = splits; the value may hold more of them, or be empty.
+  assert.deepEqual(parseStartupOptions('-c a=b=c --x='), [['a', 'b=c'], ['x', '']]);
+  assert.deepEqual(parseStartupOptions(''), []);
+  assert.deepEqual(parseStartupOptions(' \t '), []);
+  for (const bad of ['-d', '-c timezone', '-c', '--', '-c =x', 'timezone=UTC', '-c a=b -x', '-c a=b c=d']) {
+    assert.equal(parseStartupOptions(bad), null, bad);
+  }
 });
