@@ -6,6 +6,7 @@ import { now } from '../clock.js';
 import { ADMIN_DB, type ClientConn } from '../client/client-conn.js';
 import { settingRows } from '../config/load.js';
 import type { Config } from '../config/types.js';
+import { dnsHosts, dnsPending } from '../net/dns.js';
 import { log } from '../log.js';
 import type { Column } from '../protocol/encode.js';
 import { zeroStats, type Pool, type PoolStats } from '../pool/pool.js';
@@ -94,7 +95,7 @@ export function poolRecords(h: ShowHost): PoolRecord[] {
     svLogin: p.svLogin.size,
     maxwaitUs: Math.max(0, p.maxWaitMs()) * 1000,
     poolMode: p.mode,
-    loadBalanceHosts: p.db.hosts.length > 1 ? 'round-robin' : null,
+    loadBalanceHosts: p.db.hosts.length > 1 ? p.db.loadBalanceHosts : null,
   }));
   return [admin, ...pools].sort((a, b) => byName(a.database, b.database) || byName(a.user, b.user));
 }
@@ -142,7 +143,7 @@ export function databaseRecords(h: ShowHost): DatabaseRecord[] {
       reservePoolSize: def.reservePoolSize ?? cfg.reservePoolSize,
       serverLifetime: Math.floor(def.serverLifetime ?? cfg.serverLifetime),
       poolMode: def.poolMode,
-      loadBalanceHosts: def.hosts.length > 1 ? 'round-robin' : null,
+      loadBalanceHosts: def.hosts.length > 1 ? def.loadBalanceHosts : null,
       maxConnections: def.maxDbConnections ?? cfg.maxDbConnections,
       currentConnections: servers,
       maxClientConnections: reg.maxDbClients(name, false),
@@ -191,8 +192,8 @@ function userRecords(h: ShowHost): UserRecord[] {
   });
 }
 
-/** SHOW LISTS rows, in PgBouncer's order. There is no slab cache and no DNS cache, so the free_*
- * and dns_* lists are always empty. */
+/** SHOW LISTS rows, in PgBouncer's order. There is no slab cache, so the free_* lists are always
+ * empty, and no DNS zone checking. */
 export function listRecords(h: ShowHost): [string, number][] {
   let servers = 0;
   for (const p of h.registry.pools.values()) servers += p.serverCount;
@@ -209,10 +210,10 @@ export function listRecords(h: ShowHost): [string, number][] {
     ['login_clients', login],
     ['free_servers', 0],
     ['used_servers', servers],
-    ['dns_names', 0],
+    ['dns_names', dnsHosts().length],
     ['dns_zones', 0],
-    ['dns_queries', 0],
-    ['dns_pending', 0],
+    ['dns_queries', dnsPending()],
+    ['dns_pending', dnsPending()],
   ];
 }
 
@@ -539,6 +540,7 @@ const empty = (types: string, names: string): (() => ResultSet) => {
 };
 
 const LISTS = columns('si', 'list items');
+const DNS_HOSTS = columns('sqs', 'hostname ttl addrs');
 const CONFIG = columns('ssss', 'key value default changeable');
 const STATE = columns('ss', 'key value');
 const VERSION = columns('s', 'version');
@@ -552,7 +554,7 @@ export const SHOW: Readonly<Record<string, (h: ShowHost, period: StatsPeriod) =>
     rows: settingRows(h.cfg).map((r) => [r.key, r.value, r.default, r.changeable ? 'yes' : 'no']),
   }),
   databases: showDatabases,
-  dns_hosts: empty('sqs', 'hostname ttl addrs'),
+  dns_hosts: () => ({ columns: DNS_HOSTS, rows: dnsHosts().map((d) => [d.hostname, d.ttl, d.addrs.join(',')]) }),
   dns_zones: empty('sqi', 'zonename serial count'),
   lists: (h) => ({ columns: LISTS, rows: listRecords(h) }),
   // PgBouncer reports its slab caches; Node's heap has no such breakdown, so the set is empty.

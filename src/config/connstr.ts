@@ -1,7 +1,7 @@
 // `[databases]` and `[users]` values: libpq-like `key=value` lists, as PgBouncer's loader reads them.
 // Pure: text in, a DatabaseDef/UserDef or every problem found out. load.ts adds file, line and name.
 
-import type { DatabaseDef, PoolMode, UserDef } from './types.js';
+import type { DatabaseDef, LoadBalanceHosts, PoolMode, UserDef } from './types.js';
 
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly problems: readonly string[] };
 
@@ -105,6 +105,13 @@ function readPoolMode(p: ConnParam, problems: string[]): PoolMode | null {
   return null;
 }
 
+function readLoadBalance(p: ConnParam, problems: string[]): LoadBalanceHosts | null {
+  const v = p.value.toLowerCase();
+  if (v === 'round-robin' || v === 'disable') return v;
+  problems.push(`${p.key}: invalid value '${p.value}' (expected one of round-robin, disable)`);
+  return null;
+}
+
 function readPort(p: ConnParam, problems: string[]): number | null {
   if (/^\d+$/.test(p.value)) {
     const v = Number(p.value);
@@ -115,7 +122,7 @@ function readPort(p: ConnParam, problems: string[]): number | null {
 }
 
 /** `host=`: one Unix socket directory (or `@abstract` name), taken whole because a path may hold a
- * comma; otherwise a comma list of host names used round-robin. Empty = the Unix socket. */
+ * comma; otherwise a comma list of host names (see load_balance_hosts). Empty = the Unix socket. */
 function readHosts(p: ConnParam, problems: string[]): string[] {
   if (p.value === '') return [];
   if (p.value.startsWith('/') || p.value.startsWith('@')) return [p.value];
@@ -155,6 +162,7 @@ export function parseDatabaseDef(name: string, text: string): Parsed<DatabaseDef
   let maxDbClientConnections: number | null = null;
   let serverLifetime: number | null = null;
   let connectQuery: string | null = null;
+  let loadBalanceHosts: LoadBalanceHosts = 'round-robin';
   const startupParams: Record<string, string> = {};
   const orNull = (v: string): string | null => (v === '' ? null : v);
 
@@ -183,13 +191,7 @@ export function parseDatabaseDef(name: string, text: string): Parsed<DatabaseDef
       case 'server_lifetime': serverLifetime = readSeconds(p, problems); break;
       case 'connect_query': connectQuery = orNull(p.value); break;
       case 'max_db_client_connections': maxDbClientConnections = readCount(p, problems); break;
-      // Real PgBouncer keys that pgpool-ts does not act on (its [pgbouncer] counterparts are
-      // accepted and ignored too): validated so an existing file loads, then dropped.
-      case 'load_balance_hosts':
-        if (p.value !== 'round-robin' && p.value !== 'disable') {
-          problems.push(`load_balance_hosts: invalid value '${p.value}' (expected one of round-robin, disable)`);
-        }
-        break;
+      case 'load_balance_hosts': loadBalanceHosts = readLoadBalance(p, problems) ?? loadBalanceHosts; break;
       default:
         problems.push(`unrecognized connection parameter '${p.key}'`);
     }
@@ -199,7 +201,7 @@ export function parseDatabaseDef(name: string, text: string): Parsed<DatabaseDef
     ok: true,
     value: {
       name, hosts, port, dbname, user, password, authUser, authQuery, authDbname, poolSize, minPoolSize,
-      reservePoolSize, poolMode, maxDbConnections, maxDbClientConnections, serverLifetime, connectQuery, startupParams,
+      reservePoolSize, poolMode, maxDbConnections, maxDbClientConnections, serverLifetime, connectQuery, loadBalanceHosts, startupParams,
     },
   };
 }

@@ -4,6 +4,7 @@
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
 export type AuthType = 'trust' | 'any' | 'plain' | 'md5' | 'scram-sha-256' | 'cert' | 'hba';
+export type LoadBalanceHosts = 'round-robin' | 'disable';
 export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
 
 /** One `[databases]` entry (or the `*` fallback, with `name` = '*'). */
@@ -30,6 +31,8 @@ export interface DatabaseDef {
   readonly maxDbClientConnections: number | null;
   readonly serverLifetime: number | null;
   readonly connectQuery: string | null;
+  /** How a host list is used: each new server on the next host, or one host until it fails. */
+  readonly loadBalanceHosts: LoadBalanceHosts;
   /** Startup parameters sent to the server: client_encoding, datestyle, timezone, application_name. */
   readonly startupParams: Readonly<Record<string, string>>;
 }
@@ -121,6 +124,9 @@ export interface Config {
   readonly serverIdleTimeout: number;
   readonly serverConnectTimeout: number;
   readonly serverLoginRetry: number;
+  /** How long a resolved server host name is kept / a name that did not resolve (seconds, 0 = not). */
+  readonly dnsMaxTtl: number;
+  readonly dnsNxdomainTtl: number;
 
   // --- timeouts
   readonly queryTimeout: number;

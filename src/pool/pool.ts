@@ -80,6 +80,10 @@ export class Pool {
   /** The last server login failure; within server_login_retry of it, no new login is tried. */
   lastLoginError: LoginError | null = null;
   lastLoginFailAt = 0;
+  /** Index in a multi-host database's host list where the next server goes (load_balance_hosts). */
+  hostTurn = 0;
+  /** Hosts whose last login failed, and when: passed over for server_login_retry (hostDown). */
+  private readonly hostFailedAt = new Map<string, number>();
   /** Acquire requests in flight in generic-pool. */
   private acquiring = 0;
   private readonly servers: ServerPool;
@@ -214,6 +218,9 @@ export class Pool {
     const head = this.clWaiting.values().next().value;
     if (head !== undefined && now - head.waitStart >= this.cfg.reservePoolTimeout * 1000) cap += this.reservePoolSize;
     if (borrowed >= cap) return false;
+    // A host list is probed with one login at a time until a server is up: logins racing to a
+    // host that is down would all fail, where one failure is enough to move on to the next host.
+    if (this.db.hosts.length > 1 && this.svLogin.size > 0 && this.serverCount === this.svLogin.size) return false;
     if (this.lastLoginError !== null && now - this.lastLoginFailAt < this.cfg.serverLoginRetry * 1000) {
       // Within server_login_retry of a failure: tell the waiting clients why, now (PgBouncer
       // 1.24+ passes on the original error), instead of letting them time out.
@@ -394,10 +401,18 @@ export class Pool {
     this.logins.delete(server);
     if (error !== null) {
       this.svLogin.delete(server);
+      this.hostFailedAt.set(server.target.host, now);
+      // Another host of the list may still be up: the next server goes there (the pump opens it
+      // when the failed one is destroyed), and no client is failed for this host.
+      if (this.db.hosts.some((h) => !this.hostDown(h))) {
+        resolve?.(server);
+        return;
+      }
       this.lastLoginError = error;
       this.lastLoginFailAt = now;
       if (this.serverCount === 0) this.failWaiting(error);
     } else {
+      this.hostFailedAt.delete(server.target.host);
       this.lastLoginError = null;
       if (this.welcome === null) this.welcome = new Map(server.params);
       // Run connect_query once per new server, before any client sees it.
@@ -405,6 +420,14 @@ export class Pool {
       server.setState('idle');
     }
     resolve?.(server);
+    // Clients that waited behind a probing login (mayCreate) may now get servers of their own.
+    if (error === null) this.pump();
+  }
+
+  /** Whether a login to `host` failed within server_login_retry. */
+  hostDown(host: string): boolean {
+    const at = this.hostFailedAt.get(host);
+    return at !== undefined && now - at < this.cfg.serverLoginRetry * 1000;
   }
 
   onServerState(server: ServerConn, from: ServerState, to: ServerState): void {

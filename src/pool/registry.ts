@@ -3,7 +3,7 @@
 // servers marked close_needed, so they are replaced as they come back.
 import path from 'node:path';
 import { now } from '../clock.js';
-import type { Config, DatabaseDef } from '../config/types.js';
+import type { Config, DatabaseDef, LoadBalanceHosts } from '../config/types.js';
 import { Errors, type PoolerError } from '../errors.js';
 import { parseScramSecret } from '../protocol/scram.js';
 import type { TlsContexts } from '../net/tls.js';
@@ -26,7 +26,6 @@ export class Registry implements PoolHost {
   private readonly scramKeys = new Map<string, ScramKeys>();
   /** Secrets found by auth_query: they also log the user in to PostgreSQL (as PgBouncer). */
   private readonly queriedSecrets = new Map<string, string>();
-  private hostTurn = 0;
   /** Client connections per database name and per login user, counted from the startup packet
    * to the close (PgBouncer's client_connection_count; SHOW DATABASES / SHOW USERS). */
   readonly dbClients = new Map<string, number>();
@@ -95,9 +94,7 @@ export class Registry implements PoolHost {
   private target(pool: Pool): ServerTarget {
     const cfg = this.cfg;
     const db = this.databaseDef(pool.dbName) ?? pool.db;
-    const hosts = db.hosts.length > 0 ? db.hosts : [cfg.unixSocketDir];
-    // Several hosts are used round robin, as PgBouncer does.
-    const host = hosts[this.hostTurn++ % hosts.length]!;
+    const host = db.hosts.length > 1 ? pickHost(pool, db.hosts, db.loadBalanceHosts) : (db.hosts[0] ?? cfg.unixSocketDir);
     const unix = host.startsWith('/');
     const user = db.user ?? pool.userName;
     const startup: Record<string, string> = { user, database: db.dbname ?? pool.dbName };
@@ -213,6 +210,25 @@ export class Registry implements PoolHost {
   close(): void {
     for (const p of this.pools.values()) p.close();
   }
+}
+
+/**
+ * The host of a list for a pool's next server: round-robin moves on by one for each new server,
+ * disable stays on one host until a login to it fails (PgBouncer's load_balance_hosts). Either
+ * way a host whose login failed within server_login_retry is passed over while another has not.
+ */
+function pickHost(pool: Pool, hosts: readonly string[], mode: LoadBalanceHosts): string {
+  const n = hosts.length;
+  let i = pool.hostTurn % n;
+  for (let k = 0; k < n; k++) {
+    const j = (pool.hostTurn + k) % n;
+    if (!pool.hostDown(hosts[j]!)) {
+      i = j;
+      break;
+    }
+  }
+  pool.hostTurn = mode === 'round-robin' ? i + 1 : i;
+  return hosts[i]!;
 }
 
 /** Add `by` to a count; a count back at 0 leaves the map, so names a client merely tried do not

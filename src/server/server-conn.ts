@@ -14,6 +14,7 @@ import { connLogger, type Logger } from '../log.js';
 import { Backend, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
+import { cachedLookup, isDnsError } from '../net/dns.js';
 import { connectServerTls, effectiveServerMode, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config, PoolMode } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
@@ -141,7 +142,9 @@ export class ServerConn {
     const sock = this.socket;
     const ctx = this.owner.tls.server;
     const useTls = !unix && ctx !== null && (effectiveServerMode(ctx.side) !== 'allow' || this.allowRetry);
-    sock.once('error', (err) => this.loginFailed(`could not connect to server: ${err.message}`));
+    sock.once('error', (err: NodeJS.ErrnoException) =>
+      this.loginFailed(isDnsError(err) ? `server DNS lookup failed: ${host} (${err.code ?? err.message})` : `could not connect to server: ${err.message}`),
+    );
     const onConnect = (): void => {
       sock.removeAllListeners('error');
       // Set after connect: on a socket not yet connected Node does not apply it to TCP.
@@ -165,7 +168,7 @@ export class ServerConn {
       );
     };
     if (unix) sock.connect({ path: host }, onConnect);
-    else sock.connect({ host, port }, onConnect);
+    else sock.connect({ host, port, lookup: cachedLookup(this.owner.cfg.dnsMaxTtl, this.owner.cfg.dnsNxdomainTtl) }, onConnect);
   }
 
   private detachSocket(): void {

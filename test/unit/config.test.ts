@@ -51,6 +51,7 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     maxUserClientConnections: 0, serverRoundRobin: false,
     serverResetQuery: 'DISCARD ALL', serverResetQueryAlways: false, serverCheckQuery: '<empty>',
     serverCheckDelay: 30, serverLifetime: 3600, serverIdleTimeout: 600, serverConnectTimeout: 15, serverLoginRetry: 15,
+    dnsMaxTtl: 15, dnsNxdomainTtl: 15,
     queryTimeout: 0, queryWaitTimeout: 120, clientIdleTimeout: 0, clientLoginTimeout: 60, idleTransactionTimeout: 0,
     suspendTimeout: 10, cancelWaitTimeout: 10, autodbIdleTimeout: 3600,
     ignoreStartupParameters: [], trackExtraParameters: ['IntervalStyle'], applicationNameAddHost: false,

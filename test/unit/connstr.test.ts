@@ -20,7 +20,7 @@ test('a bare value list gives a DatabaseDef with defaults for what is missing', 
   assert.deepEqual(d, {
     name: 'app', hosts: ['127.0.0.1'], port: 5433, dbname: 'real', user: 'u', password: 'p', authUser: null,
     authQuery: null, authDbname: null, poolSize: null, minPoolSize: null, reservePoolSize: null, poolMode: null,
-    maxDbConnections: null, maxDbClientConnections: null, serverLifetime: null, connectQuery: null, startupParams: {},
+    maxDbConnections: null, maxDbClientConnections: null, serverLifetime: null, connectQuery: null, loadBalanceHosts: 'round-robin', startupParams: {},
   });
   const empty = db('');
   assert.deepEqual(empty.hosts, []);
@@ -89,8 +89,8 @@ test('an unknown key is "unrecognized connection parameter", as in PgBouncer', (
   assert.deepEqual(dbProblems('host=x sslmode=require'), [`unrecognized connection parameter 'sslmode'`]);
 });
 
-test('real PgBouncer keys pgpool-ts does not act on are accepted and checked', () => {
-  db('load_balance_hosts=disable');
+test('load_balance_hosts takes round-robin or disable', () => {
+  assert.equal(db('load_balance_hosts=disable').loadBalanceHosts, 'disable');
   assert.deepEqual(dbProblems('load_balance_hosts=random'), [`load_balance_hosts: invalid value 'random' (expected one of round-robin, disable)`]);
 });
 
