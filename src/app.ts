@@ -5,7 +5,7 @@ import { refresh } from './clock.js';
 import { Console, type AdminHost } from './admin/console.js';
 import { ClientConn, type ClientHost } from './client/client-conn.js';
 import { loadAuthRules, type AuthRules } from './client/hba.js';
-import { ConfigError, loadConfig } from './config/load.js';
+import { ConfigError, formatProblem, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { Errors, type PoolerError } from './errors.js';
 import { log } from './log.js';
@@ -243,11 +243,12 @@ export class App implements ClientHost, AdminHost {
       mode = 'immediate';
     }
     this.shuttingDown = mode;
+    // Stop accepting on TCP before saying so: whoever reads the line may rely on it at once. The
+    // unix socket stays open for the console until the exit, as PgBouncer keeps it, so an operator
+    // can watch and steer the drain (SHOW, a final SHUTDOWN).
+    this.listeners?.closeTcp();
     log().info({ mode }, `shutting down (${mode})`);
     if (mode === 'immediate') return this.finish();
-    // Stop accepting on TCP now; the unix socket stays open for the console until the exit, as
-    // PgBouncer keeps it, so an operator can watch and steer the drain (SHOW, a final SHUTDOWN).
-    this.listeners?.closeTcp();
     if (mode === 'wait_for_clients') {
       if (this.applicationClients() === 0) return this.finish();
       return;
@@ -285,10 +286,12 @@ export class App implements ClientHost, AdminHost {
   }
 }
 
-/** hba and ident files for a config; their problems fail startup and RELOAD like the ini's. */
-export function authRules(cfg: Config): AuthRules {
+/** hba and ident files for a config; their problems fail startup and RELOAD like the ini's, their
+ * warnings are logged (or, for --check, printed). */
+export function authRules(cfg: Config, warn: (line: string) => void = (line) => log().warn(line)): AuthRules {
   const rules = loadAuthRules(cfg);
   if (rules.problems.length > 0) throw new ConfigError(rules.problems);
+  for (const w of rules.warnings) warn(`warning: ${formatProblem(w)}`);
   return rules;
 }
 

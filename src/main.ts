@@ -88,7 +88,7 @@ async function main(): Promise<void> {
     const cfg = load(args);
     if (cfg === null) die('no configuration');
     try {
-      authRules(cfg);
+      authRules(cfg, (line) => process.stderr.write(`${line}\n`));
     } catch (err) {
       die((err as Error).message);
     }

@@ -253,7 +253,7 @@ export class Console implements AdminConsole {
     const reg = this.registry;
     if (db === '') {
       log().info('RESUME command issued');
-      if (this.host.stopping) return err('pooler is shutting down', SqlState.ObjectNotInState);
+      if (this.host.stopping) return err('pooler is shutting down');
       if (!reg.pausedAll && !reg.suspended && reg.paused.size === 0) {
         return err('pooler is not paused/suspended', SqlState.ObjectNotInState);
       }

@@ -2,7 +2,8 @@
 // Pure apart from reading the files: text in, rules and problems out; matching is a function of
 // the rules and the connection. Unlike PgBouncer, which skips a line it cannot parse with a
 // warning (so a `reject` line can vanish and a weaker line behind it match instead), every line
-// that is not understood completely is a problem, and the loader refuses the whole file.
+// that is not understood completely is a problem, and the loader refuses the whole file. What
+// PgBouncer reads without complaint is read the same way, with a warning where it is surprising.
 
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
@@ -25,9 +26,11 @@ export interface DbMatcher extends UserMatcher {
 }
 
 /** `all`, or a network: the address as an integer (32 or 128 bits) with host bits zero. An
- * IPv4-mapped IPv6 range written in the file is stored as the IPv4 range it covers. */
+ * IPv4-mapped IPv6 range written in the file is stored as the IPv4 range it covers. `none`: an
+ * address with bits outside its mask, which PgBouncer accepts and never matches. */
 export type AddressMatcher =
   | { readonly kind: 'all' }
+  | { readonly kind: 'none' }
   | { readonly kind: 'ipv4' | 'ipv6'; readonly network: bigint; readonly prefix: number };
 
 export interface HbaRule {
@@ -58,6 +61,8 @@ export interface HbaConn {
 export interface HbaResult {
   readonly rules: HbaRule[];
   readonly problems: ConfigProblem[];
+  /** Lines taken as PgBouncer takes them, though they probably do not say what was meant. */
+  readonly warnings: ConfigProblem[];
 }
 
 export interface IdentEntry {
@@ -83,7 +88,7 @@ const INCLUDE_DIRECTIVES = new Set(['include', 'include_if_exists', 'include_dir
 
 // ---------------------------------------------------------------------------------------------
 // Tokens. A line is whitespace-separated fields; a field is a comma list of tokens (PostgreSQL
-// also continues a list across whitespace after a comma: `db1, db2`). `"…"` quotes, with `""` for
+// also continues a list across whitespace after a comma: `db1, db2`, PgBouncer before one too). `"…"` quotes, with `""` for
 // one `"`, and a quoted token is never a keyword. `#` outside quotes starts a comment.
 
 interface Token {
@@ -129,8 +134,11 @@ function tokenize(raw: string): { fields: Field[] } | { error: string } {
     if (text === '' && !quoted) return { error: 'empty entry in a comma-separated list' };
     open ??= [];
     open.push({ text, quoted });
-    if (raw[i] === ',') {
-      i++;
+    // Blanks may also come before a comma, as PgBouncer reads `user1,user2 , user3`.
+    let next = i;
+    while (next < raw.length && space(raw[next] ?? '')) next++;
+    if (raw[next] === ',') {
+      i = next + 1;
     } else {
       fields.push(open);
       open = null;
@@ -236,7 +244,12 @@ const looksLikeMask = (text: string): boolean => /^[0-9.]+$/.test(text) || text.
  * The address field and, when it is a bare IP, an optional netmask field after it. Returns the
  * matcher and how many fields were used (1 or 2), or null after reporting the problem.
  */
-function parseAddress(addrField: Field, next: Field | undefined, problem: (m: string) => void): { matcher: AddressMatcher; used: number } | null {
+function parseAddress(
+  addrField: Field,
+  next: Field | undefined,
+  problem: (m: string) => void,
+  warn: (m: string) => void,
+): { matcher: AddressMatcher; used: number } | null {
   const tok = single(addrField, 'the address', problem);
   if (tok === null) return null;
   const text = tok.text;
@@ -286,10 +299,14 @@ function parseAddress(addrField: Field, next: Field | undefined, problem: (m: st
     prefix = fromMask;
   }
   if (!hostBitsClear(ip, prefix)) {
-    // PostgreSQL ignores such bits and PgBouncer never matches the line: name the intent instead.
+    // PgBouncer loads such a line with a warning and never matches it (PostgreSQL would ignore
+    // the bits): the same here, so a file behaves as it did, with the likely intent named.
     const network: Ip = { family: ip.family, value: (ip.value >> BigInt(bits - prefix)) << BigInt(bits - prefix) };
-    problem(`address ${JSON.stringify(addrText)} has bits set outside its /${prefix} mask (the network is ${formatIp(network)}/${prefix})`);
-    return null;
+    warn(
+      `address ${JSON.stringify(addrText)} has bits set outside its /${prefix} mask, so this line never matches (as in ` +
+        `PgBouncer); the network is written ${formatIp(network)}/${prefix}`,
+    );
+    return { matcher: { kind: 'none' }, used };
   }
   const norm = unmap(ip, prefix);
   return { matcher: { kind: norm.ip.family, network: norm.ip.value, prefix: norm.prefix }, used };
@@ -371,7 +388,14 @@ function parseNames(field: Field, ctx: NameContext): NameSink {
 // ---------------------------------------------------------------------------------------------
 // HBA lines.
 
-function parseHbaLine(fields: Field[], file: string, line: number, problem: (m: string) => void, problemAt: NameContext['problemAt']): HbaRule | null {
+function parseHbaLine(
+  fields: Field[],
+  file: string,
+  line: number,
+  problem: (m: string) => void,
+  problemAt: NameContext['problemAt'],
+  warn: (m: string) => void,
+): HbaRule | null {
   // Every problem on the line is reported, not just the first; any one of them drops the rule.
   let bad = false;
   const note = (m: string): void => {
@@ -410,7 +434,7 @@ function parseHbaLine(fields: Field[], file: string, line: number, problem: (m: 
   let address: AddressMatcher | null = null;
   let methodIndex = 3;
   if (!local) {
-    const parsed = parseAddress(fields[3] ?? [], fields[4], note);
+    const parsed = parseAddress(fields[3] ?? [], fields[4], note, warn);
     if (parsed === null) return null;
     address = parsed.matcher;
     methodIndex = 3 + parsed.used;
@@ -467,22 +491,24 @@ function parseHbaLine(fields: Field[], file: string, line: number, problem: (m: 
 export function parseHba(text: string, file: string): HbaResult {
   const rules: HbaRule[] = [];
   const problems: ConfigProblem[] = [];
+  const warnings: ConfigProblem[] = [];
   text.split(/\r?\n/).forEach((raw, index) => {
     const line = index + 1;
     const problemAt = (f: string, l: number, message: string): void => {
       problems.push({ file: f, line: l, setting: HBA_SETTING, message });
     };
     const problem = (message: string): void => problemAt(file, line, message);
+    const warn = (message: string): void => void warnings.push({ file, line, setting: HBA_SETTING, message });
     const parsed = tokenize(raw);
     if ('error' in parsed) {
       problem(parsed.error);
       return;
     }
     if (parsed.fields.length === 0) return;
-    const rule = parseHbaLine(parsed.fields, file, line, problem, problemAt);
+    const rule = parseHbaLine(parsed.fields, file, line, problem, problemAt, warn);
     if (rule !== null) rules.push(rule);
   });
-  return { rules, problems };
+  return { rules, problems, warnings };
 }
 
 function readOrProblem(path: string, setting: string, what: string): { text: string } | { problem: ConfigProblem } {
@@ -495,7 +521,7 @@ function readOrProblem(path: string, setting: string, what: string): { text: str
 
 export function loadHbaFile(path: string): HbaResult {
   const read = readOrProblem(path, HBA_SETTING, 'HBA file');
-  return 'problem' in read ? { rules: [], problems: [read.problem] } : parseHba(read.text, path);
+  return 'problem' in read ? { rules: [], problems: [read.problem], warnings: [] } : parseHba(read.text, path);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,6 +535,7 @@ function clientIp(addr: string): Ip | null {
 
 function addressMatches(m: AddressMatcher, ip: Ip | null): boolean {
   if (m.kind === 'all') return true;
+  if (m.kind === 'none') return false;
   if (ip === null || ip.family !== m.kind) return false;
   const shift = BigInt(bitsOf(ip.family) - m.prefix);
   return ip.value >> shift === m.network >> shift;
@@ -612,6 +639,7 @@ export interface AuthRules {
   readonly hba: readonly HbaRule[] | null;
   readonly ident: IdentResult['maps'];
   readonly problems: readonly ConfigProblem[];
+  readonly warnings: readonly ConfigProblem[];
 }
 
 export function loadAuthRules(cfg: {
@@ -620,11 +648,13 @@ export function loadAuthRules(cfg: {
   readonly authIdentFile: string | null;
 }): AuthRules {
   const problems: ConfigProblem[] = [];
+  const warnings: ConfigProblem[] = [];
   let hba: HbaRule[] | null = null;
   if (cfg.authType === 'hba' && cfg.authHbaFile !== null) {
     const r = loadHbaFile(cfg.authHbaFile);
     hba = r.rules;
     problems.push(...r.problems);
+    warnings.push(...r.warnings);
   }
   let ident: IdentResult['maps'] = new Map();
   if (cfg.authIdentFile !== null) {
@@ -645,5 +675,5 @@ export function loadAuthRules(cfg: {
       });
     }
   }
-  return { hba, ident, problems };
+  return { hba, ident, problems, warnings };
 }

@@ -29,7 +29,7 @@ export class ConfigError extends Error {
 
 /** `FILE:LINE: setting: what is wrong`; line 0 (no line: a default, or the file itself) and an
  * empty setting are left out rather than printed as noise. */
-function formatProblem(p: ConfigProblem): string {
+export function formatProblem(p: ConfigProblem): string {
   const where = p.line > 0 ? `${p.file}:${p.line}` : p.file;
   return p.setting === '' ? `${where}: ${p.message}` : `${where}: ${p.setting}: ${p.message}`;
 }

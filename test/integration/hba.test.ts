@@ -288,4 +288,34 @@ p0 = host=127.0.0.1 port=${c().port} dbname=p0
       }
     });
   });
+
+  it('RELOAD takes what PgBouncer takes: blanks before a comma, an address with bits outside its mask (warned, never matching)', async () => {
+    // Both lines made RELOAD fail ("empty entry in a comma-separated list", "bits set outside"),
+    // so PgBouncer's own hba files could not be loaded.
+    const md5 = METHODS.find((x) => x.method === 'md5')!;
+    const accepted = HBA_LINES.replace(
+      /^hostssl\s+db_md5\s+\S+\s+0\.0\.0\.0\/0\s+md5$/m,
+      `hostssl   db_trust    ${USERS.trust.name}  192.168.1.1/0  reject\nhostssl   db_md5      nobody,${USERS.md5.name} , other  0.0.0.0/0  md5`,
+    );
+    assert.notEqual(accepted, HBA_LINES);
+    try {
+      await fs.writeFile(hbaFile, accepted);
+      const from = pooler().logs().length;
+      pooler().reload();
+      await logSince(pooler(), from, /configuration reloaded/, 5_000);
+      const warned = await logSince(pooler(), from, /never matches/, 5_000);
+      assert.ok(messageOf(warned).includes(`${hbaFile}:6`), warned);
+      const viaList = await psqlTcp(hosts[0]!, md5, 'require');
+      assert.equal(viaList.code, 0, viaList.stderr);
+      assert.equal(viaList.stdout.trim(), md5.user);
+      // The reject line with the stray bits matches nobody, so the trust line behind it applies.
+      const trust = await psqlTcp(hosts[0]!, METHODS.find((x) => x.method === 'trust')!, 'require');
+      assert.equal(trust.code, 0, trust.stderr);
+    } finally {
+      await fs.writeFile(hbaFile, HBA_LINES);
+      const from = pooler().logs().length;
+      pooler().reload();
+      await logSince(pooler(), from, /configuration reloaded/, 5_000).catch(() => undefined);
+    }
+  });
 });

@@ -234,6 +234,33 @@ describe('session parameters', () => {
     }
   });
 
+  it('track_extra_parameters is case-insensitive: "intervalstyle" tracks IntervalStyle', async () => {
+    // The bug: the list was compared case-sensitively with the server's "IntervalStyle", so with
+    // PgBouncer's test.ini spelling nothing was tracked and one client saw another's setting.
+    const lower = await startPooler({
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1', track_extra_parameters: 'search_path, intervalstyle' },
+      databases: { p1: `host=127.0.0.1 port=${required(() => cluster, 'cluster')().port} dbname=p1` },
+    });
+    const setter = await connect(lower.port, 'p1');
+    const plain = await connect(lower.port, 'p1');
+    const fromStartup = postgres({
+      host: '127.0.0.1', port: lower.port, user: USER, database: 'p1', prepare: false, max: 1,
+      connect_timeout: 10, connection: { intervalstyle: 'sql_standard' }, onnotice: () => undefined,
+    });
+    try {
+      await setter.query(`SET intervalstyle TO 'iso_8601'`);
+      for (let i = 0; i < 10; i++) {
+        assert.equal(await one<string>(setter, `SELECT interval '1 day 2 hours'::text AS v`), 'P1DT2H');
+        assert.equal(await one<string>(plain, `SELECT interval '1 day 2 hours'::text AS v`), '1 day 02:00:00');
+        const [r] = await fromStartup<{ v: string }[]>`SELECT interval '1 day 2 hours'::text AS v`;
+        assert.equal(r?.v, '1 2:00:00');
+      }
+    } finally {
+      await Promise.all([setter.end(), plain.end(), fromStartup.end({ timeout: 2 })]);
+      await lower.stop();
+    }
+  });
+
   it('refuses an unknown startup parameter with "unsupported startup parameter: foo"', async () => {
     const msgs = await rawLogin(port(), { user: USER, database: 'p0', foo: 'bar' });
     const e = firstErrorFields(msgs);

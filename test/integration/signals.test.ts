@@ -10,6 +10,7 @@
 // the Dockerfile's HEALTHCHECK command, run as written, follows /healthz through a drain.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -17,11 +18,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import pg from 'pg';
+import { App } from '../../src/app.js';
+import { loadConfig } from '../../src/config/load.js';
+import { configureLog, log } from '../../src/log.js';
 import { connectClient } from '../support/pg-client.js';
 import { makePki } from '../support/pki.js';
 import { freePort, runMain, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
 import { pgbench, runCommand, type RunResult } from '../support/run-cmd.js';
 import { useSetup } from '../support/suite.js';
+import { POOLER_LOGS, testLogDir } from '../support/test-logs.js';
 import { settlesWithin, sleep } from '../support/wait.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -53,6 +58,16 @@ function accepts(port: number): Promise<boolean> {
       resolve(true);
     });
     sock.once('error', () => resolve(false));
+  });
+}
+
+/** Whether the kernel has a TCP socket listening on 127.0.0.1:`port` (read synchronously from
+ * /proc/net/tcp, state 0A = LISTEN). */
+function tcpListening(port: number): boolean {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').some((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[1] === local && f[3] === '0A';
   });
 }
 
@@ -90,6 +105,37 @@ describe('SIGTERM', () => {
     assert.ok(benchDone > 0);
   });
 
+  it('stops listening on TCP before it logs "shutting down" (the test above read the line, then found the port open)', async () => {
+    // The line was logged first and the listener closed right after: whoever acted on the line
+    // (this file's first test, a script, an orchestrator) could still connect. Seen here in the
+    // pooler's own process, at the moment the line is logged, from the kernel's table of
+    // listening sockets: deterministic, where racing a connect against the close is not.
+    const port = await freePort();
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpool-sigterm-'));
+    const file = path.join(dir, 'pgbouncer.ini');
+    await fsp.writeFile(file, `[databases]\np0 = host=127.0.0.1 port=${c().port} dbname=p0\n[pgbouncer]\nlisten_addr = 127.0.0.1\n` +
+      `listen_port = ${port}\nunix_socket_dir = ${dir}\nauth_type = trust\n`);
+    configureLog(path.join(testLogDir(), POOLER_LOGS, `signals.${process.pid}.in-process.log`), 0);
+    const app = new App(loadConfig(file));
+    await app.start();
+    const logger = log();
+    const listeningWhenLogged: boolean[] = [];
+    const info = logger.info.bind(logger) as (...args: unknown[]) => void;
+    logger.info = ((...args: unknown[]) => {
+      if (args.some((a) => typeof a === 'string' && a.startsWith('shutting down'))) listeningWhenLogged.push(tcpListening(port));
+      info(...args);
+    }) as typeof logger.info;
+    try {
+      assert.equal(tcpListening(port), true, 'listening before the shutdown');
+      await app.shutdown('wait_for_clients');
+      await app.exited;
+      assert.deepEqual(listeningWhenLogged, [false]);
+    } finally {
+      delete (logger as { info?: unknown }).info;
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a second SIGTERM exits at once, with 0', async () => {
     const p = await startPooler(ini());
     const client = await connect(p);
@@ -122,7 +168,8 @@ describe('the console during a drain', () => {
         assert.equal(e.code, code);
         return true;
       };
-      await assert.rejects(con.query('RESUME'), shuttingDown('55000'));
+      // PgBouncer's admin_error: 08P01 (this answered 55000).
+      await assert.rejects(con.query('RESUME'), shuttingDown('08P01'));
       await assert.rejects(connectClient(overUnix('postgres', 'p0')), shuttingDown('57P01'));
 
       // The last application client leaves: the pooler exits, closing the console session.

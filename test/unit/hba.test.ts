@@ -66,6 +66,25 @@ test('comma lists continue after whitespace following a comma, and "" is one quo
   assert.deepEqual([...(r?.users.names ?? [])], ['we"ird']);
 });
 
+test('what PgBouncer reads is read: blanks before a comma, an address with bits outside its mask (a line that never matches, with a warning)', () => {
+  // Both were refused, so a RELOAD of PgBouncer's own test files failed: `user1,user2 , user3`
+  // ("empty entry") and `192.168.1.1/0`.
+  const r = parseHba(['host tmp1,all user1,user2 , user3 16.0.0.0/8 md5', 'hostssl all all 192.168.1.1/0 md5', 'hostssl all all 0.0.0.0/0 trust'].join('\n'), hbaPath);
+  assert.deepEqual(r.problems, []);
+  assert.deepEqual([...(r.rules[0]?.users.names ?? [])], ['user1', 'user2', 'user3']);
+  assert.equal(lineOf(r.rules, tcp('16.0.0.1', { user: 'user3' })), 1);
+  // PgBouncer compares the masked client address with the unmasked one: never equal.
+  assert.deepEqual(r.rules[1]?.address, { kind: 'none' });
+  assert.equal(lineOf(r.rules, tls('192.168.1.1')), 3);
+  assert.equal(lineOf(r.rules, tls('10.0.0.1')), 3);
+  assert.equal(r.warnings.length, 1);
+  assert.equal(r.warnings[0]?.line, 2);
+  assert.match(r.warnings[0]?.message ?? '', /never matches/);
+  // Real garbage is still refused with its line.
+  const bad = parseHba('host all user1, , user2 0.0.0.0/0 md5', hbaPath);
+  assert.deepEqual(bad.problems.map((p) => [p.line, p.message]), [[1, 'empty entry in a comma-separated list']]);
+});
+
 test('first match wins', () => {
   const rs = rules(['host app bob 0.0.0.0/0 reject', 'host all all 10.0.0.0/8 trust', 'host all all 0.0.0.0/0 md5'].join('\n'));
   assert.equal(matchHba(rs, tcp('10.0.0.1', { user: 'bob' }))?.method, 'reject');
@@ -234,7 +253,7 @@ test('every malformed line is a problem with its line number; none is skipped si
     'host all all 10.0.0.0 255.0.255.0 md5', // 12 non-contiguous mask
     'host all all 10.0.0.0 ffff:: md5', // 13 mask of the other family
     'host all all 10.0.0.0 255.0.0 md5', // 14 malformed mask
-    'host all all 10.1.2.3/8 md5', // 15 host bits set
+    'host all all 10.1.2.3/8 md5', // 15 host bits set: accepted with a warning, never matches
     'host all all samehost md5', // 16 samehost
     'host all all samenet md5', // 17 samenet
     'host all all db.example.com md5', // 18 DNS name
@@ -258,11 +277,11 @@ test('every malformed line is a problem with its line number; none is skipped si
     'hostssl all all 0.0.0.0/0 cert mapm', // 36 not name=value
     'HOST all all 0.0.0.0/0 trust', // 37 keywords are case-sensitive
     'host all all fe80::1%eth0 trust', // 38 zone in a rule
-    'host all all 2001:db8::1/64 trust', // 39 host bits set, IPv6
+    'host all all 2001:db8::1/64 trust', // 39 host bits set, IPv6: as line 15
     'local all all reject', // 40 good
   ];
   const r = parseHba(lines.join('\n'), hbaPath);
-  assert.deepEqual(r.rules.map((x) => x.line), [1, 40]);
+  assert.deepEqual(r.rules.map((x) => x.line), [1, 15, 39, 40]);
   const byLine = new Map<number, string[]>();
   for (const p of r.problems) {
     assert.equal(p.file, hbaPath);
@@ -273,8 +292,9 @@ test('every malformed line is a problem with its line number; none is skipped si
     const got = byLine.get(line) ?? [];
     assert.ok(got.some((m) => re.test(m)), `line ${line}: ${JSON.stringify(got)} should match ${re}`);
   };
-  for (let line = 2; line <= 39; line++) assert.ok(byLine.has(line), `line ${line} (${lines[line - 1]}) has no problem`);
-  assert.deepEqual([...byLine.keys()].sort((a, b) => a - b), Array.from({ length: 38 }, (_, i) => i + 2));
+  const malformed = Array.from({ length: 38 }, (_, i) => i + 2).filter((line) => line !== 15 && line !== 39);
+  for (const line of malformed) assert.ok(byLine.has(line), `line ${line} (${lines[line - 1]}) has no problem`);
+  assert.deepEqual([...byLine.keys()].sort((a, b) => a - b), malformed);
   expectProblem(2, /unknown connection type "hots"/);
   expectProblem(3, /hostgssenc.*not supported by pgpool-ts/);
   expectProblem(4, /include directives are not supported/);
@@ -288,7 +308,6 @@ test('every malformed line is a problem with its line number; none is skipped si
   expectProblem(12, /not contiguous/);
   expectProblem(13, /same address family/);
   expectProblem(14, /invalid netmask "255\.0\.0"/);
-  expectProblem(15, /bits set outside its \/8 mask \(the network is 10\.0\.0\.0\/8\)/);
   expectProblem(16, /samehost is not supported/);
   expectProblem(17, /samenet is not supported/);
   expectProblem(18, /host names are not supported/);
@@ -312,7 +331,9 @@ test('every malformed line is a problem with its line number; none is skipped si
   expectProblem(36, /options are name=value/);
   expectProblem(37, /unknown connection type "HOST"/);
   expectProblem(38, /invalid IP address/);
-  expectProblem(39, /the network is 2001:db8::\/64/);
+  assert.deepEqual(r.warnings.map((w) => [w.line, w.setting]), [[15, 'auth_hba_file'], [39, 'auth_hba_file']]);
+  assert.match(r.warnings[0]?.message ?? '', /bits set outside its \/8 mask, so this line never matches .* 10\.0\.0\.0\/8/);
+  assert.match(r.warnings[1]?.message ?? '', /the network is written 2001:db8::\/64/);
 });
 
 test('several problems on one line are all reported', () => {
