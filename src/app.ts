@@ -183,6 +183,13 @@ export class App implements ClientHost, AdminHost {
       if (it > 0 && s.owed === 0 && s.txStatus !== TxStatus.Idle && t - c.lastActivity >= it * 1000) {
         s.close('idle transaction timeout');
         c.fail(Errors.idleTransactionTimeout());
+        continue;
+      }
+      // A statement outside a transaction block counts as a transaction of its own, as in PgBouncer.
+      const tt = user?.transactionTimeout ?? cfg.transactionTimeout;
+      if (tt > 0 && c.pool !== null && (s.owed > 0 || s.txStatus !== TxStatus.Idle) && t - c.pool.transactionStart(s) >= tt * 1000) {
+        s.close('transaction timeout');
+        c.fail(Errors.transactionTimeout());
       }
     }
     this.registry.sweep();

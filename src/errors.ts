@@ -38,6 +38,8 @@ export const Errors = {
   queryWaitTimeout: () => fatal(SqlState.TooManyConnections, 'query_wait_timeout'),
   clientIdleTimeout: () => fatal(SqlState.IdleSessionTimeout, 'client_idle_timeout'),
   idleTransactionTimeout: () => fatal(SqlState.IdleInTransactionTimeout, 'idle transaction timeout'),
+  // PgBouncer 1.25's wording; PostgreSQL 17's SQLSTATE for its own transaction_timeout.
+  transactionTimeout: () => fatal(SqlState.TransactionTimeout, 'transaction timeout'),
   // 08P01 as PgBouncer: clients (PostgREST) match on it.
   statementModeTransaction: () =>
     fatal(SqlState.ProtocolViolation, 'transaction blocks not allowed in statement pooling mode'),
@@ -46,5 +48,7 @@ export const Errors = {
   databaseDisabled: (db: string) => fatal(SqlState.CannotConnectNow, `database "${db}" is disabled`),
   queryTimeout: () => fatal(SqlState.QueryCanceled, 'query_timeout'),
   featureNotSupported: (why: string) => fatal(SqlState.FeatureNotSupported, why),
+  // server_fast_close ended the session (PgBouncer's wording and default SQLSTATE).
+  databaseChanged: () => fatal(SqlState.ProtocolViolation, 'database configuration changed'),
   pooler: (why: string) => fatal(SqlState.InternalError, why),
 };

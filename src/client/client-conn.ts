@@ -82,6 +82,7 @@ export class ClientConn implements PoolClient {
   pool: Pool | null = null;
   server: ServerConn | null = null;
   waitStart = 0;
+  waitNotified = false;
   readonly connectTime = now;
   /** High-resolution accept time, for the login duration histogram (the cached clock is too
    * coarse for logins that take a millisecond). */
@@ -853,6 +854,12 @@ export class ClientConn implements PoolClient {
     }
   }
 
+  notifyQueued(): boolean {
+    if (this.phase !== 'ready') return false;
+    this.socket.write(encode.noticeResponse({ severity: 'NOTICE', code: '00000', message: QUEUED_NOTICE }));
+    return true;
+  }
+
   onServerLost(reason: string): void {
     this.fail(Errors.serverConnFailed(reason));
   }
@@ -910,6 +917,8 @@ const ADMIN_PARAMS: ReadonlyMap<string, string> = new Map([
 /** Extended-protocol messages the console answers with an error. */
 const CONSOLE_REFUSED: readonly number[] = [Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Execute, Frontend.Close, Frontend.Flush, Frontend.Sync, Frontend.FunctionCall];
 
+/** PgBouncer 1.25's query_wait_notify message, word for word. */
+const QUEUED_NOTICE = 'No server connection available in postgres backend, client being queued';
 const NO = Buffer.from('N');
 const YES = Buffer.from('S');
 const UNENCRYPTED_AFTER_SSL_REQUEST = 'received unencrypted data after SSL request';

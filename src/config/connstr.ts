@@ -217,6 +217,7 @@ export function parseUserDef(name: string, text: string): Parsed<UserDef> {
   let maxUserClientConnections: number | null = null;
   let queryTimeout: number | null = null;
   let idleTransactionTimeout: number | null = null;
+  let transactionTimeout: number | null = null;
   let clientIdleTimeout: number | null = null;
 
   for (const p of params) {
@@ -229,8 +230,7 @@ export function parseUserDef(name: string, text: string): Parsed<UserDef> {
       case 'idle_transaction_timeout': idleTransactionTimeout = readSeconds(p, problems); break;
       case 'client_idle_timeout': clientIdleTimeout = readSeconds(p, problems); break;
       case 'max_user_client_connections': maxUserClientConnections = readCount(p, problems); break;
-      // Accepted and ignored, like its [pgbouncer] counterpart.
-      case 'transaction_timeout': readSeconds(p, problems); break;
+      case 'transaction_timeout': transactionTimeout = readSeconds(p, problems); break;
       default:
         problems.push(`unrecognized user parameter '${p.key}'`);
     }
@@ -238,6 +238,6 @@ export function parseUserDef(name: string, text: string): Parsed<UserDef> {
   if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,
-    value: { name, poolMode, poolSize, reservePoolSize, maxUserConnections, maxUserClientConnections, queryTimeout, idleTransactionTimeout, clientIdleTimeout },
+    value: { name, poolMode, poolSize, reservePoolSize, maxUserConnections, maxUserClientConnections, queryTimeout, idleTransactionTimeout, transactionTimeout, clientIdleTimeout },
   };
 }

@@ -48,6 +48,7 @@ export interface UserDef {
   readonly maxUserClientConnections: number | null;
   readonly queryTimeout: number | null;
   readonly idleTransactionTimeout: number | null;
+  readonly transactionTimeout: number | null;
   readonly clientIdleTimeout: number | null;
 }
 
@@ -124,6 +125,8 @@ export interface Config {
   readonly serverIdleTimeout: number;
   readonly serverConnectTimeout: number;
   readonly serverLoginRetry: number;
+  /** Close a session's close_needed server at the end of the client's transaction. */
+  readonly serverFastClose: boolean;
   /** How long a resolved server host name is kept / a name that did not resolve (seconds, 0 = not). */
   readonly dnsMaxTtl: number;
   readonly dnsNxdomainTtl: number;
@@ -134,6 +137,10 @@ export interface Config {
   readonly clientIdleTimeout: number;
   readonly clientLoginTimeout: number;
   readonly idleTransactionTimeout: number;
+  /** A transaction (or a single statement) open longer than this closes the client and its server. */
+  readonly transactionTimeout: number;
+  /** A client waiting this long for a server gets a NOTICE that it is queued (once per wait). */
+  readonly queryWaitNotify: number;
   readonly suspendTimeout: number;
   readonly cancelWaitTimeout: number;
   /** Pools of databases known only through `*` are dropped after this long unused. */

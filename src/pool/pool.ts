@@ -174,6 +174,7 @@ export class Pool {
     this.clActive.delete(client);
     this.clWaiting.add(client);
     client.waitStart = now;
+    client.waitNotified = false;
     this.pump();
   }
 
@@ -185,9 +186,7 @@ export class Pool {
     if (server === null) return;
     client.server = null;
     server.unlink();
-    const clean =
-      server.txStatus === TxStatus.Idle && server.owed === 0 && client.atMessageBoundary && !client.inExtendedQuery;
-    if (!clean) {
+    if (!betweenTransactions(server, client)) {
       server.close('client disconnect while server was not ready');
       this.servers.destroy(server);
       this.pump();
@@ -301,6 +300,12 @@ export class Pool {
   /** When the transaction running on a linked server began (xact_time); absent between them. */
   private readonly xactStart = new WeakMap<ServerConn, number>();
 
+  /** When the linked server's current transaction began: its first request, or the request now
+   * running when it has not answered one inside a transaction yet (transaction_timeout). */
+  transactionStart(server: ServerConn): number {
+    return this.xactStart.get(server) ?? server.requestTime;
+  }
+
   /**
    * SHOW STATS query and transaction counts and times (µs) and the duration histograms, at each
    * ReadyForQuery the client was owed: a query ended, and a transaction too if the server is idle
@@ -314,7 +319,7 @@ export class Pool {
     const query = now - server.requestTime;
     this.stats.queryTime += query * 1000;
     t.query.observe(query / 1000);
-    const start = this.xactStart.get(server) ?? server.requestTime;
+    const start = this.transactionStart(server);
     if (server.txStatus !== TxStatus.Idle) {
       this.xactStart.set(server, start);
       return;
@@ -497,11 +502,23 @@ export class Pool {
     for (const s of [...this.svLogin]) {
       if (t - s.connectTime >= cfg.serverConnectTimeout * 1000) s.loginTimedOut();
     }
-    // Waiting clients: query_wait_timeout; and the reserve pool opens after reserve_pool_timeout.
-    if (cfg.queryWaitTimeout > 0) {
-      for (const c of [...this.clWaiting]) {
-        if (t - c.waitStart >= cfg.queryWaitTimeout * 1000) c.fail(Errors.queryWaitTimeout());
+    // server_fast_close: a session's server marked close_needed (RECONNECT, its database changed
+    // on reload) goes at the end of the client's transaction, not when the client leaves.
+    if (cfg.serverFastClose) {
+      for (const s of [...this.svActive]) {
+        const client = s.client as PoolClient | null;
+        if (!s.closeNeeded || client === null || !betweenTransactions(s, client)) continue;
+        const err = Errors.databaseChanged();
+        s.close(err.message);
+        client.fail(err);
       }
+    }
+    // Waiting clients: query_wait_timeout; and the reserve pool opens after reserve_pool_timeout.
+    // query_wait_notify tells a client, once per wait, that it is queued.
+    for (const c of [...this.clWaiting]) {
+      const waited = t - c.waitStart;
+      if (cfg.queryWaitTimeout > 0 && waited >= cfg.queryWaitTimeout * 1000) c.fail(Errors.queryWaitTimeout());
+      else if (cfg.queryWaitNotify > 0 && waited >= cfg.queryWaitNotify * 1000 && !c.waitNotified) c.waitNotified = c.notifyQueued();
     }
     // min_pool_size: only for pools that have clients or a forced user (PgBouncer 1.21+).
     if (
@@ -540,4 +557,9 @@ export class Pool {
     this.closeServers('pool closed', true);
     this.servers.close();
   }
+}
+
+/** The server owes the client nothing and the client is between transactions: the link may end. */
+function betweenTransactions(server: ServerConn, client: PoolClient): boolean {
+  return server.txStatus === TxStatus.Idle && server.owed === 0 && client.atMessageBoundary && !client.inExtendedQuery;
 }

@@ -8,6 +8,8 @@ export interface PoolClient extends ServerPeer {
   server: ServerConn | null;
   /** When it started waiting for a server (cl_waiting, maxwait, query_wait_timeout). */
   waitStart: number;
+  /** Told in this wait that it is queued (query_wait_notify). */
+  waitNotified: boolean;
   /** Set once the client is leaving: a session-mode server may then be given back. */
   readonly closing: boolean;
   /** No client message is half-forwarded: the server may be handed to someone else. */
@@ -18,6 +20,9 @@ export interface PoolClient extends ServerPeer {
   onLinked(server: ServerConn): void;
   /** The pool took the server back after a transaction. */
   onUnlinked(): void;
+  /** Send PgBouncer's NOTICE that the client is queued for a server; false if it is still
+   * logging in (it gets none then). */
+  notifyQueued(): boolean;
   /** Send the error and close the client. */
   fail(err: PoolerError): void;
 }

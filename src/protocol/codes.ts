@@ -91,5 +91,6 @@ export const SqlState = {
   ConfigFileError: 'F0000',
   InvalidParameterValue: '22023',
   IdleInTransactionTimeout: '25P03',
+  TransactionTimeout: '25P04',
   IdleSessionTimeout: '57P05',
 } as const;

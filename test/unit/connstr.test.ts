@@ -99,7 +99,7 @@ test('[users] values', () => {
   assert.ok(r.ok);
   assert.deepEqual(r.value, {
     name: 'alice', poolMode: 'statement', poolSize: 3, reservePoolSize: 1, maxUserConnections: 7, maxUserClientConnections: 9,
-    queryTimeout: 2.5, idleTransactionTimeout: 30, clientIdleTimeout: 60,
+    queryTimeout: 2.5, idleTransactionTimeout: 30, transactionTimeout: 5, clientIdleTimeout: 60,
   });
   const bad = parseUserDef('bob', 'pool_mode=x host=y');
   assert.equal(bad.ok, false);
