@@ -3,6 +3,7 @@
 import net from 'node:net';
 import { refresh } from './clock.js';
 import { Console, type AdminHost } from './admin/console.js';
+import { CancelKeys, cancelKey, routeCancel, type KeyOrigin } from './client/cancel-keys.js';
 import { ClientConn, type ClientHost } from './client/client-conn.js';
 import { loadAuthRules, type AuthRules } from './client/hba.js';
 import { ConfigError, formatProblem, loadConfig } from './config/load.js';
@@ -11,10 +12,11 @@ import { Errors, type PoolerError } from './errors.js';
 import { log } from './log.js';
 import { startMetrics, type MetricsServer } from './metrics/prometheus.js';
 import { reloads } from './metrics/stats.js';
-import { openListeners, type Listeners } from './net/listener.js';
-import { trimHeap } from './net/peercred.js';
+import { listenerProblem, openListeners, type Listeners } from './net/listener.js';
+import { trimHeap } from './net/native.js';
 import { HandshakeGate, buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
+import { Peers } from './pool/peer-pool.js';
 import { zeroStats, type Pool } from './pool/pool.js';
 import { Registry } from './pool/registry.js';
 import { TxStatus } from './protocol/codes.js';
@@ -41,7 +43,9 @@ export class App implements ClientHost, AdminHost {
   /** Every client connection, logging in or logged in. */
   readonly clients = new Set<ClientConn>();
   readonly consoleStats = zeroStats();
-  private readonly cancelKeys = new Map<number, ClientConn>();
+  private readonly cancelKeys = new CancelKeys<ClientConn>();
+  /** Cancel requests forwarded to [peers]. */
+  readonly peers = new Peers(() => this.cfg);
   private listeners: Listeners | null = null;
   private janitor: NodeJS.Timeout | null = null;
   private shuttingDown: ShutdownMode | null = null;
@@ -56,6 +60,8 @@ export class App implements ClientHost, AdminHost {
 
   /** Throws when a TLS, hba or ident file is unusable (startup must fail with the reason). */
   constructor(public cfg: Config) {
+    const problem = listenerProblem(cfg);
+    if (problem !== null) throw new ConfigError([{ file: cfg.configFile ?? '<environment>', line: 0, setting: 'so_reuseport', message: problem }]);
     this.auth = authRules(cfg);
     this.tls = buildTlsContexts(cfg, certAuthPossible(cfg, this.auth));
     this.registry = new Registry(cfg, this.tls);
@@ -66,8 +72,7 @@ export class App implements ClientHost, AdminHost {
   async start(): Promise<void> {
     this.listeners = await openListeners(this.cfg, this.onConnection);
     this.janitor = setInterval(this.sweep, JANITOR_MS);
-    const addrs = this.cfg.listenAddr.map((a) => `${a}:${this.cfg.listenPort}`);
-    if (this.listeners.unixPath !== null) addrs.push(this.listeners.unixPath);
+    const addrs = this.listeners.addresses;
     log().info({ listen: addrs }, `listening on ${addrs.join(', ')}`);
     if (this.cfg.metricsPort > 0) {
       this.metrics = await startMetrics(this);
@@ -80,9 +85,10 @@ export class App implements ClientHost, AdminHost {
     return this.shuttingDown !== null;
   }
 
-  private readonly onConnection = (socket: net.Socket, isUnix: boolean): void => {
-    // While draining, the unix socket still takes console logins (the client refuses the rest).
-    if (this.shuttingDown !== null && !isUnix) {
+  private readonly onConnection = (socket: net.Socket, isUnix: boolean, keep: boolean): void => {
+    // While draining, the listeners kept open take cancel requests, and on the unix socket console
+    // logins (the client refuses the rest).
+    if (this.shuttingDown !== null && !keep) {
       socket.destroy();
       return;
     }
@@ -112,10 +118,27 @@ export class App implements ClientHost, AdminHost {
     return this.registry.countClient(client.dbName, client.user, client.admin);
   }
 
+  /** Where this process is in the cancel key layout. */
+  private get keyOrigin(): KeyOrigin {
+    return { peerId: this.cfg.peerId, worker: 0 };
+  }
+
+  mintCancelKey(secretLength: number, client: ClientConn): Buffer {
+    return this.cancelKeys.mint(secretLength, this.keyOrigin, client);
+  }
+
   cancel(pid: number, secret: Buffer): void {
-    const client = this.cancelKeys.get(pid);
+    const route = routeCancel(cancelKey(pid, secret), this.keyOrigin);
+    if (route.to === 'drop') return void log().debug(route.reason);
+    if (route.to === 'peer') {
+      const packet = encodeCancelRequest(route.key.readInt32BE(0), route.key.subarray(4));
+      if (!this.peers.forward(route.peerId, packet)) log().debug({ peer: route.peerId }, 'could not find peer to forward request to');
+      return;
+    }
+    if (route.to === 'worker') return;
+    const client = this.cancelKeys.get(route.key);
     // Unknown keys are ignored, as PostgreSQL does: nothing tells the sender whether it hit.
-    if (client === undefined || !client.cancelSecret.equals(secret)) return;
+    if (client === undefined) return;
     const server = client.server;
     if (server === null) return;
     const t = server.target;
@@ -129,12 +152,8 @@ export class App implements ClientHost, AdminHost {
     this.clients.delete(client);
     if (client.counted) this.registry.uncountClient(client.dbName, client.user);
     this.closedSinceTrim++;
-    if (client.cancelPid !== 0) this.cancelKeys.delete(client.cancelPid);
+    if (client.cancelKey !== null) this.cancelKeys.delete(client.cancelKey);
     if (this.shuttingDown === 'wait_for_clients' && this.applicationClients() === 0) void this.finish();
-  }
-
-  registerCancel(client: ClientConn): void {
-    this.cancelKeys.set(client.cancelPid, client);
   }
 
   /**
@@ -193,6 +212,7 @@ export class App implements ClientHost, AdminHost {
       }
     }
     this.registry.sweep();
+    this.peers.sweep();
     this.maybeTrimHeap(t);
   };
 
@@ -229,6 +249,7 @@ export class App implements ClientHost, AdminHost {
       this.auth = auth;
       this.tls = tls;
       this.registry.reload(cfg, tls);
+      this.peers.reload();
       log().info('configuration reloaded');
       reloads.ok++;
       return { ok: true };
@@ -250,10 +271,11 @@ export class App implements ClientHost, AdminHost {
       mode = 'immediate';
     }
     this.shuttingDown = mode;
-    // Stop accepting on TCP before saying so: whoever reads the line may rely on it at once. The
-    // unix socket stays open for the console until the exit, as PgBouncer keeps it, so an operator
-    // can watch and steer the drain (SHOW, a final SHUTDOWN).
-    this.listeners?.closeTcp();
+    // Stop taking new clients before saying so: whoever reads the line may rely on it at once. The
+    // unix socket stays open until the exit, for the console (an operator can watch and steer the
+    // drain: SHOW, a final SHUTDOWN) and, like the pooler's own [peers] address, for the cancel
+    // requests peers forward to queries still running here.
+    this.listeners?.drain();
     log().info({ mode }, `shutting down (${mode})`);
     if (mode === 'immediate') return this.finish();
     if (mode === 'wait_for_clients') {
@@ -288,6 +310,7 @@ export class App implements ClientHost, AdminHost {
     void listeners?.close();
     for (const c of [...this.clients]) c.fail(Errors.shuttingDown());
     this.registry.close();
+    this.peers.close();
     await this.metrics?.close();
     this.exitResolve?.();
   }

@@ -8,6 +8,7 @@ import { App, VERSION, authRules, type ShutdownMode } from './app.js';
 import { ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { configureLog, flushLog, log } from './log.js';
+import { listenerProblem } from './net/listener.js';
 import { buildTlsContexts } from './net/tls.js';
 
 const USAGE = `pgpool-ts ${VERSION}: a PgBouncer-compatible PostgreSQL connection pooler
@@ -97,6 +98,8 @@ async function main(): Promise<void> {
     } catch (err) {
       die(`${cfg.configFile ?? '<environment>'}: ${(err as Error).message}`);
     }
+    const listening = listenerProblem(cfg);
+    if (listening !== null) die(`${cfg.configFile ?? '<environment>'}: so_reuseport: ${listening}`);
     process.stdout.write(describeConfig(cfg) + '\n');
     process.exit(0);
   }

@@ -13,11 +13,22 @@
  * rounds of 10 000 connections opened and closed, 100 MB after one malloc_trim). The pooler's
  * janitor calls it after many connections closed. Elsewhere than glibc it does nothing.
  *
+ * And tcpBind(address, port, reusePort) -> fd: a TCP socket bound (not yet listening) with
+ * SO_REUSEADDR, as libuv binds, and SO_REUSEPORT when asked, which Node 20's net cannot set: it must
+ * be set before bind(), and net creates and binds the socket in one call. The caller hands the
+ * descriptor to server.listen({ fd }), which listens and owns it from then on. `address` is a
+ * numeric IPv4 or IPv6 address; '::' is bound dual-stack (IPV6_V6ONLY off), as Node binds it.
+ *
+ * This is the pooler's one native addon: socket options that Node does not expose belong here
+ * too, one small function each.
+ *
  * N-API only (no node-addon-api, no C++): the addon builds with the C compiler and the headers
  * node ships, and one build serves every Node version with the same N-API level.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
@@ -28,12 +39,29 @@
 #endif
 #include <node_api.h>
 
+/* The errno names Node gives the same failures (err.code), for those a caller may test. */
+static const char *errno_name(int err)
+{
+	switch (err) {
+	case EADDRINUSE: return "EADDRINUSE";
+	case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+	case EACCES: return "EACCES";
+	case EAFNOSUPPORT: return "EAFNOSUPPORT";
+	case EINVAL: return "EINVAL";
+	default: return NULL;
+	}
+}
+
 static napi_value throw_errno(napi_env env, const char *what, int err)
 {
-	char msg[256];
+	char msg[320];
 	char code[32];
+	const char *name = errno_name(err);
+	if (name != NULL)
+		snprintf(code, sizeof(code), "%s", name);
+	else
+		snprintf(code, sizeof(code), "E%d", err);
 	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(err));
-	snprintf(code, sizeof(code), "E%d", err);
 	napi_throw_error(env, code, msg);
 	return NULL;
 }
@@ -106,6 +134,82 @@ static napi_value trim(napi_env env, napi_callback_info info)
 	return out;
 }
 
+static napi_value tcp_bind(napi_env env, napi_callback_info info)
+{
+	size_t argc = 3;
+	napi_value argv[3];
+	char address[INET6_ADDRSTRLEN + 1];
+	size_t len;
+	int32_t port;
+	bool reuse_port;
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int fd, on = 1, off = 0;
+	char what[INET6_ADDRSTRLEN + 64];
+	napi_value out;
+
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return NULL;
+	if (argc < 3 || napi_get_value_string_utf8(env, argv[0], address, sizeof(address), &len) != napi_ok ||
+	    napi_get_value_int32(env, argv[1], &port) != napi_ok || port < 0 || port > 65535 ||
+	    napi_get_value_bool(env, argv[2], &reuse_port) != napi_ok) {
+		napi_throw_type_error(env, NULL, "tcpBind(address, port, reusePort): a numeric address, a port 0..65535 and a boolean");
+		return NULL;
+	}
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET6, address, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+		struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&ss;
+		sa->sin6_family = AF_INET6;
+		sa->sin6_port = htons((uint16_t)port);
+		sslen = sizeof(*sa);
+	} else if (inet_pton(AF_INET, address, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+		struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
+		sa->sin_family = AF_INET;
+		sa->sin_port = htons((uint16_t)port);
+		sslen = sizeof(*sa);
+	} else {
+		napi_throw_type_error(env, NULL, "tcpBind: the address must be a numeric IPv4 or IPv6 address");
+		return NULL;
+	}
+
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return throw_errno(env, "socket", errno);
+	snprintf(what, sizeof(what), "bind %s:%d", address, port);
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0)
+		goto fail;
+	if (reuse_port) {
+#if defined(SO_REUSEPORT_LB)
+		/* FreeBSD: SO_REUSEPORT alone does not spread connections, _LB does. */
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT_LB, &on, sizeof(on)) != 0)
+			goto fail;
+#elif defined(SO_REUSEPORT)
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
+			goto fail;
+#else
+		close(fd);
+		return throw_errno(env, "SO_REUSEPORT", ENOPROTOOPT);
+#endif
+	}
+	if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ss)->sin6_addr) &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) != 0)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&ss, sslen) != 0)
+		goto fail;
+	if (napi_create_int32(env, fd, &out) != napi_ok) {
+		close(fd);
+		return NULL;
+	}
+	return out;
+fail:
+	{
+		int err = errno;
+		close(fd);
+		return throw_errno(env, what, err);
+	}
+}
+
 static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb)
 {
 	napi_value fn;
@@ -116,7 +220,8 @@ static int export_fn(napi_env env, napi_value exports, const char *name, napi_ca
 
 static napi_value init(napi_env env, napi_value exports)
 {
-	if (!export_fn(env, exports, "peercred", peercred) || !export_fn(env, exports, "trim", trim))
+	if (!export_fn(env, exports, "peercred", peercred) || !export_fn(env, exports, "trim", trim) ||
+	    !export_fn(env, exports, "tcpBind", tcp_bind))
 		return NULL;
 	return exports;
 }

@@ -10,6 +10,7 @@ import { dnsHosts, dnsPending } from '../net/dns.js';
 import { log } from '../log.js';
 import type { Column } from '../protocol/encode.js';
 import { zeroStats, type Pool, type PoolStats } from '../pool/pool.js';
+import type { Peers } from '../pool/peer-pool.js';
 import type { Registry } from '../pool/registry.js';
 import type { ServerConn } from '../server/server-conn.js';
 
@@ -17,6 +18,7 @@ import type { ServerConn } from '../server/server-conn.js';
 export interface ShowHost {
   readonly cfg: Config;
   readonly registry: Registry;
+  readonly peers: Peers;
   readonly clients: ReadonlySet<ClientConn>;
   readonly version: string;
   /** The console's own row of SHOW STATS: each console query is a query and a transaction there,
@@ -202,9 +204,9 @@ export function listRecords(h: ShowHost): [string, number][] {
   return [
     ['databases', databaseRecords(h).length],
     ['users', userRecords(h).length],
-    ['peers', 0],
+    ['peers', h.cfg.peers.size],
     ['pools', h.registry.pools.size + 1],
-    ['peer_pools', 0],
+    ['peer_pools', h.peers.pools.size],
     ['free_clients', 0],
     ['used_clients', h.clients.size],
     ['login_clients', login],
@@ -534,6 +536,20 @@ function showUsers(h: ShowHost): ResultSet {
   };
 }
 
+const PEERS = columns('isii', 'peer_id host port pool_size');
+const PEER_POOLS = columns('iiiii', 'peer_id cl_active_cancel_req cl_waiting_cancel_req sv_active_cancel sv_login');
+
+function showPeers(h: ShowHost): ResultSet {
+  const peers = [...h.cfg.peers.values()].sort((a, b) => a.id - b.id);
+  return { columns: PEERS, rows: peers.map((p) => [p.id, p.host, p.port, p.poolSize ?? h.cfg.defaultPoolSize]) };
+}
+
+/** One row per peer a cancel request was forwarded to (PgBouncer creates them on first use). */
+function showPeerPools(h: ShowHost): ResultSet {
+  const pools = [...h.peers.pools.values()].sort((a, b) => a.id - b.id);
+  return { columns: PEER_POOLS, rows: pools.map((p) => [p.id, p.active.size, p.waitingCount, p.active.size, p.login.size]) };
+}
+
 const empty = (types: string, names: string): (() => ResultSet) => {
   const cols = columns(types, names);
   return () => ({ columns: cols, rows: [] });
@@ -559,8 +575,8 @@ export const SHOW: Readonly<Record<string, (h: ShowHost, period: StatsPeriod) =>
   lists: (h) => ({ columns: LISTS, rows: listRecords(h) }),
   // PgBouncer reports its slab caches; Node's heap has no such breakdown, so the set is empty.
   mem: empty('siiii', 'name size used free memtotal'),
-  peer_pools: empty('iiiii', 'peer_id cl_active_cancel_req cl_waiting_cancel_req sv_active_cancel sv_login'),
-  peers: empty('isii', 'peer_id host port pool_size'),
+  peer_pools: showPeerPools,
+  peers: showPeers,
   pools: showPools,
   servers: showServers,
   sockets: (h) => showSockets(h, false),

@@ -6,7 +6,6 @@
 // the extended-protocol messages mark a pipeline still open, Terminate ends the session; every
 // byte is forwarded as it came, one write per read.
 import type net from 'node:net';
-import crypto from 'node:crypto';
 import { now, refresh } from '../clock.js';
 import { nextConnectionId } from '../ids.js';
 import type { AuthType, Config } from '../config/types.js';
@@ -52,8 +51,9 @@ export interface ClientHost {
   /** A shutdown is under way: only console logins are still taken (on the unix socket). */
   readonly stopping: boolean;
   cancel(pid: number, secret: Buffer): void;
-  /** The client was given its cancel key (BackendKeyData). */
-  registerCancel(client: ClientConn): void;
+  /** A fresh cancel key (process id then a secret of `secretLength` bytes) for the client's
+   * BackendKeyData, registered to it until it closes. */
+  mintCancelKey(secretLength: number, client: ClientConn): Buffer;
   onClientClosed(client: ClientConn): void;
 }
 
@@ -91,9 +91,8 @@ export class ClientConn implements PoolClient {
   lastActivity = now;
   /** The parameter values this client's session should have (variable cache). */
   readonly params = new Map<string, string>();
-  /** The pooler-minted cancel key the client was given. */
-  cancelPid = 0;
-  cancelSecret: Buffer = Buffer.alloc(0);
+  /** The pooler-minted cancel key the client was given (process id, then the secret). */
+  cancelKey: Buffer | null = null;
   authMethod = '';
   /** The protocol minor version agreed with the client (0 or 2). */
   protocolMinor = 0;
@@ -489,10 +488,10 @@ export class ClientConn implements PoolClient {
       if (mine === undefined && isTracked(name, this.host.cfg.trackExtraParameters)) this.params.set(name, value);
       parts.push(encode.parameterStatus(name, mine ?? value));
     }
-    this.cancelPid = crypto.randomInt(1, 0x7fffffff);
-    this.cancelSecret = mintCancelSecret(this.protocolMinor);
-    this.host.registerCancel(this);
-    parts.push(encode.backendKeyData(this.cancelPid, this.cancelSecret), encode.readyForQuery(0x49));
+    // Protocol 3.2 (PostgreSQL 18) keys have a 32-byte secret, as PostgreSQL sends; 3.0 keeps 4.
+    const key = this.host.mintCancelKey(this.protocolMinor < 2 ? 4 : 32, this);
+    this.cancelKey = key;
+    parts.push(encode.backendKeyData(key.readInt32BE(0), key.subarray(4)), encode.readyForQuery(0x49));
     this.socket.write(Buffer.concat(parts));
     this.phase = 'ready';
     this.framer.maxPacket = this.host.cfg.maxPacketSize;
@@ -970,19 +969,6 @@ function refusalOf(err: PoolerError): LoginRefusal {
 
 /** Protocol 3.2 (PostgreSQL 18) is the newest we speak: its only change is longer cancel keys. */
 const NEWEST_MINOR = 2;
-
-/**
- * The secret half of a cancel key: 4 random bytes under 3.0; 32 under 3.2, whose first two bytes
- * are reserved for a worker/instance id (0 today) so a cancel that lands on another pooler process
- * can later be routed to the one that minted it, without PgBouncer's [peers] configuration.
- */
-function mintCancelSecret(minor: number): Buffer {
-  if (minor < 2) return crypto.randomBytes(4);
-  const secret = crypto.randomBytes(32);
-  secret.writeUInt16BE(INSTANCE_ID, 0);
-  return secret;
-}
-const INSTANCE_ID = 0;
 
 /** Re-frame a message that was held back across chunks and is sent unchanged. */
 function wholeMessage(type: number, body: Buffer): Buffer {

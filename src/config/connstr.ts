@@ -1,7 +1,7 @@
-// `[databases]` and `[users]` values: libpq-like `key=value` lists, as PgBouncer's loader reads them.
+// `[databases]`, `[users]` and `[peers]` values: libpq-like `key=value` lists, as PgBouncer's loader reads them.
 // Pure: text in, a DatabaseDef/UserDef or every problem found out. load.ts adds file, line and name.
 
-import type { DatabaseDef, LoadBalanceHosts, PoolMode, UserDef } from './types.js';
+import type { DatabaseDef, LoadBalanceHosts, PeerDef, PoolMode, UserDef } from './types.js';
 
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly problems: readonly string[] };
 
@@ -240,4 +240,28 @@ export function parseUserDef(name: string, text: string): Parsed<UserDef> {
     ok: true,
     value: { name, poolMode, poolSize, reservePoolSize, maxUserConnections, maxUserClientConnections, queryTimeout, idleTransactionTimeout, transactionTimeout, clientIdleTimeout },
   };
+}
+
+/** Parse one `[peers]` value; `name` is the entry's key, the peer id (1..65535, as PgBouncer reads
+ * it). Only host (required), port and pool_size are known, as in PgBouncer. */
+export function parsePeerDef(name: string, text: string): Parsed<PeerDef> {
+  const problems: string[] = [];
+  const id = /^\d+$/.test(name) ? Number(name) : 0;
+  if (id < 1 || id > 65535) problems.push(`a peer id must be a number from 1 to 65535`);
+  const params = splitConnstr(text, problems);
+  let host: string | null = null;
+  let port = 6432;
+  let poolSize: number | null = null;
+  for (const p of params) {
+    switch (p.key) {
+      case 'host': host = p.value === '' ? null : p.value; break;
+      case 'port': port = readPort(p, problems) ?? port; break;
+      case 'pool_size': poolSize = readCount(p, problems); break;
+      default:
+        problems.push(`unrecognized peer parameter '${p.key}'`);
+    }
+  }
+  if (host === null) problems.push(`host is required (where to forward cancel requests for peer ${name})`);
+  if (problems.length > 0 || host === null) return { ok: false, problems };
+  return { ok: true, value: { id, host, port, poolSize } };
 }

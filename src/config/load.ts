@@ -14,8 +14,8 @@ import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import ini from 'ini';
 import { parseAuthFile } from './auth-file.js';
-import { parseDatabaseDef, parseUserDef, quoteConnstrValue } from './connstr.js';
-import type { AuthEntry, AuthType, Config, ConfigProblem, DatabaseDef, PoolMode, SslMode, UserDef } from './types.js';
+import { parseDatabaseDef, parsePeerDef, parseUserDef, quoteConnstrValue } from './connstr.js';
+import type { AuthEntry, AuthType, Config, ConfigProblem, DatabaseDef, PeerDef, PoolMode, SslMode, UserDef } from './types.js';
 
 export class ConfigError extends Error {
   readonly problems: readonly ConfigProblem[];
@@ -108,6 +108,9 @@ const SETTINGS: readonly Setting[] = [
   setting('logfile', FILE_OUT, '', (c) => c.logfile),
   setting('pidfile', FILE_OUT, '', (c) => c.pidfile, false),
   setting('user', OPTSTR, '', (c) => c.user, false),
+  setting('so_reuseport', BOOL, '0', (c) => c.soReuseport, false),
+  // PgBouncer's range: the cancel key has 16 bits for it, and its docs cap it at 16383.
+  setting('peer_id', count(0, 16383), '0', (c) => c.peerId),
   // auth
   setting('auth_type', { type: 'enum', values: AUTH_TYPES, unsupported: ['pam', 'ldap'] }, 'md5', (c) => c.authType),
   setting('auth_file', FILE_IN, '', (c) => c.authFile),
@@ -200,7 +203,6 @@ const SETTINGS: readonly Setting[] = [
   setting('syslog', BOOL, '0', null),
   setting('syslog_ident', STR, 'pgbouncer', null),
   setting('syslog_facility', { type: 'enum', values: SYSLOG_FACILITIES }, 'daemon', null),
-  setting('so_reuseport', BOOL, '0', null, false),
   setting('tcp_defer_accept', BOOL, '1', null),
   setting('tcp_socket_buffer', count(), '0', null),
   setting('sbuf_loopcnt', count(), '5', null),
@@ -209,7 +211,6 @@ const SETTINGS: readonly Setting[] = [
   setting('disable_pqexec', BOOL, '0', null, false),
   setting('autodb_idle_timeout', TIME, '3600', (c) => c.autodbIdleTimeout),
   setting('scram_iterations', count(1), '4096', null),
-  setting('peer_id', count(0, 16383), '0', null),
   setting('auth_ldap_options', STR, '', null),
   setting('conffile', STR, '', null),
   setting('service_name', STR, 'pgbouncer', null, false),
@@ -647,6 +648,13 @@ function build(collected: Collected, mainFile: string, configFile: string | null
     else for (const message of parsed.problems) problems.push({ file: entry.file, line: entry.line, setting: name, message });
   }
 
+  const peers = new Map<number, PeerDef>();
+  for (const [name, entry] of collected.sections.peers) {
+    const parsed = parsePeerDef(name, entry.raw);
+    if (parsed.ok) peers.set(parsed.value.id, parsed.value);
+    else for (const message of parsed.problems) problems.push({ file: entry.file, line: entry.line, setting: `[peers] ${name}`, message });
+  }
+
   const otherSettings = new Map<string, string>();
   for (const s of SETTINGS) if (s.get === null) otherSettings.set(s.name, showValue(s.kind, value(s.name)));
 
@@ -661,6 +669,9 @@ function build(collected: Collected, mainFile: string, configFile: string | null
     logfile: opt('logfile'),
     pidfile: opt('pidfile'),
     user: opt('user'),
+    soReuseport: bool('so_reuseport'),
+    peerId: num('peer_id'),
+    peers,
     authType,
     authFile,
     authHbaFile: opt('auth_hba_file'),

@@ -52,6 +52,16 @@ export interface UserDef {
   readonly clientIdleTimeout: number | null;
 }
 
+/** One `[peers]` entry: where a cancel request whose key carries this peer id is forwarded. */
+export interface PeerDef {
+  readonly id: number;
+  /** A host name or address, or a unix socket directory (starts with '/'). */
+  readonly host: string;
+  readonly port: number;
+  /** Forwards open to this peer at once; null = default_pool_size. */
+  readonly poolSize: number | null;
+}
+
 /** A parsed auth_file entry: the secret as written (plain, `md5…` or `SCRAM-SHA-256$…`). */
 export interface AuthEntry {
   readonly user: string;
@@ -89,6 +99,12 @@ export interface Config {
   readonly logfile: string | null;
   readonly pidfile: string | null;
   readonly user: string | null;
+  /** Bind TCP listeners with SO_REUSEPORT, so several processes share the port. */
+  readonly soReuseport: boolean;
+
+  // --- peering: cancel keys carry peer_id; [peers] says where other ids are forwarded
+  readonly peerId: number;
+  readonly peers: ReadonlyMap<number, PeerDef>;
 
   // --- auth
   readonly authType: AuthType;
@@ -184,7 +200,7 @@ export interface Config {
   readonly users: ReadonlyMap<string, UserDef>;
 
   /** PgBouncer settings that are accepted and validated so an existing pgbouncer.ini loads, but
-   * that pgpool-ts does not act on (syslog, dns_*, peer_id, ...): name → value as SHOW CONFIG
+   * that pgpool-ts does not act on (syslog, dns_*, ...): name → value as SHOW CONFIG
    * prints it, defaults included. */
   readonly otherSettings: ReadonlyMap<string, string>;
 }

@@ -1,20 +1,61 @@
-// Listening sockets: TCP on each listen_addr with listen_backlog, and the unix socket
-// unix_socket_dir/.s.PGSQL.<port> with unix_socket_mode and unix_socket_group.
+// Listening sockets: TCP on each listen_addr with listen_backlog (shared with other processes
+// through SO_REUSEPORT when so_reuseport = 1), the unix socket unix_socket_dir/.s.PGSQL.<port>
+// with unix_socket_mode and unix_socket_group, and the address [peers] gives for our own peer_id
+// when that is none of those.
+//
+// A draining pooler (SHUTDOWN WAIT_FOR_*, SIGTERM, SIGINT) stops taking new clients, but keeps the
+// listeners its peers forward cancel requests to until it exits, so a cancel for a query still
+// running on it lands: the unix socket (also the console's), its own [peers] address, and the TCP
+// port when that is its [peers] address and not shared with so_reuseport (a port shared with
+// newer processes must close, or the kernel keeps handing it new clients).
 import { execFileSync } from 'node:child_process';
+import dns from 'node:dns/promises';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
+import { socketAddress } from './address.js';
+import { nativeFunction } from './native.js';
 
-export type OnConnection = (socket: net.Socket, isUnix: boolean) => void;
+/** `keep`: the listener stays open while the pooler drains (see the header). */
+export type OnConnection = (socket: net.Socket, isUnix: boolean, keep: boolean) => void;
 
 export interface Listeners {
-  readonly servers: net.Server[];
+  /** Where we listen, for the startup log line. */
+  readonly addresses: readonly string[];
   readonly unixPath: string | null;
-  /** Stop accepting (shutdown); open connections are not touched. */
+  /** Stop accepting (exit); open connections are not touched. */
   close(): Promise<void>;
-  /** Stop accepting on TCP only: a draining pooler keeps its unix socket for the console. */
-  closeTcp(): void;
+  /** Stop accepting new clients: close every listener but those kept while draining. */
+  drain(): void;
+}
+
+/** Node 22.12+ and 23.1+ set SO_REUSEPORT themselves (listen's `reusePort`). */
+const NODE_REUSEPORT = ((): boolean => {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+})();
+
+const REUSEPORT_PURPOSE = 'so_reuseport = 1 cannot be used';
+
+/** Why this config cannot start here (so_reuseport without a way to set it), or null. */
+export function listenerProblem(cfg: Config): string | null {
+  if (!cfg.soReuseport || NODE_REUSEPORT) return null;
+  const bind = nativeFunction('tcpBind', REUSEPORT_PURPOSE);
+  return 'error' in bind ? bind.error : null;
+}
+
+/**
+ * Our own [peers] entry when it needs a listener of its own, or keeps the TCP port open while
+ * draining: `extra` = an address we would not listen on otherwise; `keepTcp` = it is the TCP port.
+ */
+function ownPeerListener(cfg: Config, unixPath: string | null): { extra: { unix: string } | { port: number } | null; keepTcp: boolean } {
+  const own = cfg.peerId > 0 ? cfg.peers.get(cfg.peerId) : undefined;
+  if (own === undefined) return { extra: null, keepTcp: false };
+  const a = socketAddress(own.host, own.port);
+  if ('unix' in a) return { extra: a.unix === unixPath ? null : a, keepTcp: false };
+  if (a.port !== cfg.listenPort) return { extra: { port: a.port }, keepTcp: false };
+  return { extra: null, keepTcp: !cfg.soReuseport };
 }
 
 function listenOne(server: net.Server, opts: net.ListenOptions): Promise<void> {
@@ -27,41 +68,79 @@ function listenOne(server: net.Server, opts: net.ListenOptions): Promise<void> {
   });
 }
 
-export async function openListeners(cfg: Config, onConnection: OnConnection): Promise<Listeners> {
-  const servers: net.Server[] = [];
-  let unixServer: net.Server | null = null;
-  let unixPath: string | null = null;
+/** Listen on TCP `addr`:`port`, through the addon when the port is shared (so_reuseport). */
+async function listenTcp(server: net.Server, addr: string, port: number, backlog: number, reusePort: boolean): Promise<void> {
+  const host = addr === '*' ? undefined : addr;
+  if (!reusePort) return listenOne(server, { host, port, backlog });
+  if (NODE_REUSEPORT) return listenOne(server, { host, port, backlog, reusePort: true } as net.ListenOptions);
+  const bind = nativeFunction('tcpBind', REUSEPORT_PURPOSE);
+  if ('error' in bind) throw new Error(bind.error);
+  // '*' is every address: IPv6 dual-stack, or IPv4 where there is no IPv6; a name is its first
+  // address, as Node's listen() resolves one.
+  const candidates = addr === '*' ? ['::', '0.0.0.0'] : [net.isIP(addr) !== 0 ? addr : (await dns.lookup(addr)).address];
+  let fd = -1;
+  for (const [i, a] of candidates.entries()) {
+    try {
+      fd = bind.fn(a, port, true);
+      break;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (i === candidates.length - 1 || (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL')) throw err;
+    }
+  }
   try {
-    for (const addr of cfg.listenAddr) {
-      const server = net.createServer({ noDelay: true }, (s) => onConnection(s, false));
-      const host = addr === '*' ? undefined : addr;
-      await listenOne(server, { host, port: cfg.listenPort, backlog: cfg.listenBacklog });
-      servers.push(server);
-    }
-    if (cfg.unixSocketDir !== '') {
-      unixPath = path.join(cfg.unixSocketDir, `.s.PGSQL.${cfg.listenPort}`);
-      await removeStaleSocket(unixPath);
-      const server = net.createServer((s) => onConnection(s, true));
-      await listenOne(server, { path: unixPath, backlog: cfg.listenBacklog });
-      fs.chmodSync(unixPath, cfg.unixSocketMode);
-      if (cfg.unixSocketGroup !== null) execFileSync('chgrp', [cfg.unixSocketGroup, unixPath]);
-      servers.push(server);
-      unixServer = server;
-    }
+    await listenOne(server, { fd, backlog } as net.ListenOptions);
   } catch (err) {
-    for (const s of servers) s.close();
+    fs.closeSync(fd);
     throw err;
   }
-  const up = unixPath;
+}
+
+export async function openListeners(cfg: Config, onConnection: OnConnection): Promise<Listeners> {
+  const servers: { server: net.Server; keep: boolean }[] = [];
+  const addresses: string[] = [];
+  const unixPaths: string[] = [];
+  const unixPath = cfg.unixSocketDir === '' ? null : path.join(cfg.unixSocketDir, `.s.PGSQL.${cfg.listenPort}`);
+  const own = ownPeerListener(cfg, unixPath);
+
+  const tcp = async (addr: string, port: number, keep: boolean, reusePort: boolean): Promise<void> => {
+    const server = net.createServer({ noDelay: true }, (s) => onConnection(s, false, keep));
+    servers.push({ server, keep });
+    await listenTcp(server, addr, port, cfg.listenBacklog, reusePort);
+    addresses.push(`${addr}:${port}`);
+  };
+  const unix = async (p: string): Promise<void> => {
+    await removeStaleSocket(p);
+    const server = net.createServer((s) => onConnection(s, true, true));
+    servers.push({ server, keep: true });
+    await listenOne(server, { path: p, backlog: cfg.listenBacklog });
+    unixPaths.push(p);
+    fs.chmodSync(p, cfg.unixSocketMode);
+    if (cfg.unixSocketGroup !== null) execFileSync('chgrp', [cfg.unixSocketGroup, p]);
+    addresses.push(p);
+  };
+
+  try {
+    for (const addr of cfg.listenAddr) await tcp(addr, cfg.listenPort, own.keepTcp, cfg.soReuseport);
+    if (unixPath !== null) await unix(unixPath);
+    if (own.extra !== null) {
+      if ('unix' in own.extra) await unix(own.extra.unix);
+      else for (const addr of cfg.listenAddr) await tcp(addr, own.extra.port, true, false);
+    }
+  } catch (err) {
+    for (const s of servers) s.server.close();
+    for (const p of unixPaths) fs.rmSync(p, { force: true });
+    throw err;
+  }
   return {
-    servers,
+    addresses,
     unixPath,
     close: async () => {
-      await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-      if (up !== null) fs.rmSync(up, { force: true });
+      await Promise.all(servers.map((s) => new Promise<void>((r) => s.server.close(() => r()))));
+      for (const p of unixPaths) fs.rmSync(p, { force: true });
     },
-    closeTcp: () => {
-      for (const s of servers) if (s !== unixServer && s.listening) s.close();
+    drain: () => {
+      for (const s of servers) if (!s.keep && s.server.listening) s.server.close();
     },
   };
 }

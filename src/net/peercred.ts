@@ -1,76 +1,44 @@
-// Unix-socket peer credentials (SO_PEERCRED) and the OS user name they stand for. The only module
-// that loads the optional native addon native/peercred: Node's net cannot read the credentials,
-// and the hba `peer` method and the console login of user `pgbouncer` rest on them.
+// Unix-socket peer credentials (SO_PEERCRED, through the native addon: see native.ts) and the OS
+// user name they stand for. Node's net cannot read the credentials, and the hba `peer` method and
+// the console login of user `pgbouncer` rest on them.
 //
-// Without the addon (no C toolchain at install, or an image built with --ignore-scripts) the
-// pooler runs as before and each peer login is refused with the reason and the fix; the reason
-// is logged once, at the first login that needed it.
+// Without the addon each peer login is refused with the reason and the fix; the reason is logged
+// once, at the first login that needed it.
 //
 // uid → name: our own uid through os.userInfo() (getpwuid_r, so NSS sources such as LDAP or sssd
 // count), any other uid from /etc/passwd. A uid known only to NSS has no name here and its peer
 // login is refused ("could not look up local user ID"), never matched by guess. NSS is not asked
 // for other uids because getpwuid_r may block on the network, and this runs on the event loop.
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import type net from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { log } from '../log.js';
+import { ADDON_PATH, nativeFunction, type PeerCred } from './native.js';
 
-export interface PeerCred {
-  readonly pid: number;
-  readonly uid: number;
-  readonly gid: number;
-}
+export type { PeerCred };
 
-interface Addon {
-  peercred(fd: number): PeerCred;
-  trim(): boolean;
-}
-
-/** dist/src/net/peercred.js → <root>/native/peercred/build/Release/peercred.node */
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const ADDON_PATH = path.join(ROOT, 'native/peercred/build/Release/peercred.node');
-
-/** undefined: not tried yet; null: tried and unavailable (`unavailable` says why). */
-let addon: Addon | null | undefined;
-let unavailable = '';
-
-function loadAddon(): Addon | null {
-  if (addon !== undefined) return addon;
-  try {
-    addon = createRequire(import.meta.url)(ADDON_PATH) as Addon;
-  } catch (err) {
-    addon = null;
-    const missing = (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND';
-    unavailable =
-      `peer authentication is unavailable because the native addon was not ${missing ? 'built' : `loaded (${(err as Error).message})`}; ` +
-      `build it with "npm run build:native" in ${ROOT} (it needs make, a C compiler and python3)`;
-  }
-  return addon;
-}
+const PURPOSE = 'peer authentication is unavailable';
 
 let told = false;
 
 /** Whether peer credentials can be read at all (the addon loaded). */
 export function peerCredAvailable(): boolean {
-  return loadAddon() !== null;
+  return 'fn' in nativeFunction('peercred', PURPOSE);
 }
 
 /** The credentials of the process that connected `socket` (a unix-domain socket), or why not. */
 export function peerCredentials(socket: net.Socket): { cred: PeerCred } | { error: string } {
-  const a = loadAddon();
-  if (a === null) {
-    if (!told) log().warn({ addon: ADDON_PATH }, unavailable);
+  const a = nativeFunction('peercred', PURPOSE);
+  if ('error' in a) {
+    if (!told) log().warn({ addon: ADDON_PATH }, a.error);
     told = true;
-    return { error: unavailable };
+    return { error: a.error };
   }
   // The handle of an accepted unix socket is a Pipe; its fd is public on Unix but not typed.
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) return { error: 'cannot read the peer credentials: the socket has no file descriptor' };
   try {
-    return { cred: a.peercred(fd) };
+    return { cred: a.fn(fd) };
   } catch (err) {
     return { error: `cannot read the peer credentials: ${(err as Error).message}` };
   }
@@ -134,13 +102,4 @@ export function osUserName(uid: number): string | null {
 /** Whether the peer runs as the pooler's own OS user (PgBouncer compares the uids). */
 export function isOwnUid(cred: PeerCred): boolean {
   return cred.uid === process.getuid?.();
-}
-
-/**
- * Give the memory of closed connections back to the system (glibc malloc_trim, see the addon).
- * It lives here because this is the one module that loads the addon. False when nothing was
- * released, off glibc, or without the addon (the pooler then keeps its high-water RSS).
- */
-export function trimHeap(): boolean {
-  return loadAddon()?.trim() ?? false;
 }

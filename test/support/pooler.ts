@@ -81,7 +81,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-function serializeIni(ini: IniSections): string {
+/** An IniSections as pgbouncer.ini text. */
+export function iniText(ini: IniSections): string {
   return Object.entries(ini)
     .map(([section, kv]) => `[${section}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}\n`).join('')}`)
     .join('\n');
@@ -208,7 +209,7 @@ export async function startPooler(ini: string | IniSections, opts: PoolerOptions
       unix_socket_dir: dir,
     };
     if (opts.userlist !== undefined) base.auth_file = authFile;
-    return serializeIni({ ...next, pgbouncer: { ...base, ...next.pgbouncer } });
+    return iniText({ ...next, pgbouncer: { ...base, ...next.pgbouncer } });
   }
 
   const text = render(ini);

@@ -63,6 +63,8 @@ export interface LoginOptions extends RawConnOptions {
   /** Protocol version of the StartupMessage (3.0 unless set). */
   version?: number;
   host?: string;
+  /** A unix socket path to connect to instead of TCP. */
+  path?: string;
 }
 
 /**
@@ -110,8 +112,10 @@ export class RawConn {
   }
 
   /** A TCP connection to `host`:`port` (127.0.0.1 unless set), Nagle off: each send() leaves at once,
-   * so a message a test cuts in pieces reaches the pooler in those pieces. */
-  static async connect(port: number, opts: RawConnOptions & { host?: string } = {}): Promise<RawConn> {
+   * so a message a test cuts in pieces reaches the pooler in those pieces. With `path`, the unix
+   * socket there instead. */
+  static async connect(port: number, opts: RawConnOptions & { host?: string; path?: string } = {}): Promise<RawConn> {
+    if (opts.path !== undefined) return new RawConn(await connectSocket({ path: opts.path }), opts);
     const sock = await connectSocket({ host: opts.host ?? '127.0.0.1', port });
     sock.setNoDelay(true);
     return new RawConn(sock, opts);
@@ -335,10 +339,11 @@ export class RawConn {
 /**
  * A CancelRequest on a fresh connection, as libpq sends it; resolves once the pooler closed that
  * connection. Still open after `timeoutMs` (5 s): rejects, or resolves with `ifOpen: 'resolve'`.
+ * With `path`, sent to the unix socket there instead of TCP `port`.
  */
-export async function sendCancelRequest(port: number, pid: number, secret: Buffer, opts: { timeoutMs?: number; ifOpen?: 'reject' | 'resolve' } = {}): Promise<void> {
+export async function sendCancelRequest(port: number, pid: number, secret: Buffer, opts: { timeoutMs?: number; ifOpen?: 'reject' | 'resolve'; path?: string } = {}): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? 5_000;
-  const conn = await RawConn.connect(port);
+  const conn = await RawConn.connect(port, { path: opts.path });
   try {
     conn.send(cancelRequest(pid, secret));
     const closed = await conn.closesWithin(timeoutMs);

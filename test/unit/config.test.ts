@@ -35,14 +35,15 @@ const load = (text: string): Config => loadConfig(write(text));
 
 test('defaults are PgBouncer 1.25 defaults', () => {
   const c = load('[pgbouncer]\n');
-  const { configFile, authEntries, databases, users, otherSettings, clientTls, serverTls, ...rest } = c;
+  const { configFile, authEntries, databases, users, peers, otherSettings, clientTls, serverTls, ...rest } = c;
   assert.ok(configFile?.startsWith(dir));
   assert.equal(authEntries.size, 0);
   assert.equal(databases.size, 0);
   assert.equal(users.size, 0);
+  assert.equal(peers.size, 0);
   assert.deepEqual(rest, {
     listenAddr: [], listenPort: 6432, listenBacklog: 128, unixSocketDir: '/tmp', unixSocketMode: 0o777,
-    unixSocketGroup: null, logfile: null, pidfile: null, user: null,
+    unixSocketGroup: null, logfile: null, pidfile: null, user: null, soReuseport: false, peerId: 0,
     authType: 'md5', authFile: null, authHbaFile: null, authIdentFile: null, authUser: null,
     authQuery: 'SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname=$1 AND rolcanlogin',
     authDbname: null,
@@ -289,6 +290,25 @@ test('bad numbers, times, modes, enums and TLS protocol lists name what is allow
     `${f}:10: peer_id: invalid value '20000' (expected an integer 0..16383)`,
   ]);
   assert.equal(load('[pgbouncer]\nclient_tls_protocols = tlsv1.3, !tlsv1.2\n').clientTls.protocols, 'tlsv1.3, !tlsv1.2');
+});
+
+test('[peers]: id = host, port (6432), pool_size; so_reuseport and peer_id are read; mistakes name the line', () => {
+  const c = load(['[pgbouncer]', 'so_reuseport = 1', 'peer_id = 2', '[peers]', '1 = host=/run/pgb1', '2 = host=10.0.0.2 port=7432 pool_size=3', ''].join('\n'));
+  assert.equal(c.soReuseport, true);
+  assert.equal(c.peerId, 2);
+  assert.deepEqual([...c.peers.values()], [
+    { id: 1, host: '/run/pgb1', port: 6432, poolSize: null },
+    { id: 2, host: '10.0.0.2', port: 7432, poolSize: 3 },
+  ]);
+  const f = write(['[peers]', 'x = host=a', '0 = host=a', '70000 = host=a', '3 = port=1', '4 = host=a port=0 dbname=p', ''].join('\n'));
+  assert.deepEqual(problemsOf(() => loadConfig(f)), [
+    `${f}:2: [peers] x: a peer id must be a number from 1 to 65535`,
+    `${f}:3: [peers] 0: a peer id must be a number from 1 to 65535`,
+    `${f}:4: [peers] 70000: a peer id must be a number from 1 to 65535`,
+    `${f}:5: [peers] 3: host is required (where to forward cancel requests for peer 3)`,
+    `${f}:6: [peers] 4: port: invalid value '0' (expected an integer 1..65535)`,
+    `${f}:6: [peers] 4: unrecognized peer parameter 'dbname'`,
+  ]);
 });
 
 test('TLS and auth_type cross-checks point at the setting that needs the missing piece', () => {

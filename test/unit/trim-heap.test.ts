@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { it } from 'node:test';
-import { peerCredAvailable, trimHeap } from '../../src/net/peercred.js';
+import { peerCredAvailable } from '../../src/net/peercred.js';
+import { trimHeap } from '../../src/net/native.js';
 
 const rssKiB = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1]);
 

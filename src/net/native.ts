@@ -1,0 +1,68 @@
+// The optional native addon native/peercred, and the one place that loads it. Node's net cannot
+// read a unix socket's peer credentials, give glibc's heap back, or set a socket option before
+// bind(); the addon does those, one small C function each (see peercred.c).
+//
+// Without it (no C toolchain at install, or an image built with --ignore-scripts) the pooler runs,
+// and each feature that needs it says so with the fix: peer logins are refused, so_reuseport is a
+// startup error. A build older than this code (a function missing) is reported the same way.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface PeerCred {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** What the addon exports. A feature that needs a new native call adds it here and in peercred.c. */
+export interface NativeAddon {
+  peercred(fd: number): PeerCred;
+  trim(): boolean;
+  /** A TCP socket bound to a numeric address (SO_REUSEADDR, and SO_REUSEPORT when asked), not yet
+   * listening: for server.listen({ fd }). */
+  tcpBind(address: string, port: number, reusePort: boolean): number;
+}
+
+/** dist/src/net/native.js → <root>/native/peercred/build/Release/peercred.node */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const ADDON_PATH = path.join(ROOT, 'native/peercred/build/Release/peercred.node');
+const BUILD_HINT = `build it with "npm run build:native" in ${ROOT} (it needs make, a C compiler and python3)`;
+
+/** undefined: not tried yet; null: could not be loaded (`loadError` says why). */
+let loaded: Partial<NativeAddon> | null | undefined;
+let loadError = '';
+
+function load(): Partial<NativeAddon> | null {
+  if (loaded !== undefined) return loaded;
+  try {
+    loaded = createRequire(import.meta.url)(ADDON_PATH) as Partial<NativeAddon>;
+  } catch (err) {
+    loaded = null;
+    loadError =
+      (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' ? 'was not built' : `could not be loaded (${(err as Error).message})`;
+  }
+  return loaded;
+}
+
+/**
+ * The addon's function `name`, or why it is missing, worded for `purpose` ("peer authentication
+ * is unavailable", "so_reuseport = 1 cannot be used") with the fix.
+ */
+export function nativeFunction<K extends keyof NativeAddon>(name: K, purpose: string): { fn: NativeAddon[K] } | { error: string } {
+  const a = load();
+  const fn = a?.[name];
+  if (typeof fn === 'function') return { fn: fn.bind(a) as NativeAddon[K] };
+  const why = a === null ? loadError : `is older than this pgpool-ts (it has no ${name}())`;
+  return { error: `${purpose} because the native addon ${why}; ${BUILD_HINT}` };
+}
+
+/**
+ * Give the memory of closed connections back to the system (glibc malloc_trim, see the addon).
+ * False when nothing was released, off glibc, or without the addon (the pooler then keeps its
+ * high-water RSS).
+ */
+export function trimHeap(): boolean {
+  const t = nativeFunction('trim', 'the heap is not trimmed');
+  return 'fn' in t && t.fn();
+}
