@@ -1,6 +1,8 @@
 // docs/benchmarks.svg as plain text: one panel per scenario (each with its own scale, since a
 // 1-client run and a 32-client run differ by an order of magnitude), a bar per target at its
-// median, a whisker for min–max. No browser, no dependency.
+// median, a whisker for min–max; then, for the scenarios that measured it, one panel of the CPU
+// the process in front of PostgreSQL spent per transaction (pgpool-ts against Node's floor and
+// PgBouncer). No browser, no dependency.
 
 import type { ScenarioSummary } from './report.js';
 import { TARGET_LABEL, TARGET_ORDER, type TargetName } from './targets.js';
@@ -9,6 +11,7 @@ const COLORS: Record<TargetName, string> = {
   'pgpool-ts': '#2b6cb0',
   pgbouncer: '#dd6b20',
   direct: '#718096',
+  floor: '#805ad5',
   'naive-proxy': '#38a169',
 };
 
@@ -36,43 +39,57 @@ function niceCeil(x: number): number {
   return 10 * p;
 }
 
-function panel(s: ScenarioSummary, x0: number, y0: number): string[] {
+/** One bar of a panel: median, and the whisker's ends when known. */
+interface Bar {
+  target: TargetName;
+  median: number | null;
+  min: number | null;
+  max: number | null;
+}
+
+const throughputBars = (s: ScenarioSummary): Bar[] => s.targets.map((t) => ({ target: t.target, median: t.medianTps, min: t.minTps, max: t.maxTps }));
+
+/** CPU per transaction of the processes in front of PostgreSQL (direct has none to show). */
+const cpuBars = (s: ScenarioSummary): Bar[] =>
+  s.targets.filter((t) => t.target !== 'direct').map((t) => ({ target: t.target, median: t.medianCpuUsPerTx, min: null, max: null }));
+
+function panel(title: string, sub: string, bars: readonly Bar[], x0: number, y0: number): string[] {
   const out: string[] = [];
   const left = x0 + 48;
   const right = x0 + PANEL_W - 12;
   const top = y0 + 34;
   const bottom = y0 + PANEL_H - 34;
-  const present = s.targets.filter((t) => t.medianTps !== null);
-  const yMax = niceCeil(Math.max(1, ...present.map((t) => t.maxTps ?? 0)) * 1.08);
+  const yMax = niceCeil(Math.max(1, ...bars.map((t) => t.max ?? t.median ?? 0)) * 1.08);
   const y = (v: number) => bottom - (v / yMax) * (bottom - top);
 
-  out.push(`<text x="${x0 + PANEL_W / 2}" y="${y0 + 16}" class="title">${esc(s.scenario)}</text>`);
-  out.push(`<text x="${x0 + PANEL_W / 2}" y="${y0 + 29}" class="sub">median ${esc(s.unit)}</text>`);
+  out.push(`<text x="${x0 + PANEL_W / 2}" y="${y0 + 16}" class="title">${esc(title)}</text>`);
+  out.push(`<text x="${x0 + PANEL_W / 2}" y="${y0 + 29}" class="sub">${esc(sub)}</text>`);
   for (let i = 0; i <= 4; i++) {
     const v = (yMax * i) / 4;
     out.push(`<line x1="${left}" x2="${right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" class="grid"/>`);
     out.push(`<text x="${left - 5}" y="${(y(v) + 3.5).toFixed(1)}" class="tick">${compact(v)}</text>`);
   }
-  const slot = (right - left) / s.targets.length;
+  const slot = (right - left) / bars.length;
   const barW = slot * 0.62;
-  s.targets.forEach((t, i) => {
+  bars.forEach((t, i) => {
     const cx = left + slot * (i + 0.5);
     out.push(`<text x="${cx.toFixed(1)}" y="${bottom + 14}" class="xlabel">${esc(TARGET_LABEL[t.target])}</text>`);
-    if (t.medianTps === null) {
+    if (t.median === null) {
       out.push(`<text x="${cx.toFixed(1)}" y="${bottom - 6}" class="err">failed</text>`);
       return;
     }
-    const h = bottom - y(t.medianTps);
+    const h = bottom - y(t.median);
+    const range = t.min === null ? '' : ` (min ${t.min.toFixed(0)}, max ${t.max?.toFixed(0)})`;
     out.push(
-      `<rect x="${(cx - barW / 2).toFixed(1)}" y="${y(t.medianTps).toFixed(1)}" width="${barW.toFixed(1)}" height="${h.toFixed(1)}" fill="${COLORS[t.target]}">` +
-        `<title>${esc(`${TARGET_LABEL[t.target]}: ${t.medianTps.toFixed(0)} (min ${t.minTps?.toFixed(0)}, max ${t.maxTps?.toFixed(0)})`)}</title></rect>`,
+      `<rect x="${(cx - barW / 2).toFixed(1)}" y="${y(t.median).toFixed(1)}" width="${barW.toFixed(1)}" height="${h.toFixed(1)}" fill="${COLORS[t.target]}">` +
+        `<title>${esc(`${TARGET_LABEL[t.target]}: ${t.median.toFixed(0)}${range}`)}</title></rect>`,
     );
-    if (t.minTps !== null && t.maxTps !== null && t.maxTps > t.minTps) {
-      const [a, b] = [y(t.minTps).toFixed(1), y(t.maxTps).toFixed(1)];
+    if (t.min !== null && t.max !== null && t.max > t.min) {
+      const [a, b] = [y(t.min).toFixed(1), y(t.max).toFixed(1)];
       out.push(`<path d="M${cx.toFixed(1)} ${a}V${b}M${(cx - 5).toFixed(1)} ${a}h10M${(cx - 5).toFixed(1)} ${b}h10" class="whisker"/>`);
     }
-    const labelY = Math.min(y(t.medianTps), t.maxTps === null ? Infinity : y(t.maxTps)) - 4;
-    out.push(`<text x="${cx.toFixed(1)}" y="${labelY.toFixed(1)}" class="value">${compact(t.medianTps)}</text>`);
+    const labelY = Math.min(y(t.median), t.max === null ? Infinity : y(t.max)) - 4;
+    out.push(`<text x="${cx.toFixed(1)}" y="${labelY.toFixed(1)}" class="value">${t.median < 100 ? t.median.toFixed(1) : compact(t.median)}</text>`);
   });
   out.push(`<line x1="${left}" x2="${right}" y1="${bottom}" y2="${bottom}" class="axis"/>`);
   return out;
@@ -80,8 +97,15 @@ function panel(s: ScenarioSummary, x0: number, y0: number): string[] {
 
 /** `caption`: lines under the panels (how the numbers were made). */
 export function renderChart(summaries: readonly ScenarioSummary[], caption: readonly string[]): string {
-  const cols = Math.min(COLS, Math.max(1, summaries.length));
-  const rows = Math.ceil(summaries.length / cols);
+  const panels = [
+    ...summaries.map((s) => ({ title: s.scenario, sub: `median ${s.unit}`, bars: throughputBars(s) })),
+    // Per transaction only where pgbench counted transactions: a login or a MB is another unit.
+    ...summaries
+      .filter((s) => s.unit === 'TPS' && s.targets.some((t) => t.target === 'pgpool-ts' && t.medianCpuUsPerTx !== null))
+      .map((s) => ({ title: s.scenario, sub: 'pooler CPU µs per transaction (lower is better)', bars: cpuBars(s) })),
+  ];
+  const cols = Math.min(COLS, Math.max(1, panels.length));
+  const rows = Math.ceil(panels.length / cols);
   const width = cols * PANEL_W;
   const height = HEADER_H + rows * PANEL_H + FOOTER_H;
   const out: string[] = [];
@@ -93,14 +117,14 @@ export function renderChart(summaries: readonly ScenarioSummary[], caption: read
       '.legend{font-size:12px}.caption{font-size:11px;fill:#555}</style>',
   );
   out.push(`<rect width="${width}" height="${height}" fill="#fff"/>`);
-  out.push(`<text x="12" y="22" font-size="16" font-weight="bold">pgpool-ts benchmark: median throughput per scenario</text>`);
+  out.push(`<text x="12" y="22" font-size="16" font-weight="bold">pgpool-ts benchmark: median throughput per scenario, then pooler CPU per transaction</text>`);
   TARGET_ORDER.forEach((t, i) => {
-    const x = 12 + i * 130;
+    const x = 12 + i * 120;
     out.push(`<rect x="${x}" y="34" width="12" height="12" fill="${COLORS[t]}"/>`);
     out.push(`<text x="${x + 17}" y="44" class="legend">${esc(TARGET_LABEL[t])}</text>`);
   });
-  summaries.forEach((s, i) => {
-    out.push(...panel(s, (i % cols) * PANEL_W, HEADER_H + Math.floor(i / cols) * PANEL_H));
+  panels.forEach((p, i) => {
+    out.push(...panel(p.title, p.sub, p.bars, (i % cols) * PANEL_W, HEADER_H + Math.floor(i / cols) * PANEL_H));
   });
   caption.forEach((line, i) => {
     out.push(`<text x="12" y="${height - FOOTER_H + 12 + i * 14}" class="caption">${esc(line)}</text>`);

@@ -96,20 +96,23 @@ function pgpoolTrouble(runs: RunRecord[]): string | null {
   return null;
 }
 
-function compare(runs: RunRecord[], rounds: number[], goal: Goal | null, over: TargetName, unit: string): Comparison {
+/** pgpool-ts's value over `over`'s, round by round: the scenario's headline number, or with
+ * `cpu` the pooler CPU per transaction. */
+function compare(runs: RunRecord[], rounds: number[], goal: Goal | null, over: TargetName, unit: string, cpu = false): Comparison {
   const at = (t: TargetName, round: number) => runs.find((r) => r.target === t && r.round === round && ok(r)) ?? null;
+  const value = (r: RunRecord | null) => (r === null ? null : cpu ? r.poolerCpuUsPerTx : r.metrics.tps);
   const perRound = rounds.map((round) => {
-    const a = at('pgpool-ts', round)?.metrics.tps ?? null;
-    const b = at(over, round)?.metrics.tps ?? null;
+    const a = value(at('pgpool-ts', round));
+    const b = value(at(over, round));
     return a === null || b === null || b === 0 ? null : a / b;
   });
   const med = median(nums(perRound));
   const trouble = pgpoolTrouble(runs);
   const bound = goal?.kind === 'ratio' ? { text: `≥ ${goal.min.toFixed(1)}×`, met: (x: number) => x >= goal.min }
-    : goal?.kind === 'ratio-max' ? { text: `≤ ${goal.max.toFixed(1)}×`, met: (x: number) => x <= goal.max }
+    : goal?.kind === 'ratio-max' || goal?.kind === 'cpu' ? { text: `≤ ${goal.max.toFixed(1)}×`, met: (x: number) => x <= goal.max }
     : null;
   return {
-    label: `pgpool-ts / ${TARGET_LABEL[over]} (${unit})`,
+    label: `pgpool-ts / ${TARGET_LABEL[over]} (${cpu ? 'pooler CPU µs/tx' : unit})`,
     perRound: perRound.map(ratioStr),
     median: ratioStr(med),
     goal: bound === null ? '—' : bound.text + (trouble === null ? '' : ` (${trouble})`),
@@ -133,12 +136,13 @@ function compareAddedLatency(runs: RunRecord[], rounds: number[], goal: Extract<
   const mOurs = median(nums(ours));
   const mTheirs = median(nums(theirs));
   const trouble = pgpoolTrouble(runs);
+  const times = goal.factor === 1 ? '' : `${goal.factor.toFixed(1)}× `;
   return {
     label: `added latency per query vs ${TARGET_LABEL[goal.baseline]}: pgpool-ts / ${TARGET_LABEL[goal.rival]}`,
     perRound: ours.map((x, i) => `${msStr(x)} / ${msStr(theirs[i] ?? null)}`),
     median: `${msStr(mOurs)} / ${msStr(mTheirs)}`,
-    goal: `≤ ${TARGET_LABEL[goal.rival]}'s` + (trouble === null ? '' : ` (${trouble})`),
-    verdict: mOurs !== null && mTheirs !== null && mOurs <= mTheirs && trouble === null ? 'PASS' : 'FALL SHORT',
+    goal: `≤ ${times}${TARGET_LABEL[goal.rival]}'s` + (trouble === null ? '' : ` (${trouble})`),
+    verdict: mOurs !== null && mTheirs !== null && mOurs <= goal.factor * mTheirs && trouble === null ? 'PASS' : 'FALL SHORT',
   };
 }
 
@@ -150,8 +154,14 @@ export function summarize(scenario: Scenario, runs: RunRecord[]): ScenarioSummar
   // Both headline ratios always show; a goal on one of them adds its verdict.
   for (const over of ['pgbouncer', 'direct'] as const) {
     if (!scenario.targets.includes(over)) continue;
-    const goal = scenario.goals.find((g) => g.kind !== 'added-latency' && g.over === over) ?? null;
+    const goal = scenario.goals.find((g) => (g.kind === 'ratio' || g.kind === 'ratio-max') && g.over === over) ?? null;
     comparisons.push(compare(mine, rounds, goal, over, scenario.unit));
+  }
+  // What pgpool-ts's own work costs: its CPU per transaction against Node's floor and PgBouncer's.
+  for (const over of ['floor', 'pgbouncer'] as const) {
+    if (!scenario.targets.includes(over) || !mine.some((r) => r.target === over && r.poolerCpuUsPerTx !== null)) continue;
+    const goal = scenario.goals.find((g) => g.kind === 'cpu' && g.over === over) ?? null;
+    comparisons.push(compare(mine, rounds, goal, over, scenario.unit, true));
   }
   for (const g of scenario.goals) if (g.kind === 'added-latency') comparisons.push(compareAddedLatency(mine, rounds, g));
   return { scenario: scenario.name, unit: scenario.unit, lowerIsBetter: scenario.lowerIsBetter === true, targets, comparisons };

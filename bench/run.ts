@@ -18,7 +18,7 @@ import { CLK_TCK, killAllSync, runCmd } from './procs.js';
 import { renderTables, summarize, type RunRecord } from './report.js';
 import type { Job, LoadResult, LoadSpec } from './loadclient.js';
 import { SCENARIO_NAMES, scenarios, type RunContext, type Scenario } from './scenarios.js';
-import { PLAIN, POOLER_SETTINGS, Targets, pgbouncerVersion, type Target } from './targets.js';
+import { PLAIN, POOLER_SETTINGS, TARGET_ORDER, Targets, pgbouncerVersion, type Target, type TargetName } from './targets.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RESULTS_DIR = path.join(ROOT, 'bench/results');
@@ -35,17 +35,20 @@ interface Options {
   rounds: number;
   /** Scenario names to run, in list order; null = all. */
   names: string[] | null;
+  /** Targets to run (the others are left out of every scenario); null = all. */
+  targets: TargetName[] | null;
   keep: boolean;
   keyType: 'ec' | 'rsa';
   copyMb: number;
   quietWaitS: number;
 }
 
-const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] [--scenarios NAME,NAME] [--quick] [--rsa] [--copy-mb MB] [--quiet-wait S] [--keep]
+const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] [--scenarios NAME,NAME] [--targets NAME,NAME] [--quick] [--rsa] [--copy-mb MB] [--quiet-wait S] [--keep]
   --duration  seconds per run (default 15)
   --rounds    rounds of all targets per scenario (default 3)
   --quick     5 s × 2 rounds, 256 MB COPY (explicit --duration/--rounds/--copy-mb still win)
   --scenarios subset to run: ${SCENARIO_NAMES.join(', ')}
+  --targets   subset of targets: ${TARGET_ORDER.join(', ')} (direct is still started: COPY's setup uses it)
   --rsa       RSA 2048 certificates instead of ECDSA P-256
   --copy-mb   size of the COPY data (default 1024)
   --quiet-wait longest wait for a quiet machine before each run, seconds (default 20)
@@ -65,6 +68,7 @@ function parseArgs(argv: string[]): Options {
   let quick = false;
   let keep = false;
   let names: string[] | null = null;
+  let targets: TargetName[] | null = null;
   let keyType: 'ec' | 'rsa' = 'ec';
   let copyMb: number | null = null;
   let quietWaitS = 20;
@@ -80,13 +84,15 @@ function parseArgs(argv: string[]): Options {
     else if (arg === '--copy-mb') copyMb = positive(next());
     else if (arg === '--quiet-wait') quietWaitS = positive(next());
     else if (arg === '--scenarios') names = next().split(',').map((s) => s.trim()).filter((s) => s !== '');
+    else if (arg === '--targets') targets = next().split(',').map((s) => s.trim()).filter((s) => s !== '') as TargetName[];
     else if (arg === '-h' || arg === '--help') {
       process.stdout.write(USAGE + '\n');
       process.exit(0);
     } else fail(`unknown argument ${arg}\n${USAGE}`);
   }
   for (const n of names ?? []) if (!SCENARIO_NAMES.includes(n)) fail(`unknown scenario ${n}; known: ${SCENARIO_NAMES.join(', ')}`);
-  return { durationS: duration ?? (quick ? 5 : 15), rounds: rounds ?? (quick ? 2 : 3), names, keep, keyType, copyMb: copyMb ?? (quick ? 256 : 1024), quietWaitS };
+  for (const t of targets ?? []) if (!TARGET_ORDER.includes(t)) fail(`unknown target ${t}; known: ${TARGET_ORDER.join(', ')}`);
+  return { durationS: duration ?? (quick ? 5 : 15), rounds: rounds ?? (quick ? 2 : 3), names, targets, keep, keyType, copyMb: copyMb ?? (quick ? 256 : 1024), quietWaitS };
 }
 
 function say(msg: string): void {
@@ -260,7 +266,9 @@ async function main(): Promise<number> {
     targets = ts;
     let direct: Target | null = null;
     const all = scenarios(() => direct ?? fail('direct target not ready'));
-    selected = opts.names === null ? all : all.filter((s) => opts.names!.includes(s.name));
+    selected = (opts.names === null ? all : all.filter((s) => opts.names!.includes(s.name))).map((s) =>
+      opts.targets === null ? s : { ...s, targets: s.targets.filter((t) => opts.targets!.includes(t)) },
+    );
     direct = await ts.get('direct', PLAIN);
     const env = await environment(cluster);
     say(`${env.postgres} | ${env.pgbouncer} | node ${env.node} | ${env.cpus} CPUs | ${opts.keyType === 'ec' ? 'ECDSA P-256' : 'RSA 2048'} certificates`);

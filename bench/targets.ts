@@ -1,5 +1,7 @@
 // What pgbench can be pointed at: pgpool-ts and PgBouncer with one and the same ini (only the port
-// differs), PostgreSQL itself, and a naive byte-pipe proxy as the floor any proxy pays.
+// differs), PostgreSQL itself, and two proxies that relay bytes without understanding them: Node's
+// floor (on the stream handles, the least any Node proxy pays; TLS on both sides in TLS flavors)
+// and a naive `pipe()` proxy (what Node's streams cost).
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -8,15 +10,16 @@ import { fileURLToPath } from 'node:url';
 import { BENCH_DB, BENCH_USER, cleanEnv, serviceUser, type Cluster } from './postgres.js';
 import { Proc, freePort, waitForPort } from './procs.js';
 
-export type TargetName = 'pgpool-ts' | 'pgbouncer' | 'direct' | 'naive-proxy';
+export type TargetName = 'pgpool-ts' | 'pgbouncer' | 'direct' | 'floor' | 'naive-proxy';
 
 /** Run order within a round (A B C D A B C D …); also the order of table rows and chart bars. */
-export const TARGET_ORDER: readonly TargetName[] = ['pgpool-ts', 'pgbouncer', 'direct', 'naive-proxy'];
+export const TARGET_ORDER: readonly TargetName[] = ['pgpool-ts', 'pgbouncer', 'direct', 'floor', 'naive-proxy'];
 
 export const TARGET_LABEL: Record<TargetName, string> = {
   'pgpool-ts': 'pgpool-ts',
   pgbouncer: 'PgBouncer',
   direct: 'direct',
+  floor: 'Node floor',
   'naive-proxy': 'naive proxy',
 };
 
@@ -56,9 +59,10 @@ export interface Target {
 }
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-/** dist/bench → dist/src/main.js and dist/bench/naive-proxy.js. */
+/** dist/bench → dist/src/main.js, dist/bench/naive-proxy.js and dist/bench/floor-proxy.js. */
 const PGPOOL_MAIN = path.join(HERE, '../src/main.js');
 const NAIVE_PROXY = path.join(HERE, 'naive-proxy.js');
+const FLOOR_PROXY = path.join(HERE, 'floor-proxy.js');
 
 /** The PgBouncer binary: PGPOOL_BENCH_PGBOUNCER, else pgbouncer on PATH. */
 export function pgbouncerBinary(): string {
@@ -146,8 +150,8 @@ export class Targets {
     return new Targets(cluster, dir, authFile);
   }
 
-  /** The started target; null when `name` does not come in `flavor` (the naive proxy has no TLS
-   * or backlog variant of its own). */
+  /** The started target; null when `name` does not come in `flavor` (the proxies have no backlog
+   * variant, and the naive one no TLS variant: it would only pass PostgreSQL's own TLS through). */
   async get(name: TargetName, flavor: Flavor): Promise<Target | null> {
     const key = `${name}/${flavorKey(flavor)}`;
     let t = this.made.get(key) ?? null;
@@ -176,10 +180,12 @@ export class Targets {
     }
     const port = await freePort();
     const logFile = path.join(this.dir, `${stem}.log`);
-    if (name === 'naive-proxy') {
-      if (flavor.tls || flavor.backlog !== null) return null;
+    if (name === 'naive-proxy' || name === 'floor') {
+      if ((name === 'naive-proxy' && flavor.tls) || flavor.backlog !== null) return null;
+      const script = name === 'floor' ? FLOOR_PROXY : NAIVE_PROXY;
+      const tlsArgs = flavor.tls ? ['--tls', cluster.tls.cert, cluster.tls.key, cluster.tls.ca] : [];
       return new ProcessTarget(name, flavor, port, () =>
-        new Proc(name, process.execPath, [NAIVE_PROXY, String(port), '127.0.0.1', String(cluster.port)], { logFile, env: cleanEnv() }),
+        new Proc(name, process.execPath, [script, String(port), '127.0.0.1', String(cluster.port), ...tlsArgs], { logFile, env: cleanEnv() }),
       );
     }
     const ini = path.join(this.dir, `${stem}.ini`);
