@@ -250,6 +250,7 @@ export class App implements ClientHost, AdminHost {
       this.tls = tls;
       this.registry.reload(cfg, tls);
       this.peers.reload();
+      for (const c of this.clients) c.onReload();
       log().info('configuration reloaded');
       reloads.ok++;
       return { ok: true };

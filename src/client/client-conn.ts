@@ -496,14 +496,7 @@ export class ClientConn implements PoolClient {
     this.phase = 'ready';
     this.framer.maxPacket = this.host.cfg.maxPacketSize;
     if (this.admin) this.framer.want([Frontend.Query, Frontend.Terminate], EVERY_TYPE);
-    else {
-      const max = this.host.cfg.maxPreparedStatements;
-      // Named statements need tracking only when servers change under the client.
-      if (max > 0 && this.pool !== null && this.pool.mode !== 'session') {
-        this.stmts = new ClientStatements(max, this.pool.stats);
-        this.framer.want(STATEMENT_BODIES, HOT_HEADERS);
-      } else this.framer.want([Frontend.Terminate], HOT_HEADERS);
-    }
+    else this.trackStatements();
     const queued = this.queued;
     this.queued = [];
     // Paused while queueing in 'welcome'; replaying may pause it again, which wins (resume acts on
@@ -642,6 +635,11 @@ export class ClientConn implements PoolClient {
     this.fwdChunk = chunk;
     const stop = this.framer.feed(chunk, 0, this.onClientMessage);
     if (stop === FRAMER_STOPPED) return this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
+    if (this.phase === 'closed') {
+      // A message refused the client (a prepared statement it does not hold): nothing goes on.
+      this.pieces.length = 0;
+      return;
+    }
     let end = this.terminateAt >= 0 ? this.terminateAt : chunk.length;
     // A Parse/Bind/Describe/Close still arriving is held back until it is whole (it may be renamed).
     if (this.terminateAt < 0 && this.framer.pendingWanted) end = Math.max(this.segStart, this.framer.msgStart);
@@ -716,8 +714,7 @@ export class ClientConn implements PoolClient {
       case Frontend.Describe:
       case Frontend.Close:
         this.inExtendedQuery = true;
-        if (this.stmts !== null) this.rewrite(type, body, end, server);
-        return true;
+        return this.stmts === null || this.rewrite(type, body, end, server);
       default:
         // Execute, Flush: a pipeline is open until its Sync.
         this.inExtendedQuery = true;
@@ -775,19 +772,27 @@ export class ClientConn implements PoolClient {
     this.segStart = end;
   }
 
-  /** Replace one whole message by the statement tracker's version, cutting the raw segment. */
-  private rewrite(type: number, body: Buffer, end: number, server: ServerConn): void {
+  /** Replace one whole message by the statement tracker's version, cutting the raw segment; false
+   * when the tracker refused it and the client is closed. */
+  private rewrite(type: number, body: Buffer, end: number, server: ServerConn): boolean {
     const out = this.rewritten;
     const changed = this.stmts!.rewrite(type, body, server, out);
+    if (typeof changed !== 'boolean') {
+      out.length = 0;
+      this.log.error(changed.logLine);
+      this.fail(changed.error);
+      return false;
+    }
     // Negative when the message began in an earlier chunk (its bytes were held back then).
     const msgStart = end - 5 - body.length;
-    if (!changed && msgStart >= 0) return;
+    if (!changed && msgStart >= 0) return true;
     const chunkPart = msgStart > this.segStart ? msgStart : this.segStart;
     if (chunkPart > this.segStart) this.pieces.push(this.fwdChunk!.subarray(this.segStart, chunkPart));
     if (changed) this.pieces.push(...out);
     else this.pieces.push(wholeMessage(type, body));
     out.length = 0;
     this.segStart = end;
+    return true;
   }
 
   // ---------------------------------------------------------------- pool callbacks
@@ -816,7 +821,43 @@ export class ClientConn implements PoolClient {
 
   onUnlinked(): void {
     this.inExtendedQuery = false;
+    if (this.trackingStale) this.trackStatements();
     this.socket.resume();
+  }
+
+  /**
+   * Named statements are tracked while max_prepared_statements > 0 and servers change under the
+   * client (not in session mode), from the config of the moment: a reload applies to logged-in
+   * clients too, as PgBouncer reads the setting per message.
+   */
+  private trackStatements(): void {
+    this.trackingStale = false;
+    if (this.statementsWanted) {
+      this.stmts ??= new ClientStatements(this.host.cfg.maxPreparedStatements, this.pool!.stats);
+      this.stmts.max = this.host.cfg.maxPreparedStatements;
+      this.framer.want(STATEMENT_BODIES, HOT_HEADERS);
+    } else {
+      this.stmts?.clear();
+      this.stmts = null;
+      this.framer.want([Frontend.Terminate], HOT_HEADERS);
+    }
+  }
+
+  private get statementsWanted(): boolean {
+    return this.host.cfg.maxPreparedStatements > 0 && this.pool !== null && this.pool.mode !== 'session';
+  }
+
+  /** Set when a reload turned tracking on or off while a server was linked. */
+  private trackingStale = false;
+
+  /** The config was reloaded (RELOAD, SIGHUP, SET). */
+  onReload(): void {
+    if (this.phase !== 'ready' || this.admin) return;
+    if (this.statementsWanted === (this.stmts !== null)) {
+      if (this.stmts !== null) this.stmts.max = this.host.cfg.maxPreparedStatements;
+    } else if (this.server === null && this.framer.atBoundary) this.trackStatements();
+    // Turning tracking on or off changes what is decoded and owed: only between transactions.
+    else this.trackingStale = true;
   }
 
   /** SET statements that give the server this client's parameter values (PgBouncer varcache). */

@@ -14,6 +14,16 @@
 //   Close it adds (LRU eviction) have replies the client never asked for: the server connection
 //   swallows them, guided by a FIFO of what each Parse/Close sent is owed (`ReplyQueue`).
 // Only Parse, Bind, Describe and Close bodies are decoded; unnamed statements pass untouched.
+//
+// Where the client's names disagree with what it sends, the pooler answers as PgBouncer does,
+// closing the client: a Parse of a name it already holds, a Bind or Describe of a name it never
+// prepared (answering in the middle of a pipeline is not something it can do exactly). A name
+// lives from the client's Parse to its Close or DEALLOCATE, even when PostgreSQL refused or
+// skipped the Parse: then the server merely lacks the statement, and it is parsed again there
+// when the client binds it (psycopg relies on this after a failed pipeline, as PgBouncer allows).
+// Unlike PgBouncer, a name whose Parse PostgreSQL refused or skipped may be parsed again, as
+// against PostgreSQL (a statement on a table created later).
+import { Errors, type PoolerError } from '../errors.js';
 import { Frontend } from '../protocol/codes.js';
 
 /** What the server connection does with the reply to each Parse/Close it was sent. */
@@ -143,7 +153,6 @@ const CLOSE_NOTHING = message(Frontend.Close, Buffer.from('S'), 'PGPOOL_NONE');
 /** A statement the pooler parses only for its ParseComplete, and closes at once. */
 const SCRATCH = 'PGPOOL_SCRATCH';
 const CLOSE_SCRATCH = message(Frontend.Close, Buffer.from('S'), SCRATCH);
-const POOLER_PREFIX = 'PGPOOL_';
 
 /** `DEALLOCATE [PREPARE] name|ALL` or `DISCARD ALL`: what it drops, or null for any other SQL. */
 export function deallocation(sql: string): { all: true; discard: boolean } | { name: string } | null {
@@ -170,17 +179,22 @@ export interface StatementStats {
   binds: number;
 }
 
-/** A client may not reach the pooler's own statements by their server-side names. */
-function clientVisible(name: string): string {
-  return name.startsWith(POOLER_PREFIX) ? `${name} (not prepared by this client)` : name;
+/** Why the pooler closes a client instead of forwarding its message: the error it is sent, and
+ * the line logged first (PgBouncer's words for both). */
+export interface Refusal {
+  readonly logLine: string;
+  readonly error: PoolerError;
 }
 
 /** One client's named statements: its own names to the pooler-wide statements. */
 export class ClientStatements {
   private readonly named = new Map<string, Statement>();
+  /** Names whose latest Parse PostgreSQL refused or skipped: a new Parse may take them. */
+  private readonly unparsed = new Set<string>();
 
   constructor(
-    private readonly max: number,
+    /** max_prepared_statements: statements one server keeps (read again after each reload). */
+    public max: number,
     private readonly stats: StatementStats,
   ) {}
 
@@ -189,10 +203,10 @@ export class ClientStatements {
   }
 
   /**
-   * The bytes to send the server for one client message of type P, B, D or C (given its body),
-   * or null to send it unchanged. `out` receives the replacement messages in order.
+   * Whether one client message of type P, B, D or C (given its body) is sent as replaced by the
+   * messages pushed on `out` (true) or unchanged (false), or refused.
    */
-  rewrite(type: number, body: Buffer, server: PreparedServer, out: Buffer[]): boolean {
+  rewrite(type: number, body: Buffer, server: PreparedServer, out: Buffer[]): boolean | Refusal {
     switch (type) {
       case Frontend.Parse: {
         const z = cstrEnd(body, 0);
@@ -201,22 +215,18 @@ export class ClientStatements {
           return false;
         }
         if (z === 0) return this.unnamedParse(body, server, out);
-        this.stats.clientParses++;
         const name = body.toString('utf8', 0, z);
-        const held = this.named.get(name);
-        if (held !== undefined) {
-          // PostgreSQL refuses a second Parse of a name (42P05): parse the held statement's
-          // server name again on a server that has it, for the same error at the same place.
-          this.ensure(held, server, out);
-          out.push(message(Frontend.Parse, held.serverName, held.definition));
-          server.replies.push(Reply.PassParse);
-          return true;
+        if (this.named.has(name)) {
+          if (!this.unparsed.has(name)) {
+            return { logLine: `prepared statement '${name}' was already prepared`, error: Errors.protocolViolation('prepared statement name is already in use') };
+          }
+          this.unbind(name);
         }
+        this.stats.clientParses++;
         const st = statementFor(body.subarray(z + 1));
         this.bind(name, st);
-        // A Parse that fails (or is skipped after an error) creates no name, as in PostgreSQL.
-        const forget = () => {
-          if (this.named.get(name) === st) this.unbind(name);
+        const failed = () => {
+          if (this.named.get(name) === st) this.unparsed.add(name);
         };
         if (server.prepared.has(st.serverName)) {
           touch(server, st.serverName);
@@ -224,10 +234,10 @@ export class ClientStatements {
           // so the client's ParseComplete lands where it expects one and its own unnamed
           // statement is left alone.
           out.push(message(Frontend.Parse, SCRATCH, st.definition), CLOSE_SCRATCH);
-          server.replies.push(Reply.PassParse, forget);
+          server.replies.push(Reply.PassParse, failed);
           server.replies.push(Reply.SwallowClose);
         } else {
-          this.place(st, server, out, Reply.PassParse, forget);
+          this.place(st, server, out, Reply.PassParse, failed);
         }
         return true;
       }
@@ -237,13 +247,7 @@ export class ClientStatements {
         if (z < 0 || z === p + 1) return false;
         const requested = body.toString('utf8', p + 1, z);
         const st = this.named.get(requested);
-        if (st === undefined) {
-          // PostgreSQL answers "does not exist" itself; never with another client's statement.
-          const visible = clientVisible(requested);
-          if (visible === requested) return false;
-          out.push(message(Frontend.Bind, body.subarray(0, p + 1), visible, body.subarray(z + 1)));
-          return true;
-        }
+        if (st === undefined) return notPrepared(requested);
         this.ensure(st, server, out);
         this.stats.binds++;
         server.lastBound = st;
@@ -270,12 +274,7 @@ export class ClientStatements {
           server.replies.push(Reply.PassClose);
           return true;
         }
-        if (st === undefined) {
-          const visible = clientVisible(name);
-          if (visible === name) return false;
-          out.push(message(Frontend.Describe, Buffer.from('S'), visible));
-          return true;
-        }
+        if (st === undefined) return notPrepared(name);
         this.ensure(st, server, out);
         out.push(message(Frontend.Describe, Buffer.from('S'), st.serverName));
         return true;
@@ -316,24 +315,23 @@ export class ClientStatements {
     else this.place(st, server, out, Reply.SwallowParse);
   }
 
-  private place(st: Statement, server: PreparedServer, out: Buffer[], reply: Reply, forget: Undo | null = null): void {
-    // Past the limit, close the least recently used statement for real (its reply swallowed), so
-    // a server does not grow without bound.
-    if (this.max > 0 && server.prepared.size >= this.max) {
-      const victim = server.prepared.keys().next().value;
-      if (victim !== undefined) {
-        server.prepared.delete(victim);
-        out.push(message(Frontend.Close, Buffer.from('S'), victim));
-        server.replies.push(Reply.SwallowClose, () => server.prepared.set(victim, true));
-      }
+  private place(st: Statement, server: PreparedServer, out: Buffer[], reply: Reply, failed: Undo | null = null): void {
+    // At the limit, close the least recently used statements for real (their replies swallowed),
+    // so a server does not grow without bound; a lowered limit takes them down to it.
+    for (const victim of server.prepared.keys()) {
+      if (server.prepared.size < this.max) break;
+      server.prepared.delete(victim);
+      out.push(message(Frontend.Close, Buffer.from('S'), victim));
+      server.replies.push(Reply.SwallowClose, () => server.prepared.set(victim, true));
     }
     out.push(message(Frontend.Parse, st.serverName, st.definition));
     this.stats.serverParses++;
     server.prepared.set(st.serverName, true);
+    // Refused or skipped by PostgreSQL: the server does not have it after all.
     const name = st.serverName;
     server.replies.push(reply, () => {
       server.prepared.delete(name);
-      forget?.();
+      failed?.();
     });
   }
 
@@ -374,8 +372,15 @@ export class ClientStatements {
     const st = this.named.get(name);
     if (st === undefined) return;
     this.named.delete(name);
+    this.unparsed.delete(name);
     if (--st.refs === 0 && statements.get(st.key) === st) statements.delete(st.key);
   }
+}
+
+/** A Bind or Describe of a name the client never prepared (PgBouncer's words). The pooler's own
+ * server-side names are not the client's either, so they cannot reach another client's statement. */
+function notPrepared(name: string): Refusal {
+  return { logLine: `prepared statement '${name}' not found`, error: Errors.protocolViolation('prepared statement did not exist') };
 }
 
 function touch(server: PreparedServer, name: string): void {

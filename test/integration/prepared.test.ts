@@ -100,6 +100,19 @@ function rowFields(m: BackendMessage): { name: string; oid: number }[] {
   return out;
 }
 
+/**
+ * PgBouncer's answer to a message naming a statement the client does not hold (a Bind or Describe
+ * of a name it never prepared or already dropped), or to a Parse of a name it holds: FATAL 08P01
+ * with `message`, then the pooler closes the client.
+ */
+async function refused(conn: RawConn, message: string, ...msgs: Buffer[]): Promise<void> {
+  conn.send(Buffer.concat(msgs));
+  const e = await conn.errorResponse();
+  assert.deepEqual([e?.S, e?.C, e?.M], ['FATAL', '08P01', message]);
+  assert.equal(await conn.closesWithin(5_000), true, 'the pooler closes the client');
+}
+const NOT_PREPARED = 'prepared statement did not exist';
+
 /** Message types with the error code in brackets, for readable assertion messages. */
 function describeReplies(msgs: BackendMessage[]): string {
   return msgs.map((m) => (m.type === 'E' ? `E[${errorFields(m).C}: ${errorFields(m).M}]` : m.type)).join(' ');
@@ -352,29 +365,22 @@ describe('prepared statements', () => {
       }
     });
 
-    it('a client cannot Bind a statement name another client prepared', async () => {
+    it('a client cannot Bind a statement name another client prepared (it is closed, as PgBouncer closes it)', async () => {
       const a = await raw('one');
       const b = await raw('one');
       assertTypes(await a.exchange(P('mine_only', `SELECT 'a-secret'`), S), '1Z', 'A Parse');
-      const r = await b.exchange(B('mine_only'), E(), S);
-      assertTypes(r, 'EZ', 'B Bind of A\'s name');
-      assert.equal(firstError(r)?.code, '26000');
-      assert.match(firstError(r)?.message ?? '', /"mine_only" does not exist/);
+      await refused(b, NOT_PREPARED, B('mine_only'), E(), S);
+      await required(() => pooler, 'pooler')().waitForLog(/prepared statement 'mine_only' not found/);
       // A still has it.
       assert.deepEqual(rows(await a.exchange(B('mine_only'), E(), S)), [['a-secret']]);
     });
 
-    it('a Parse of a name the client already holds is refused, as PostgreSQL refuses it (42P05)', async () => {
+    it('a Parse of a name the client already holds is refused by the pooler itself, as PgBouncer refuses it', async () => {
+      // It went to PostgreSQL renamed, whose 42P05 then named the pooler's server-side statement.
       const a = await raw('one');
       assertTypes(await a.exchange(P('dup', `SELECT '${uniq('dup-one')}'`), S), '1Z', 'first Parse');
-      const again = await a.exchange(P('dup', `SELECT 'dup-two'`), S);
-      assertTypes(again, 'EZ', 'second Parse of the same name without a Close');
-      assert.equal(firstError(again)?.code, '42P05');
-      // The text names the pooler's server-side statement (PostgreSQL wrote it); the code and the
-      // place in the pipeline are PostgreSQL's own.
-      assert.match(firstError(again)?.message ?? '', /already exists/);
-      // The first definition stays.
-      assert.match(rows(await a.exchange(B('dup'), E(), S))[0]?.[0] ?? '', /^dup-one-/);
+      await refused(a, 'prepared statement name is already in use', P('dup', `SELECT 'dup-two'`), S);
+      await required(() => pooler, 'pooler')().waitForLog(/prepared statement 'dup' was already prepared/);
     });
 
     it('a client cannot Bind the pooler\'s server-side name of another client\'s statement', async () => {
@@ -385,10 +391,7 @@ describe('prepared statements', () => {
       // The server-side name is visible to any session on that server (pg_prepared_statements).
       const names = await b.query(`SELECT name FROM pg_prepared_statements WHERE statement = '${text.replace(/'/g, "''")}'`);
       assert.equal(names.length, 1, 'A\'s statement is on the one server');
-      const serverName = names[0]!;
-      const r = await b.exchange(B(serverName), E(), S);
-      assertTypes(r, 'EZ', `B Bind of ${serverName}, a name it never prepared`);
-      assert.equal(firstError(r)?.code, '26000');
+      await refused(b, NOT_PREPARED, B(names[0]!), E(), S);
     });
   });
 
@@ -462,12 +465,16 @@ describe('prepared statements', () => {
       assert.deepEqual(rows(r)[0]?.slice(0, 2), ['42', 'txt']);
       // Close: CloseComplete; then the name is gone for this client only.
       assertTypes(await a.exchange(C('S', 'desc1'), S), '3Z', 'Close');
-      const gone = await a.exchange(B('desc1', ['1', 'x']), E(), S);
-      assertTypes(gone, 'EZ', 'Bind after Close');
-      assert.equal(firstError(gone)?.code, '26000');
       assertTypes(await b.exchange(B('desc_b', ['1', 'x']), E(), S), '2DCZ', 'the other client\'s statement');
       // Close of a name that never existed: PostgreSQL answers CloseComplete.
       assertTypes(await a.exchange(C('S', 'never_existed'), S), '3Z', 'Close of an unknown name');
+      await refused(a, NOT_PREPARED, B('desc1', ['1', 'x']), E(), S);
+    });
+
+    it('a Describe of a statement the client never prepared closes it, as PgBouncer does', async () => {
+      // It was forwarded, and PostgreSQL's ordinary error let the session go on.
+      const a = await raw('p0');
+      await refused(a, NOT_PREPARED, D('S', 'doesnotexist'), S);
     });
 
     it('a Parse with a syntax error: ErrorResponse then ReadyForQuery, nothing else; the next pipeline works', async () => {
@@ -563,6 +570,17 @@ describe('prepared statements', () => {
       assertTypes(again, '12DCZ', 'the skipped statement, prepared again');
     });
 
+    it('a Parse skipped after an error stays the client\'s: a later Bind parses it on the server first (as PgBouncer)', async () => {
+      // The pooler forgot it, so the Bind went to PostgreSQL unrenamed: "does not exist".
+      const a = await raw('one');
+      const text = `SELECT '${uniq('kept')}' AS v`;
+      const r = await a.exchange(P('div0', 'SELECT x / $1::int FROM generate_series(1, 1) x'), B('div0', ['0']), E(), P('kept', text), S);
+      assertTypes(r, '12EZ', 'division by zero, then the Parse skipped');
+      const bound = await a.exchange(B('kept'), E(), S);
+      assertTypes(bound, '2DCZ', 'Bind of the skipped statement');
+      assert.match(rows(bound)[0]?.[0] ?? '', /^kept-/);
+    });
+
     it('a Parse refused in an aborted transaction is not taken as prepared', async () => {
       const a = await raw('one');
       const text = `SELECT '${uniq('aborted')}' AS v`;
@@ -610,15 +628,12 @@ describe('prepared statements', () => {
       const d = await a.exchange(Q('DEALLOCATE d1'));
       assertTypes(d, 'CZ', 'DEALLOCATE d1');
       assert.equal(d[0]!.body.toString('utf8', 0, d[0]!.body.length - 1), 'DEALLOCATE');
-      const gone = await a.exchange(B('d1'), E(), S);
-      assertTypes(gone, 'EZ', 'A Bind after DEALLOCATE');
-      assert.equal(firstError(gone)?.code, '26000');
-      assert.match(firstError(gone)?.message ?? '', /"d1" does not exist/);
       assertTypes(await b.exchange(B('d1'), E(), S), '2DCZ', 'B\'s d1 still works');
-      // Quoted names and DEALLOCATE PREPARE; an unknown name is PostgreSQL's own error.
+      // Quoted names and DEALLOCATE PREPARE; a name that is free again may be parsed again (a
+      // Parse of a held name would close the client); an unknown name is PostgreSQL's own error.
       assertTypes(await a.exchange(P('MiXed', text), S), '1Z', 'A MiXed');
       assertTypes(await a.exchange(Q('DEALLOCATE PREPARE "MiXed"')), 'CZ', 'DEALLOCATE PREPARE "MiXed"');
-      assert.equal(firstError(await a.exchange(B('MiXed'), E(), S))?.code, '26000');
+      assertTypes(await a.exchange(P('MiXed', text), S), '1Z', 'MiXed is free again');
       const unknown = await a.exchange(Q('DEALLOCATE nosuch'));
       assertTypes(unknown, 'EZ', 'DEALLOCATE of an unknown name');
       assert.equal(firstError(unknown)?.code, '26000');
@@ -629,7 +644,9 @@ describe('prepared statements', () => {
       const local = await a.exchange(Q('DEALLOCATE d2'));
       assertTypes(local, 'CZ', 'DEALLOCATE d2');
       assert.equal(local[0]!.body.toString('utf8', 0, local[0]!.body.length - 1), 'DEALLOCATE');
-      assert.equal(firstError(await a.exchange(B('d2'), E(), S))?.code, '26000');
+      assertTypes(await a.exchange(P('d2', text), S), '1Z', 'd2 is free again');
+      // A Bind of a dropped name closes the client (PgBouncer's test_deallocate_all).
+      await refused(a, NOT_PREPARED, B('d1'), E(), S);
     });
 
     for (const command of ['DEALLOCATE ALL', 'DISCARD ALL']) {
@@ -642,13 +659,9 @@ describe('prepared statements', () => {
         assertTypes(await b.exchange(P('b1', t1), S), '1Z', 'B');
         const d = await a.exchange(Q(command));
         assertTypes(d, 'CZ', command);
-        for (const name of ['a1', 'a2']) {
-          const r = await a.exchange(B(name), E(), S);
-          assertTypes(r, 'EZ', `A Bind ${name}`);
-          assert.equal(firstError(r)?.code, '26000');
-        }
         assertTypes(await b.exchange(B('b1'), E(), S), '2DCZ', 'B\'s statement');
         assertTypes(await a.exchange(P('a1', t1), B('a1'), E(), S), '12DCZ', 'A prepares again');
+        await refused(a, NOT_PREPARED, B('a2'), E(), S);
       });
     }
 
@@ -660,10 +673,8 @@ describe('prepared statements', () => {
       assertTypes(await b.exchange(P('xd', text), S), '1Z', 'B, same name and text');
       const d = await a.exchange(P('', 'DEALLOCATE xd'), B(''), E(), S);
       assertTypes(d, '12CZ', 'unnamed Parse/Bind/Execute of DEALLOCATE xd');
-      const gone = await a.exchange(B('xd'), E(), S);
-      assertTypes(gone, 'EZ', 'A Bind after DEALLOCATE');
-      assert.equal(firstError(gone)?.code, '26000');
       assertTypes(await b.exchange(B('xd'), E(), S), '2DCZ', 'B\'s xd still works');
+      await refused(a, NOT_PREPARED, B('xd'), E(), S);
     });
 
     it('DEALLOCATE ALL sent with the extended protocol leaves other clients\' statements working', async () => {
@@ -673,8 +684,8 @@ describe('prepared statements', () => {
       assertTypes(await a.exchange(P('xa', text), S), '1Z', 'A');
       assertTypes(await b.exchange(P('xb', text), S), '1Z', 'B, same text');
       assertTypes(await a.exchange(P('', 'DEALLOCATE ALL'), B(''), E(), S), '12CZ', 'unnamed DEALLOCATE ALL');
-      assert.equal(firstError(await a.exchange(B('xa'), E(), S))?.code, '26000', 'A\'s statement is gone');
       assertTypes(await b.exchange(B('xb'), E(), S), '2DCZ', 'B\'s statement still works');
+      await refused(a, NOT_PREPARED, B('xa'), E(), S);
     });
 
     it('a DISCARD ALL refused inside a transaction block leaves the statements in place', async () => {
@@ -688,6 +699,50 @@ describe('prepared statements', () => {
       await a.query('ROLLBACK');
       assertTypes(await a.exchange(B('keep'), E(), S), '2DCZ', 'A\'s statement survived the refused DISCARD ALL');
       assertTypes(await b.exchange(P('bkeep', text), B('bkeep'), E(), S), '12DCZ', 'B prepares the same text');
+    });
+  });
+
+  // ----------------------------------------------------------------------------------------------
+  describe('psycopg 3 against the rules PgBouncer follows', () => {
+    /** Run a scenario of test/support/psycopg_client.py; its results, or null when skipped. */
+    const scenario = async (t: { skip(msg: string): void }, args: string[]): Promise<unknown[] | null> => {
+      const py = await psycopgPython();
+      if ('skip' in py) {
+        t.skip(py.skip);
+        return null;
+      }
+      const r = await runCommand(py.python, [path.join(SUPPORT_SRC, 'psycopg_client.py'), ...args],
+        { timeoutMs: 60_000, env: { PYTHONPATH: undefined, PYTHONHOME: undefined } });
+      const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { results?: unknown[]; errors?: string[] };
+      assert.deepEqual(out.errors, [], r.stderr);
+      assert.equal(r.code, 0, r.stderr);
+      return out.results ?? [];
+    };
+    const dsn = (p: number, db: string) => `host=127.0.0.1 port=${p} user=${USER} password=${PASSWORD} dbname=${db} connect_timeout=10`;
+
+    it('a statement PostgreSQL skipped in a failed pipeline stays the client\'s, and is parsed again when bound', async (t) => {
+      // psycopg takes every Parse of a failed pipeline as done and later binds the skipped one
+      // ("prepared statement _pg3_2 does not exist": the pooler had forgotten it).
+      const results = await scenario(t, ['failed_pipeline', dsn(port(), 'one')]);
+      if (results !== null) assert.deepEqual(results, ['failed', true, true, true]);
+    });
+
+    it('max_prepared_statements changed by SET applies to a connected client (raised, lowered, 0)', async (t) => {
+      // The limit was read once, at the client's login: SET changed nothing for it.
+      const target = `host=127.0.0.1 port=${c().port}`;
+      const own = await startPooler(
+        {
+          pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1', admin_users: USER },
+          databases: { p0: `${target} dbname=p0` },
+        },
+        { userlist: { [USER]: PASSWORD } },
+      );
+      try {
+        const results = await scenario(t, ['max_prepared', dsn(own.port, 'p0'), dsn(own.port, 'pgbouncer')]);
+        if (results !== null) assert.deepEqual(results, [1, 5, 5, 2, '26000']);
+      } finally {
+        await own.stop();
+      }
     });
   });
 

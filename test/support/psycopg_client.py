@@ -12,10 +12,18 @@ Usage: psycopg_client.py DSN CLIENTS STATEMENTS DISTINCT [PREPARED_MAX]
        psycopg_client.py rollback DSN
 (two connections to one server: A's rollback() makes psycopg send DEALLOCATE ALL, again through
 PQsendQueryParams; both must go on working. Prints {"results": [...], "errors": [...]}.)
+       psycopg_client.py failed_pipeline DSN
+(a pipeline whose second prepared statement fails: psycopg still takes the third, skipped by
+PostgreSQL, as prepared, and binds it later; then the failed one once its table exists.)
+       psycopg_client.py max_prepared DSN ADMIN_DSN
+(max_prepared_statements changed with SET on the console while one client keeps its connection:
+each value applies to it. Needs a pool of one server, in transaction mode.)
+Both print {"results": [...], "errors": [...]}.
 Prints one JSON line: {"ok": n, "errors": [...], "pooler_statements": n, "psycopg": "3.x"}.
 Exit code 0 only when every statement gave the expected answer.
 """
 import json
+import os
 import sys
 import threading
 
@@ -82,9 +90,91 @@ def rollback_scenario(dsn):
     sys.exit(0 if not errors else 1)
 
 
+def failed_pipeline_scenario(dsn):
+    errors = []
+    results = []
+    table = f"later_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            with conn.pipeline() as p, conn.cursor() as cur:
+                cur.execute("SELECT 1", prepare=True)
+                cur.execute(f"SELECT * FROM {table}", prepare=True)
+                try:
+                    cur.execute("SELECT 2", prepare=True)
+                    p.sync()
+                    errors.append("the pipeline with a missing table did not fail")
+                except psycopg.errors.UndefinedTable:
+                    results.append("failed")
+                # psycopg now binds "SELECT 2" by the name of its skipped Parse.
+                cur.execute("SELECT 1", prepare=True)
+                p.sync()
+                cur.execute("SELECT 2", prepare=True)
+                p.sync()
+                cur.execute(f"CREATE TABLE {table} (a int)")
+                cur.execute(f"SELECT * FROM {table}", prepare=True)
+                p.sync()
+            # Out of the pipeline, the same statements by the same names, with their answers.
+            for sql, want in (("SELECT 1", [(1,)]), ("SELECT 2", [(2,)]), (f"SELECT * FROM {table}", [])):
+                results.append(conn.execute(sql, prepare=True).fetchall() == want)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{type(e).__name__}: {e}")
+        finally:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+    print(json.dumps({"results": results, "errors": errors}))
+    sys.exit(0 if not errors else 1)
+
+
+def max_prepared_scenario(dsn, admin_dsn):
+    errors = []
+    results = []
+    admin = psycopg.connect(admin_dsn, autocommit=True)
+    conn = psycopg.connect(dsn, autocommit=True)
+
+    def on_server():
+        return conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+
+    def prepare(values):
+        for i in values:
+            if conn.execute(f"SELECT '{i}'", prepare=True).fetchone()[0] != str(i):
+                errors.append(f"SELECT '{i}' gave a wrong answer")
+
+    try:
+        admin.execute("SET max_prepared_statements = 1")
+        prepare(range(0, 5))
+        results.append(on_server())
+        admin.execute("SET max_prepared_statements = 5")
+        prepare(range(5, 10))
+        results.append(on_server())
+        admin.execute("SET max_prepared_statements = 2")
+        # Lowered: applied when the next statement is placed on the server.
+        results.append(on_server())
+        prepare([10])
+        results.append(on_server())
+        # 0 stops tracking: psycopg's own names go to PostgreSQL as they are.
+        admin.execute("SET max_prepared_statements = 0")
+        try:
+            conn.execute("SELECT '10'", prepare=True)
+            results.append("no error")
+        except psycopg.errors.InvalidSqlStatementName:
+            results.append("26000")
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"{type(e).__name__}: {e}")
+    finally:
+        conn.close()
+        admin.close()
+    print(json.dumps({"results": results, "errors": errors}))
+    sys.exit(0 if not errors else 1)
+
+
 def main():
     if sys.argv[1] == "rollback":
         rollback_scenario(sys.argv[2])
+        return
+    if sys.argv[1] == "failed_pipeline":
+        failed_pipeline_scenario(sys.argv[2])
+        return
+    if sys.argv[1] == "max_prepared":
+        max_prepared_scenario(sys.argv[2], sys.argv[3])
         return
     dsn, clients, statements, distinct = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     prepared_max = int(sys.argv[5]) if len(sys.argv) > 5 else 0
