@@ -24,3 +24,21 @@ export function within<T>(ms: number, what: string, work: Promise<T>): Promise<T
 export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
   return Promise.race([promise.then(() => true, () => true), sleep(ms).then(() => false)]);
 }
+
+/**
+ * Resolves once `stream` emits 'drain', or after `ms` (false), leaving no listener behind: a writer
+ * that waits in a loop on a peer that rightly stops reading would otherwise add one per turn (Node's
+ * MaxListenersExceededWarning, "11 drain listeners added to [Socket]").
+ */
+export function drainedWithin(stream: NodeJS.EventEmitter, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (drained: boolean) => {
+      clearTimeout(timer);
+      stream.removeListener('drain', onDrain);
+      resolve(drained);
+    };
+    const onDrain = () => done(true);
+    const timer = setTimeout(() => done(false), ms);
+    stream.once('drain', onDrain);
+  });
+}
