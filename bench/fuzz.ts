@@ -33,7 +33,7 @@ import { decodeErrorFields, encodeErrorResponse } from '../src/protocol/error-re
 import { FRAMER_STOPPED, Framer } from '../src/protocol/framer.js';
 import { ScramClientSession, ScramServerSession, parseScramSecret, type ScramSecret } from '../src/protocol/scram.js';
 import { decodeStartupPacket } from '../src/protocol/startup.js';
-import { log } from '../src/log.js';
+import { configureLog } from '../src/log.js';
 import { buildTlsContexts } from '../src/net/tls.js';
 import { Registry } from '../src/pool/registry.js';
 import { ServerAuth } from '../src/server/server-auth.js';
@@ -1126,7 +1126,7 @@ let consoleState: { client: ClientConn; execute: (client: ClientConn, sql: strin
 function consoleSetup(): NonNullable<typeof consoleState> {
   if (consoleState !== null) return consoleState;
   // The console logs every error it answers (PgBouncer's admin_error): not here, a million times.
-  log().level = 'silent';
+  configureLog({ logfile: null, format: 'text', verbose: 0, quiet: true });
   const cfg = loadConfig(path.join(configSetup(), 'pgpool.ini'));
   const host = {
     cfg,

@@ -68,7 +68,7 @@ server_tls_sslmode = disable
 admin_users = postgres
 `,
   );
-  configureLog(null, 0, true);
+  configureLog({ logfile: null, format: 'text', verbose: 0, quiet: false, least: 'warn' });
   const app = new App(loadConfig(ini));
   await app.start();
   const url = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;

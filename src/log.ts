@@ -1,78 +1,298 @@
-// Logging: the only importer of pino. JSON lines with a stable shape; connection events carry the
-// connection id (C-…/S-…), database, user and address as fields, and the message uses PgBouncer's
-// wording so operators' grep patterns keep working. Secrets are redacted by key name.
-import { createRequire } from 'node:module';
-import { pino, type Logger, type DestinationStream } from 'pino';
+// Logging: PgBouncer's log, and the only importer of pino.
+//
+// A line is an event (level, time, the connection it is about, a message in PgBouncer's words,
+// structured fields) handed to every sink. The console (stdout, unless -q) and `logfile` each get
+// it in the format `log_format` chooses:
+//   text  2026-12-07 06:03:29.652 UTC [4242] LOG C-0x1f: p0/app@127.0.0.1:40560 login attempt: …
+//         PgBouncer's own layout, so its users' grep patterns, fail2ban filters and pgBadger work.
+//   json  {"level":"info","time":"…","pid":4242,"id":"C-0x1f","db":"p0","user":"app",
+//          "addr":"127.0.0.1:40560","msg":"login attempt: …", …} for log pipelines (pino).
+// Both carry the same time, pid, level, connection and message; JSON adds the call's fields.
+//
+// Lines are buffered and written once per event-loop turn (one write for every line of a burst of
+// logins), not one synchronous write per line. `flushLog()` writes what is buffered at once: a
+// client is told about its failure only after the line saying why is in the file, because the
+// people and programs reading the log (tail -f, fail2ban, PgBouncer's own test suite) look there
+// the moment the client has the error.
+import fs from 'node:fs';
+import path from 'node:path';
+import { pino, type Logger as PinoLogger } from 'pino';
+import { now } from './clock.js';
+import type { LogFormat } from './config/types.js';
 
-export type { Logger };
+export type Fields = Record<string, unknown>;
 
-/** Bytes of log lines held in memory while the logfile cannot be written. */
+interface LogFn {
+  (fields: Fields, msg: string): void;
+  (msg: string): void;
+}
+
+export interface Logger {
+  fatal: LogFn;
+  error: LogFn;
+  warn: LogFn;
+  info: LogFn;
+  debug: LogFn;
+  trace: LogFn;
+}
+
+/** The connection a line is about: PgBouncer's `C-0x…: db/user@addr:port ` prefix. */
+export interface ConnFields {
+  readonly id: string;
+  readonly db?: string;
+  readonly user?: string;
+  /** Host and port, as `sockAddr` writes them. */
+  readonly addr?: string;
+}
+
+/** One event as every sink receives it. A sink (a syslog one, say) formats it its own way. */
+export interface LogRecord {
+  readonly level: Level;
+  /** Milliseconds since the epoch. */
+  readonly time: number;
+  readonly conn: ConnFields | null;
+  readonly fields: Fields | null;
+  readonly msg: string;
+}
+
+export interface Sink {
+  write(rec: LogRecord): void;
+  /** Write what is buffered, now. */
+  flush(): void;
+}
+
+export type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+const RANK: Readonly<Record<Level, number>> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+/** PgBouncer's level tags (libusual logging.c): info is LOG, trace is NOISE. */
+const TAG: Readonly<Record<Level, string>> = { fatal: 'FATAL', error: 'ERROR', warn: 'WARNING', info: 'LOG', debug: 'DEBUG', trace: 'NOISE' };
+
+/** Bytes of log lines held in memory while a destination cannot be written; more are dropped. */
 const LOG_BACKLOG_MAX = 16 * 1024 * 1024;
+/** How soon a write that would block (a full pipe) is tried again. */
+const RETRY_MS = 10;
 
 const REDACT = ['password', 'secret', 'proof', 'clientKey', 'serverKey', '*.password', '*.secret'];
 
-let root: Logger = makeLogger(null, 0);
-
-function makeLogger(logfile: string | null, verbose: number): Logger {
-  const level = verbose >= 2 ? 'trace' : verbose === 1 ? 'debug' : 'info';
-  const options = {
-    level,
-    base: { pid: process.pid },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    redact: { paths: REDACT, censor: '[redacted]' },
-    formatters: { level: (label: string) => ({ level: label }) },
-  };
-  if (logfile === null) return pino(options, (process.stdout.isTTY && prettyStream()) || pino.destination({ fd: 1, sync: false }));
-  const dest = pino.destination({ dest: logfile, append: true, mkdir: true, sync: false, maxLength: LOG_BACKLOG_MAX });
-  // A logfile that cannot be written (disk full, a mount gone) must not stop the pooler: stderr
-  // says so once, and lines beyond LOG_BACKLOG_MAX waiting for the disk are dropped.
-  let told = false;
-  dest.on('error', (err: Error) => {
-    if (told) return;
-    told = true;
-    // sonic-boom retries a failing synchronous flush forever (ENOSPC included), and pino runs one
-    // at exit: that would hang every shutdown from now on. The lines still waiting are given up.
-    dest.flushSync = () => undefined;
-    const line = { level: 'error', time: new Date().toISOString(), pid: process.pid, msg: `cannot write logfile ${logfile}: ${err.message}; log lines are dropped while this lasts` };
-    process.stderr.write(`${JSON.stringify(line)}\n`);
-  });
-  return pino(options, dest as DestinationStream);
+export interface LogOptions {
+  readonly logfile: string | null;
+  readonly format: LogFormat;
+  /** 0 = LOG and up, 1 = DEBUG, 2 or more = NOISE. */
+  readonly verbose: number;
+  /** PgBouncer's -q: nothing on the console; the logfile is unaffected. */
+  readonly quiet: boolean;
+  /** The least level written, instead of what `verbose` says (the demo: warnings only). */
+  readonly least?: Level;
 }
 
-/**
- * A person at a terminal gets readable lines from pino-pretty (an optional dependency, in-process
- * rather than pino's worker-thread transport); anything else — a pipe, a file, a container log
- * collector — gets the JSON lines. Null when pino-pretty is not installed.
- */
-function prettyStream(): DestinationStream | null {
-  try {
-    const pretty = createRequire(import.meta.url)('pino-pretty') as (opts: object) => DestinationStream;
-    return pretty({ colorize: true, sync: true, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
-  } catch {
-    return null;
+interface Output {
+  readonly rank: number;
+  readonly sinks: readonly Sink[];
+}
+
+/** Until configureLog: PgBouncer's text on stdout. Set at the end of this module (LineWriter). */
+let output: Output;
+
+/** (Re)configure where lines go; every logger, old or new, writes through the new sinks. */
+export function configureLog(opts: LogOptions): void {
+  const old = output;
+  const make = (w: LineWriter) => (opts.format === 'json' ? jsonSink(w) : textSink(w));
+  const sinks: Sink[] = [];
+  if (!opts.quiet) sinks.push(make(new LineWriter(1, 'stdout')));
+  if (opts.logfile !== null) sinks.push(make(openLogfile(opts.logfile)));
+  const rank = opts.least !== undefined ? RANK[opts.least] : opts.verbose >= 2 ? RANK.trace : opts.verbose === 1 ? RANK.debug : RANK.info;
+  output = { rank, sinks };
+  for (const s of old.sinks) s.flush();
+}
+
+/** Write every buffered line now (before a client is told of its failure; at exit). */
+export function flushLog(): void {
+  for (const s of output.sinks) s.flush();
+}
+
+class ConnLogger implements Logger {
+  constructor(private readonly conn: ConnFields | null) {}
+
+  private emit(level: Level, a: Fields | string, b?: string): void {
+    if (RANK[level] < output.rank) return;
+    const rec: LogRecord =
+      typeof a === 'string'
+        ? { level, time: Date.now(), conn: this.conn, fields: null, msg: a }
+        : { level, time: Date.now(), conn: this.conn, fields: a, msg: b ?? '' };
+    for (const s of output.sinks) s.write(rec);
   }
+
+  readonly fatal: LogFn = (a: Fields | string, b?: string) => this.emit('fatal', a, b);
+  readonly error: LogFn = (a: Fields | string, b?: string) => this.emit('error', a, b);
+  readonly warn: LogFn = (a: Fields | string, b?: string) => this.emit('warn', a, b);
+  readonly info: LogFn = (a: Fields | string, b?: string) => this.emit('info', a, b);
+  readonly debug: LogFn = (a: Fields | string, b?: string) => this.emit('debug', a, b);
+  readonly trace: LogFn = (a: Fields | string, b?: string) => this.emit('trace', a, b);
 }
 
-/** (Re)configure the root logger; existing child loggers keep the old one, which is harmless. */
-export function configureLog(logfile: string | null, verbose: number, quiet = false): void {
-  root = makeLogger(logfile, verbose);
-  if (quiet) root.level = 'warn';
-}
+const root = new ConnLogger(null);
 
+/** The logger for lines about no connection in particular. */
 export function log(): Logger {
   return root;
 }
 
 /** A logger for one connection: every line carries its id, database, user and address. */
-export function connLogger(fields: { id: string; db?: string; user?: string; addr?: string }): Logger {
-  return root.child(fields);
+export function connLogger(conn: ConnFields): Logger {
+  return new ConnLogger(conn);
 }
 
-/** Flush buffered lines before the process exits. */
-export function flushLog(): void {
-  try {
-    root.flush();
-  } catch {
-    // A logfile that cannot be written must not stop a shutdown.
+/** PgBouncer's line for every closed client and server: the reason and the connection's age. */
+export function closingBecause(reason: string, connectTime: number): string {
+  return `closing because: ${reason} (age=${Math.max(0, Math.floor((now - connectTime) / 1000))}s)`;
+}
+
+/** `host:port` as PgBouncer writes it: an IPv6 address in brackets. */
+export function sockAddr(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Formats
+
+/** PgBouncer's text line: `date time.ms zone [pid] LEVEL C-0x…: db/user@addr message`. */
+export function formatText(rec: LogRecord): string {
+  const c = rec.conn;
+  const prefix = c === null ? '' : `${c.id}: ${c.db || '(nodb)'}/${c.user || '(nouser)'}@${c.addr ?? ''} `;
+  let msg = rec.msg;
+  // A message of several lines (a stack trace) continues on lines that start with a tab, as
+  // PgBouncer writes them, so every line of the log still begins with a timestamp or a tab.
+  if (msg.includes('\n')) msg = msg.trimEnd().replace(/\n/g, '\n\t');
+  return `${stamp(rec.time)} [${process.pid}] ${TAG[rec.level]} ${prefix}${msg}\n`;
+}
+
+function textSink(w: LineWriter): Sink {
+  return { write: (rec) => w.write(formatText(rec)), flush: () => w.flush() };
+}
+
+/** pino formats the JSON (and redacts secret-named fields); the writer below writes it. */
+function jsonSink(w: LineWriter): Sink {
+  const p: PinoLogger = pino(
+    {
+      level: 'trace',
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths: REDACT, censor: '[redacted]' },
+      formatters: { level: (label: string) => ({ level: label }) },
+    },
+    { write: (s: string) => w.write(s) },
+  );
+  return {
+    write: (rec) => {
+      const fields = rec.conn === null ? (rec.fields ?? {}) : { ...rec.conn, ...rec.fields };
+      p[rec.level](fields, rec.msg);
+    },
+    flush: () => w.flush(),
+  };
+}
+
+let stampSecond = -1;
+let stampText = '';
+let stampZone = '';
+const zoneFormat = new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' });
+
+/** Local time with milliseconds and the zone's abbreviation (PgBouncer's format_time_ms); the
+ * part up to the second is built once a second. */
+function stamp(ms: number): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== stampSecond) {
+    stampSecond = second;
+    const d = new Date(second * 1000);
+    stampText =
+      `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ` +
+      `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.`;
+    stampZone = zoneFormat.formatToParts(d).find((p) => p.type === 'timeZoneName')?.value ?? '';
+  }
+  return `${stampText}${String(ms - second * 1000).padStart(3, '0')} ${stampZone}`;
+}
+
+function two(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Writing
+
+/**
+ * Lines for one file descriptor, buffered and written together once per event-loop turn. A
+ * destination that fails (a full disk, a closed pipe) must not stop the pooler: stderr says so
+ * once, and the lines are dropped while it lasts; a write that would block is retried shortly,
+ * with at most LOG_BACKLOG_MAX bytes waiting.
+ */
+class LineWriter {
+  private pending: string[] = [];
+  private bytes = 0;
+  private scheduled = false;
+  /** Set while writes fail, so stderr hears of an outage once. */
+  private failing = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly name: string,
+  ) {}
+
+  write(line: string): void {
+    if (this.bytes >= LOG_BACKLOG_MAX) return;
+    this.pending.push(line);
+    this.bytes += line.length;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flushLater);
+    }
+  }
+
+  private readonly flushLater = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+
+  flush(): void {
+    if (this.pending.length === 0) return;
+    const buf = Buffer.from(this.pending.length === 1 ? this.pending[0]! : this.pending.join(''));
+    this.pending = [];
+    this.bytes = 0;
+    let off = 0;
+    try {
+      while (off < buf.length) off += fs.writeSync(this.fd, buf, off);
+      this.failing = false;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN') {
+        // The reader of a pipe is behind: keep the rest for a moment later.
+        this.pending.unshift(buf.subarray(off).toString());
+        this.bytes = buf.length - off;
+        if (!this.scheduled) {
+          this.scheduled = true;
+          setTimeout(this.flushLater, RETRY_MS).unref();
+        }
+        return;
+      }
+      // The lines of this batch are lost; the next batch tries again.
+      if (this.failing) return;
+      this.failing = true;
+      try {
+        fs.writeSync(2, `pgpool-ts: cannot write ${this.name}: ${(err as Error).message}; log lines are dropped while this lasts\n`);
+      } catch {
+        // Nowhere left to say it.
+      }
+    }
   }
 }
+
+/** The logfile, appended to (made with its directory if missing); PgBouncer exits when it cannot
+ * open it, and so does the pooler, naming it. */
+function openLogfile(file: string): LineWriter {
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    return new LineWriter(fs.openSync(file, 'a'), `logfile ${file}`);
+  } catch (err) {
+    process.stderr.write(`pgpool-ts: cannot open logfile ${file}: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
+output = { rank: RANK.info, sinks: [textSink(new LineWriter(1, 'stdout'))] };

@@ -57,7 +57,7 @@ function parseArgs(argv: string[]): Args {
     else if (/^-v+$/.test(arg)) a.verbose += arg.length - 1;
     else if (arg === '--verbose') a.verbose++;
     else if (arg === '-u' || arg === '--user') a.user = next();
-    else if (arg === '-R') die('-R (online restart) is not supported: use SHUTDOWN WAIT_FOR_CLIENTS and a rolling restart');
+    else if (arg === '-R' || arg === '--reboot') die('-R (online restart) is not supported: use SHUTDOWN WAIT_FOR_CLIENTS and a rolling restart');
     else if (arg.startsWith('-')) die(`unknown option ${arg}\n${USAGE}`);
     else if (a.config === null) a.config = arg;
     else die(`unexpected argument ${arg}`);
@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     return runDemo();
   }
   if (args.daemon) return daemonize(cfg);
-  configureLog(cfg.logfile, cfg.verbose + args.verbose, args.quiet);
+  configureLog({ logfile: cfg.logfile, format: cfg.logFormat, verbose: cfg.verbose + args.verbose, quiet: args.quiet });
   if (cfg.pidfile !== null) writePidfile(cfg.pidfile);
   let app: App;
   try {
@@ -133,15 +133,23 @@ async function main(): Promise<void> {
 }
 
 function installSignals(app: App): void {
-  let stopping = false;
-  const stop = (mode: ShutdownMode) => () => {
+  // PgBouncer's words for each signal (main.c), so its users' alerts keep matching.
+  const stop = (signal: string, mode: ShutdownMode, words: string) => () => {
     // A second signal during a shutdown exits at once (PgBouncer 1.23+).
-    void app.shutdown(stopping ? 'immediate' : mode);
-    stopping = true;
+    if (app.stopping) {
+      log().info(`got ${signal} while shutting down, fast exit`);
+      void app.shutdown('immediate');
+      return;
+    }
+    log().info(`got ${signal}, shutting down, ${words}`);
+    void app.shutdown(mode);
   };
-  process.on('SIGTERM', stop('wait_for_clients'));
-  process.on('SIGINT', stop('wait_for_servers'));
-  process.on('SIGQUIT', stop('immediate'));
+  process.on('SIGTERM', stop('SIGTERM', 'wait_for_clients', 'waiting for all clients disconnect'));
+  process.on('SIGINT', stop('SIGINT', 'wait_for_servers', 'waiting for all servers connections to be released'));
+  process.on('SIGQUIT', () => {
+    log().info('got SIGQUIT, fast exit');
+    void app.shutdown('immediate');
+  });
   process.on('SIGHUP', () => {
     log().info('got SIGHUP, re-reading config');
     app.reload();
@@ -149,11 +157,17 @@ function installSignals(app: App): void {
   // PAUSE and RESUME go through the console, so a signal does exactly what the command does
   // (released servers are closed while paused; SIGUSR2 is ignored during a shutdown).
   process.on('SIGUSR1', () => {
+    const reg = app.registry;
+    if (reg.pausedAll || reg.suspended) return log().info('got SIGUSR1, but already paused/suspended');
     log().info('got SIGUSR1, pausing all activity');
     app.console.pauseAll();
   });
   process.on('SIGUSR2', () => {
-    log().info('got SIGUSR2, continuing');
+    const reg = app.registry;
+    if (app.stopping) return log().info('got SIGUSR2 while shutting down, ignoring');
+    if (reg.suspended) log().info('got SIGUSR2, continuing from SUSPEND');
+    else if (reg.pausedAll || reg.paused.size > 0) log().info('got SIGUSR2, continuing from PAUSE');
+    else return log().info('got SIGUSR2, but not paused/suspended');
     app.console.resumeAll();
   });
   process.on('SIGPIPE', () => undefined);
@@ -178,7 +192,8 @@ function isAlive(pid: number): boolean {
 
 function daemonize(cfg: Config): void {
   if (cfg.pidfile === null) die('-d needs pidfile in the config');
-  const argv = process.argv.slice(1).filter((a) => a !== '-d' && a !== '--daemon');
+  // Its stdout goes nowhere: -q spares it the console lines (PgBouncer's daemon closes stderr).
+  const argv = [...process.argv.slice(1).filter((a) => a !== '-d' && a !== '--daemon'), '-q'];
   const child = spawn(process.execPath, argv, { detached: true, stdio: 'ignore' });
   child.unref();
   process.exit(0);

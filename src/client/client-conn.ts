@@ -10,7 +10,7 @@ import { now, refresh } from '../clock.js';
 import { nextConnectionId } from '../ids.js';
 import type { AuthType, Config } from '../config/types.js';
 import { Errors, PoolerError } from '../errors.js';
-import { connLogger, log, type Logger } from '../log.js';
+import { closingBecause, connLogger, flushLog, sockAddr, type Logger } from '../log.js';
 import { Frontend, SqlState } from '../protocol/codes.js';
 import * as encode from '../protocol/encode.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
@@ -121,8 +121,8 @@ export class ClientConn implements PoolClient {
   ) {
     this.remoteAddress = isUnix ? '' : (socket.remoteAddress ?? '');
     this.remotePort = isUnix ? 0 : (socket.remotePort ?? 0);
-    const addr = isUnix ? 'unix' : `${this.remoteAddress}:${this.remotePort}`;
-    this.log = connLogger({ id: `C-${this.id}`, addr });
+    this.logAddr = isUnix ? `unix:${host.cfg.listenPort}` : sockAddr(this.remoteAddress, this.remotePort);
+    this.log = connLogger({ id: this.label, addr: this.logAddr });
     this.framer = new Framer(STARTUP_TYPES, Math.min(host.cfg.maxPacketSize, MAX_STARTUP), true);
     if (!isUnix) socket.setNoDelay(true);
     this.attach(socket);
@@ -140,9 +140,13 @@ export class ClientConn implements PoolClient {
     socket.removeListener('close', this.onClose);
   }
 
+  /** PgBouncer's log prefix shape (`C-0x…`), and SHOW CLIENTS `ptr`. */
   get label(): string {
-    return `C-${this.id}`;
+    return `C-0x${this.id.toString(16)}`;
   }
+
+  /** The address in the log prefix: `host:port`, or `unix:port` for the unix socket. */
+  private readonly logAddr: string;
 
   get atMessageBoundary(): boolean {
     return this.framer.atBoundary;
@@ -259,7 +263,7 @@ export class ClientConn implements PoolClient {
     }
     this.user = user;
     this.dbName = params.get('database') || user;
-    this.log = connLogger({ id: this.label, db: this.dbName, user, addr: this.addr });
+    this.log = connLogger({ id: this.label, db: this.dbName, user, addr: this.logAddr });
     const tlsProblem = this.tlsPolicyProblem();
     if (tlsProblem !== null) return this.fail(tlsProblem, 'tls');
     const unsupported = this.takeParameters(params);
@@ -454,23 +458,14 @@ export class ClientConn implements PoolClient {
       this.socket.write(r.send);
       return;
     }
-    if ('error' in r) {
-      this.log.info({ method: this.authMethod }, `login failed: ${r.error.message}`);
-      return this.fail(r.error);
-    }
+    if ('error' in r) return this.fail(r.error);
     if (r.final !== undefined) this.socket.write(r.final);
     if (this.admin) return this.adminLogin();
     const pool = this.host.poolFor(this.dbName, this.user, r.scramKeys);
     if (pool instanceof PoolerError) return this.fail(pool);
     this.pool = pool;
     loginStats.loggedIn(this.tls !== null, performance.now() - this.acceptedAt);
-    if (this.host.cfg.logConnections) {
-      const tls = this.tls === null ? 'no' : `${this.tls.version}/${this.tls.cipher}`;
-      this.log.info(
-        { method: this.authMethod, tls: this.tls?.version ?? null, cipher: this.tls?.cipher ?? null },
-        `login attempt: db=${this.dbName} user=${this.user} tls=${tls}`,
-      );
-    }
+    this.logLogin();
     this.phase = 'welcome';
     this.framer.want([Frontend.Terminate]);
     this.socket.write(encode.authenticationOk);
@@ -505,6 +500,16 @@ export class ClientConn implements PoolClient {
     for (const chunk of queued) this.onReadyData(chunk);
   }
 
+  /** PgBouncer's line for a login (log_connections); JSON adds the method and TLS details. */
+  private logLogin(): void {
+    if (!this.host.cfg.logConnections) return;
+    const tls = this.tls === null ? 'no' : `${this.tls.version}/${this.tls.cipher}`;
+    this.log.info(
+      { method: this.authMethod, tls: this.tls?.version ?? null, cipher: this.tls?.cipher ?? null },
+      `login attempt: db=${this.dbName} user=${this.user} tls=${tls} replication=no`,
+    );
+  }
+
   // ---------------------------------------------------------------- admin console
 
   /** A console client (database `pgbouncer`): no pool, simple queries answered by the console. */
@@ -514,7 +519,7 @@ export class ClientConn implements PoolClient {
     const refused = this.host.console.login(this);
     if (refused !== null) return this.fail(refused, 'not_allowed');
     loginStats.loggedIn(this.tls !== null, performance.now() - this.acceptedAt);
-    if (this.host.cfg.logConnections) this.log.info({ method: this.authMethod }, `login attempt: db=${ADMIN_DB} user=${this.user} (admin console)`);
+    this.logLogin();
     this.socket.write(encode.authenticationOk);
     this.welcome(ADMIN_PARAMS);
   }
@@ -580,10 +585,7 @@ export class ClientConn implements PoolClient {
     acceptClientTls(raw, ctx, pending).then((r) => {
       this.upgrading = false;
       if (pending === null) this.host.handshakes.leave();
-      if ('error' in r) {
-        this.log.info({ reason: r.error }, `closing because: ${r.error}`);
-        return this.close(r.error, false);
-      }
+      if ('error' in r) return this.close(r.error, false);
       this.socket = r.socket;
       this.tls = r.info;
       this.peer = r.peer;
@@ -913,18 +915,24 @@ export class ClientConn implements PoolClient {
   fail(err: PoolerError, refusal?: LoginRefusal): void {
     if (this.phase === 'closed') return;
     if (this.inLogin) loginStats.refused(refusal ?? refusalOf(err));
-    if (!this.socket.destroyed && this.socket.writable) {
-      this.socket.write(
-        encode.errorResponse({ severity: err.severity, code: err.sqlstate, message: err.message, detail: err.detail }),
-      );
-    }
-    if (this.host.cfg.logPoolerErrors) this.log.warn({ sqlstate: err.sqlstate }, `pooler error: ${err.message}`);
-    this.close(err.message, true);
+    this.close(err.message, true, err);
   }
 
-  close(reason: string, flush: boolean): void {
+  /** Close the client; `err` is sent to it first, after the lines saying why are written. */
+  close(reason: string, flush: boolean, err: PoolerError | null = null): void {
     if (this.phase === 'closed') return;
-    const wasLoggedIn = this.phase === 'ready' || this.phase === 'welcome';
+    const cfg = this.host.cfg;
+    if (cfg.logDisconnections) this.log.info(closingBecause(reason, this.connectTime));
+    if (err !== null) {
+      if (cfg.logPoolerErrors) this.log.warn({ sqlstate: err.sqlstate }, `pooler error: ${err.message}`);
+      if (!this.socket.destroyed && this.socket.writable) {
+        // The log says why before the client knows: tail -f and fail2ban read it at once.
+        flushLog();
+        this.socket.write(
+          encode.errorResponse({ severity: err.severity, code: err.sqlstate, message: err.message, detail: err.detail }),
+        );
+      }
+    }
     this.phase = 'closed';
     this.closing = true;
     this.leaveHandshakeQueue?.();
@@ -934,8 +942,6 @@ export class ClientConn implements PoolClient {
     if (this.server !== null) this.server.owed = Math.max(0, this.server.owed);
     this.pool?.removeClient(this);
     this.host.onClientClosed(this);
-    if (wasLoggedIn && this.host.cfg.logDisconnections) this.log.info({ reason }, `closing because: ${reason}`);
-    else if (!wasLoggedIn) log().debug({ id: this.label, reason }, `closing because: ${reason}`);
     // destroySoon, not end: a client that never closes its own side (half-open) must not keep the
     // descriptor once our last bytes are out.
     if (flush) this.socket.destroySoon();

@@ -15,7 +15,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import ini from 'ini';
 import { parseAuthFile } from './auth-file.js';
 import { parseDatabaseDef, parsePeerDef, parseUserDef, quoteConnstrValue } from './connstr.js';
-import type { AuthEntry, AuthType, Config, ConfigProblem, DatabaseDef, PeerDef, PoolMode, SslMode, UserDef } from './types.js';
+import type { AuthEntry, AuthType, Config, ConfigProblem, DatabaseDef, LogFormat, PeerDef, PoolMode, SslMode, UserDef } from './types.js';
 
 export class ConfigError extends Error {
   readonly problems: readonly ConfigProblem[];
@@ -88,6 +88,7 @@ const POOL_MODES: readonly PoolMode[] = ['session', 'transaction', 'statement'];
 const AUTH_TYPES: readonly AuthType[] = ['trust', 'any', 'plain', 'md5', 'scram-sha-256', 'cert', 'hba'];
 const SSL_MODES: readonly SslMode[] = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 const SSLMODE: Kind = { type: 'enum', values: SSL_MODES, off: 'disable' };
+const LOG_FORMATS: readonly LogFormat[] = ['text', 'json'];
 const SYSLOG_FACILITIES = ['auth', 'authpriv', 'daemon', 'user', 'local0', 'local1', 'local2', 'local3', 'local4', 'local5', 'local6', 'local7'];
 
 const DEFAULT_AUTH_QUERY =
@@ -175,6 +176,8 @@ const SETTINGS: readonly Setting[] = [
   setting('log_stats', BOOL, '1', (c) => c.logStats),
   setting('stats_period', count(1), '60', (c) => c.statsPeriod),
   setting('verbose', count(), '0', (c) => c.verbose),
+  // pgpool-ts only: PgBouncer's text lines, or JSON lines for log pipelines.
+  setting('log_format', { type: 'enum', values: LOG_FORMATS }, 'text', (c) => c.logFormat, false),
   // TLS towards clients
   setting('client_tls_sslmode', SSLMODE, 'disable', (c) => c.clientTls.sslmode),
   setting('client_tls_key_file', FILE_IN, '', (c) => c.clientTls.keyFile),
@@ -731,6 +734,7 @@ function build(collected: Collected, mainFile: string, configFile: string | null
     logStats: bool('log_stats'),
     statsPeriod: num('stats_period'),
     verbose: num('verbose'),
+    logFormat: oneOf('log_format', LOG_FORMATS),
     clientTls: {
       sslmode: clientMode,
       keyFile: opt('client_tls_key_file'),

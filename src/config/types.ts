@@ -3,6 +3,7 @@
 // Imports nothing, so any layer may import it.
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
+export type LogFormat = 'text' | 'json';
 export type AuthType = 'trust' | 'any' | 'plain' | 'md5' | 'scram-sha-256' | 'cert' | 'hba';
 export type LoadBalanceHosts = 'round-robin' | 'disable';
 export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
@@ -186,6 +187,8 @@ export interface Config {
   readonly logStats: boolean;
   readonly statsPeriod: number;
   readonly verbose: number;
+  /** How the console and `logfile` lines are written (pgpool-ts only). */
+  readonly logFormat: LogFormat;
 
   // --- TLS
   readonly clientTls: ClientTls;

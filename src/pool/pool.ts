@@ -233,6 +233,7 @@ export class Pool {
     const maxUser = this.cfg.users.get(this.serverUser)?.maxUserConnections ?? this.cfg.maxUserConnections;
     if (maxUser > 0 && this.host.serverCount(null, this.serverUser) >= maxUser && !this.host.evictIdleFor(this, 'user'))
       return false;
+    if (borrowed >= this.poolSize) head?.log.warn('taking connection from reserve_pool');
     return true;
   }
 

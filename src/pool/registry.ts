@@ -5,6 +5,7 @@ import path from 'node:path';
 import { now } from '../clock.js';
 import type { Config, DatabaseDef, LoadBalanceHosts } from '../config/types.js';
 import { Errors, type PoolerError } from '../errors.js';
+import { log } from '../log.js';
 import { parseScramSecret } from '../protocol/scram.js';
 import type { TlsContexts } from '../net/tls.js';
 import type { ServerCredentials } from '../server/server-auth.js';
@@ -48,6 +49,7 @@ export class Registry implements PoolHost {
     const key = db.user !== null ? `${dbName}\0` : `${dbName}\0${user}`;
     let pool = this.pools.get(key);
     if (pool === undefined) {
+      if (!this.cfg.databases.has(dbName) && !this.hasPool(dbName)) log().info(`registered new auto-database: ${dbName}`);
       pool = new Pool(this, db, dbName, user, () => this.target(pool!));
       this.pools.set(key, pool);
     }
@@ -84,6 +86,12 @@ export class Registry implements PoolHost {
 
   maxUserClients(user: string): number {
     return this.cfg.users.get(user)?.maxUserClientConnections || this.cfg.maxUserClientConnections;
+  }
+
+  /** Some pool serves `dbName`: a database known through `*` stays registered while one does. */
+  private hasPool(dbName: string): boolean {
+    for (const p of this.pools.values()) if (p.dbName === dbName) return true;
+    return false;
   }
 
   private databaseDef(dbName: string): DatabaseDef | null {

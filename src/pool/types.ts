@@ -1,9 +1,12 @@
 // What a pool needs of a client connection. Declared here, implemented by client/client-conn.ts,
 // so the pool layer depends on an interface and the client layer imports the pool (not the reverse).
 import type { PoolerError } from '../errors.js';
+import type { Logger } from '../log.js';
 import type { ServerConn, ServerPeer } from '../server/server-conn.js';
 
 export interface PoolClient extends ServerPeer {
+  /** Lines about this client (the pool logs its reserve use under it, as PgBouncer does). */
+  readonly log: Logger;
   /** The linked server, or null between transactions / while waiting. */
   server: ServerConn | null;
   /** When it started waiting for a server (cl_waiting, maxwait, query_wait_timeout). */

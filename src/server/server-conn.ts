@@ -10,7 +10,7 @@ import net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { now, refresh } from '../clock.js';
 import { nextConnectionId } from '../ids.js';
-import { connLogger, type Logger } from '../log.js';
+import { closingBecause, connLogger, sockAddr, type Logger } from '../log.js';
 import { Backend, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
@@ -115,15 +115,17 @@ export class ServerConn {
     readonly target: ServerTarget,
     readonly dbName: string,
   ) {
-    this.log = connLogger({ id: `S-${this.id}`, db: dbName, user: target.user, addr: `${target.host}:${target.port}` });
+    const addr = target.unix ? `unix:${target.port}` : sockAddr(target.host, target.port);
+    this.log = connLogger({ id: this.label, db: dbName, user: target.user, addr });
     this.framer = new Framer(LOGIN_TYPES, owner.cfg.maxPacketSize, false);
     this.auth = new ServerAuth(target.user, target.creds);
     this.socket = new net.Socket();
     this.connect();
   }
 
+  /** PgBouncer's log prefix shape (`S-0x…`), and SHOW SERVERS `ptr`. */
   get label(): string {
-    return `S-${this.id}`;
+    return `S-0x${this.id.toString(16)}`;
   }
 
   setState(to: ServerState): void {
@@ -143,13 +145,18 @@ export class ServerConn {
     const ctx = this.owner.tls.server;
     const useTls = !unix && ctx !== null && (effectiveServerMode(ctx.side) !== 'allow' || this.allowRetry);
     sock.once('error', (err: NodeJS.ErrnoException) =>
-      this.loginFailed(isDnsError(err) ? `server DNS lookup failed: ${host} (${err.code ?? err.message})` : `could not connect to server: ${err.message}`),
+      isDnsError(err)
+        ? this.loginFailed(`server DNS lookup failed: ${host} (${err.code ?? err.message})`, undefined, undefined, 'server DNS lookup failed')
+        : this.loginFailed(`could not connect to server: ${err.message}`, undefined, undefined, 'connect failed'),
     );
     const onConnect = (): void => {
       sock.removeAllListeners('error');
       // Set after connect: on a socket not yet connected Node does not apply it to TCP.
       if (!unix) sock.setNoDelay(true);
       const cfg = this.owner.cfg;
+      if (cfg.logConnections) {
+        this.log.info(unix ? 'new connection to server' : `new connection to server (from ${sockAddr(sock.localAddress ?? '', sock.localPort ?? 0)})`);
+      }
       if (!unix && cfg.tcpKeepalive) sock.setKeepAlive(true, cfg.tcpKeepidle * 1000);
       if (!useTls || ctx === null) {
         this.startLogin();
@@ -161,6 +168,7 @@ export class ServerConn {
           if (r.socket) {
             this.socket = r.socket;
             this.tls = r.info;
+            if (cfg.logConnections) this.log.info(`SSL established: ${r.info.version}/${r.info.cipher}`);
           }
           this.startLogin();
         },
@@ -280,13 +288,13 @@ export class ServerConn {
         return true;
       case Backend.ErrorResponse: {
         const f = decodeErrorFields(body);
-        this.loginFailed(f.M ?? 'server login failed', f.C);
+        this.loginFailed(f.M ?? 'server login failed', f.C, f.S ?? f.V ?? 'FATAL');
         return false;
       }
       case Backend.ReadyForQuery:
         this.loginDone = true;
         this.framer.want(RELAY_TYPES, RELAY_HEADERS);
-        this.log.debug({ pid: this.backendPid, tls: this.tls?.version }, 'new connection to server');
+        this.log.debug({ pid: this.backendPid, tls: this.tls?.version }, `server login done (backend pid ${this.backendPid})`);
         this.owner.onServerLogin(this, null);
         return false;
       default:
@@ -297,10 +305,14 @@ export class ServerConn {
 
   /** server_connect_timeout passed before the login finished: a failed login, as PgBouncer. */
   loginTimedOut(): void {
-    this.loginFailed(`server_connect_timeout: no login within ${this.owner.cfg.serverConnectTimeout} s`);
+    this.loginFailed(`server_connect_timeout: no login within ${this.owner.cfg.serverConnectTimeout} s`, undefined, undefined, 'connect timeout');
   }
 
-  private loginFailed(message: string, sqlstate = '08006'): void {
+  /**
+   * The login failed with `message` (what waiting clients are told). `severity` is the server's,
+   * when it sent an ErrorResponse; `why` is PgBouncer's reason on the closing line.
+   */
+  private loginFailed(message: string, sqlstate = '08006', severity?: string, why = message): void {
     if (this.loginDone || this.closing) return;
     // allow: plain text first; if the server refuses it (an error, not a dead socket), try TLS.
     const side = this.owner.tls.server?.side;
@@ -316,7 +328,8 @@ export class ServerConn {
       return;
     }
     this.closing = true;
-    this.log.warn({ reason: message }, `server login failed: ${message}`);
+    this.log.warn({ reason: message }, `server login failed: ${severity === undefined ? '' : `${severity} `}${message}`);
+    this.logClosing(why);
     this.socket.destroy();
     this.state = 'closed';
     this.loginError = { message, sqlstate };
@@ -476,7 +489,7 @@ export class ServerConn {
   close(reason: string): void {
     if (this.closing) return;
     this.closing = true;
-    this.log.info({ reason }, `closing because: ${reason}`);
+    this.logClosing(reason);
     if (this.loginDone && !this.socket.destroyed) this.socket.end(Frontend.terminate);
     this.socket.destroy();
     this.finish(reason);
@@ -486,11 +499,15 @@ export class ServerConn {
   private closed(reason: string): void {
     if (this.closing) return;
     this.closing = true;
-    this.log.info({ reason }, `closing because: ${reason}`);
+    this.logClosing(reason);
     this.socket.destroy();
     const client = this.client;
     this.finish(reason);
     client?.onServerLost(reason, null);
+  }
+
+  private logClosing(reason: string): void {
+    if (this.owner.cfg.logDisconnections) this.log.info(closingBecause(reason, this.connectTime));
   }
 
   private finish(reason: string): void {

@@ -58,7 +58,8 @@ describe('certificate authentication', () => {
 
   async function pooler(pgbouncer: Record<string, string>): Promise<Pooler> {
     const ini: IniSections = {
-      pgbouncer: { log_connections: '1', ...pgbouncer },
+      // JSON lines: the tests read the auth method of a login from its fields.
+      pgbouncer: { log_connections: '1', log_format: 'json', ...pgbouncer },
       databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
     };
     // The server login of md5user needs its password; cert auth itself never asks the client.

@@ -169,18 +169,21 @@ describe('command line', () => {
     assert.deepEqual([r.code, r.signal], [0, null]);
   });
 
-  it('logs readable lines (pino-pretty) to a terminal and JSON lines to a pipe', async () => {
+  it("logs PgBouncer's text lines to a terminal and to a pipe alike, JSON lines with log_format = json", async () => {
     const { file } = await goodIni('terminal.ini');
     // `script` gives the pooler a pseudo-terminal as stdout; timeout stops it after it listened.
-    const cmd = `timeout -s TERM 3 '${process.execPath}' '${MAIN_JS}' -c '${file}'`;
-    const tty = await runCommand('script', ['-qefc', cmd, '/dev/null'], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
+    const run = (ini: string) => `timeout -s TERM 3 '${process.execPath}' '${MAIN_JS}' -c '${ini}'`;
+    const listening = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+ \[\d+\] LOG listening on 127\.0\.0\.1:\d+$/;
+    const tty = await runCommand('script', ['-qefc', run(file), '/dev/null'], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
     saveOutput('main on a terminal', tty.stdout, tty.stderr);
-    const ttyLines = lines(tty.stdout);
-    assert.ok(ttyLines.some((l) => /INFO.*listening on 127\.0\.0\.1/.test(l)), `no readable "listening on" line:\n${tty.stdout}`);
-    assert.ok(!ttyLines.some((l) => l.startsWith('{')), `JSON on a terminal:\n${tty.stdout}`);
-    const piped = await runCommand('bash', ['-c', cmd], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
+    assert.ok(lines(tty.stdout).some((l) => listening.test(l.replace(/\r$/, ''))), `no "listening on" line:\n${tty.stdout}`);
+    const piped = await runCommand('bash', ['-c', run(file)], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
     saveOutput('main to a pipe', piped.stdout, piped.stderr);
-    const first = JSON.parse(lines(piped.stdout)[0] ?? '') as { level?: string; msg?: string };
+    assert.match(lines(piped.stdout)[0] ?? '', listening);
+    await fs.appendFile(file, 'log_format = json\n');
+    const json = await runCommand('bash', ['-c', run(file)], { env: cleanEnv(), timeoutMs: RUN_TIMEOUT_MS });
+    saveOutput('main to a pipe, json', json.stdout, json.stderr);
+    const first = JSON.parse(lines(json.stdout)[0] ?? '') as { level?: string; msg?: string };
     assert.equal(first.level, 'info');
     assert.match(first.msg ?? '', /^listening on 127\.0\.0\.1:/);
   });

@@ -68,6 +68,8 @@ describe('auth_type = hba', () => {
     for (const m of METHODS) dbs[m.db] = `host=127.0.0.1 port=${c().port} dbname=${DATABASES[0]}`;
     return {
       pgbouncer: {
+        // JSON lines: the tests read the auth method of a login from its fields.
+        log_format: 'json',
         listen_addr: hosts.join(','),
         auth_type: 'hba',
         auth_hba_file: hbaFile,

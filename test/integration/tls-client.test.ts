@@ -197,6 +197,8 @@ host all all ::1/128 trust
         client_tls_ca_file: pki.caBundle,
         server_tls_sslmode: 'disable',
         log_connections: '1',
+        // JSON lines: the tests read the auth method of a login from its fields.
+        log_format: 'json',
         ...extra,
       },
       databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
@@ -286,7 +288,7 @@ host all all ::1/128 trust
             assert.match(line, /tls=TLSv1\.[23]\/\S+/, 'the pooler logged the TLS version and cipher');
           } else {
             assert.doesNotMatch(r.stdout, /SSL connection/, 'psql \\conninfo shows no TLS');
-            assert.match(line, /tls=no$/);
+            assert.match(line, /tls=no replication=no$/);
           }
         });
       }
@@ -313,7 +315,7 @@ host all all ::1/128 trust
           const got = await pgConnect(config);
           assert.deepEqual(got, { tls: want.kind === 'tls', user: USERS.trust.name });
           const line = await logMsgSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
-          assert.match(line, want.kind === 'tls' ? /tls=TLSv1\.[23]\// : /tls=no$/);
+          assert.match(line, want.kind === 'tls' ? /tls=TLSv1\.[23]\// : /tls=no replication=no$/);
         });
       }
 
@@ -363,7 +365,7 @@ host all all ::1/128 trust
         assert.deepEqual(seen.filter((m) => m.type === 'E').map((m) => errorFields(m.body).M), []);
         assert.equal(seen.at(-1)?.type, 'Z');
         const line = await logMsgSince(p, from, /login attempt: db=p0 user=plainuser tls=/);
-        assert.match(line, /tls=no$/);
+        assert.match(line, /tls=no replication=no$/);
       } finally {
         sock.destroy();
       }

@@ -27,7 +27,7 @@ import { DEFAULT_HBA, startCluster, USERS, type Cluster } from '../support/pg-cl
 import type { LeafCert, Pki } from '../support/pki.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
 import { psql } from '../support/run-cmd.js';
-import { dumpLogsOnFailure, findLogLine, messageOf, required } from '../support/suite.js';
+import { dumpLogsOnFailure, findLogLine, parseLogLine, required } from '../support/suite.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /** "Within seconds": far below client_login_timeout (set to 60 s below, PgBouncer's default). */
@@ -144,8 +144,8 @@ async function sslViaPooler(p: Pooler, db: string, user: string = USERS.trust.na
 /** Waits for the pooler's `server login failed` line for database `db`, naming the reason. */
 async function serverLoginFailure(p: Pooler, from: number, db: string, reason: RegExp): Promise<void> {
   const hit = await findLogLine(p, from, (line) => {
-    const text = messageOf(line);
-    return /server login failed/.test(text) && line.includes(`"db":"${db}"`) && reason.test(text);
+    const l = parseLogLine(line);
+    return /server login failed/.test(l.msg) && l.db === db && reason.test(l.msg);
   });
   if (hit === null) assert.fail(`the pooler did not log the reason (${reason}) for ${db}:\n${p.logs().slice(from).join('\n')}`);
 }

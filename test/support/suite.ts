@@ -158,14 +158,40 @@ export function useSetup(opts: SetupOptions): Setup {
 // ------------------------------------------------------------------------------------------------
 // The pooler's log
 
-/** The `msg` of a pooler JSON log line (the line itself when it is not JSON). */
-export function messageOf(line: string): string {
-  try {
-    const o = JSON.parse(line) as { msg?: unknown };
-    return typeof o.msg === 'string' ? o.msg : line;
-  } catch {
-    return line;
+/** One line of the pooler's log, in either log_format: its level, the connection it is about (when
+ * it is about one) and its message; `json` holds every field of a JSON line. */
+export interface LogLine {
+  readonly level: string;
+  readonly id?: string;
+  readonly db?: string;
+  readonly user?: string;
+  readonly addr?: string;
+  readonly msg: string;
+  readonly json: Record<string, unknown> | null;
+}
+
+/** PgBouncer's text line: `2026-12-07 06:03:29.652 UTC [42] LOG C-0x1f: p0/app@127.0.0.1:40560 msg`. */
+const TEXT_LINE = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+ \[\d+\] ([A-Z]+) (?:([CS]-0x[0-9a-f]+): ([^/ ]*)\/([^@ ]*)@(\S*) )?(.*)$/;
+
+/** A pooler log line taken apart; a line in neither format is all message. */
+export function parseLogLine(line: string): LogLine {
+  const t = TEXT_LINE.exec(line);
+  if (t !== null) {
+    const [, level, id, db, user, addr, msg] = t;
+    return id === undefined ? { level: level!, msg: msg!, json: null } : { level: level!, id, db, user, addr, msg: msg!, json: null };
   }
+  try {
+    const o = JSON.parse(line) as Record<string, unknown>;
+    const str = (k: string) => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
+    return { level: str('level') ?? '', id: str('id'), db: str('db'), user: str('user'), addr: str('addr'), msg: str('msg') ?? line, json: o };
+  } catch {
+    return { level: '', msg: line, json: null };
+  }
+}
+
+/** The message of a pooler log line (text or JSON; the line itself when it is neither). */
+export function messageOf(line: string): string {
+  return parseLogLine(line).msg;
 }
 
 /**
