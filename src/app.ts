@@ -72,8 +72,8 @@ export class App implements ClientHost, AdminHost {
   async start(): Promise<void> {
     this.listeners = await openListeners(this.cfg, this.onConnection);
     this.janitor = setInterval(this.sweep, JANITOR_MS);
-    const addrs = this.listeners.addresses;
-    log().info({ listen: addrs }, `listening on ${addrs.join(', ')}`);
+    // One line per socket, as PgBouncer: `listening on 127.0.0.1:6432`, `listening on unix:/tmp/.s.PGSQL.6432`.
+    for (const a of this.listeners.addresses) log().info(`listening on ${a}`);
     if (this.cfg.metricsPort > 0) {
       this.metrics = await startMetrics(this);
       log().info(`metrics on http://${this.cfg.metricsListenAddr}:${this.metrics.port}/metrics`);

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
+import { sockAddr } from '../log.js';
 import { socketAddress } from './address.js';
 import { nativeFunction } from './native.js';
 
@@ -107,7 +108,7 @@ export async function openListeners(cfg: Config, onConnection: OnConnection): Pr
     const server = net.createServer({ noDelay: true }, (s) => onConnection(s, false, keep));
     servers.push({ server, keep });
     await listenTcp(server, addr, port, cfg.listenBacklog, reusePort);
-    addresses.push(`${addr}:${port}`);
+    addresses.push(sockAddr(addr, port));
   };
   const unix = async (p: string): Promise<void> => {
     await removeStaleSocket(p);
@@ -117,7 +118,7 @@ export async function openListeners(cfg: Config, onConnection: OnConnection): Pr
     unixPaths.push(p);
     fs.chmodSync(p, cfg.unixSocketMode);
     if (cfg.unixSocketGroup !== null) execFileSync('chgrp', [cfg.unixSocketGroup, p]);
-    addresses.push(p);
+    addresses.push(`unix:${p}`);
   };
 
   try {

@@ -60,7 +60,7 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     maxPacketSize: 2147483647, pktBuf: 4096, maxPreparedStatements: 200,
     tcpKeepalive: true, tcpKeepcnt: 0, tcpKeepidle: 0, tcpKeepintvl: 0, tcpUserTimeout: 0,
     adminUsers: [], statsUsers: [], logConnections: true, logDisconnections: true, logPoolerErrors: true,
-    logStats: true, statsPeriod: 60, verbose: 0,
+    logStats: true, statsPeriod: 60, verbose: 0, logFormat: 'text',
     metricsListenAddr: '127.0.0.1', metricsPort: 0,
   });
   assert.deepEqual(clientTls, {
@@ -397,7 +397,7 @@ test('settingRows lists every setting alphabetically, as SHOW CONFIG prints it',
   assert.deepEqual(row('server_check_query'), { key: 'server_check_query', value: '<empty>', default: '<empty>', changeable: true });
   const fixed = rows.filter((r) => !r.changeable).map((r) => r.key);
   assert.deepEqual(fixed, [
-    'disable_pqexec', 'job_name', 'listen_addr', 'listen_backlog', 'listen_port', 'metrics_listen_addr', 'metrics_port',
+    'disable_pqexec', 'job_name', 'listen_addr', 'listen_backlog', 'listen_port', 'log_format', 'metrics_listen_addr', 'metrics_port',
     'pidfile', 'pkt_buf', 'resolv_conf',
     'service_name', 'so_reuseport', 'track_extra_parameters', 'unix_socket_dir', 'unix_socket_group', 'unix_socket_mode', 'user',
   ]);
