@@ -153,7 +153,12 @@ export class App implements ClientHost, AdminHost {
     if (client.counted) this.registry.uncountClient(client.dbName, client.user);
     this.closedSinceTrim++;
     if (client.cancelKey !== null) this.cancelKeys.delete(client.cancelKey);
-    if (this.shuttingDown === 'wait_for_clients' && this.applicationClients() === 0) void this.finish();
+    if (this.shuttingDown === 'wait_for_clients' && this.applicationClients() === 0) this.clientsDropped();
+  }
+
+  private clientsDropped(): void {
+    log().info('client connections dropped, exiting');
+    void this.finish();
   }
 
   /**
@@ -280,16 +285,20 @@ export class App implements ClientHost, AdminHost {
     log().info({ mode }, `shutting down (${mode})`);
     if (mode === 'immediate') return this.finish();
     if (mode === 'wait_for_clients') {
-      if (this.applicationClients() === 0) return this.finish();
+      if (this.applicationClients() === 0) this.clientsDropped();
       return;
     }
-    // wait_for_servers: waiting clients are dropped; exit when no server is linked.
-    for (const c of [...this.clients]) if (c.server === null && !c.admin) c.fail(Errors.shuttingDown());
+    // wait_for_servers: no pool hands out a server again; at each tick the clients waiting for one
+    // are dropped ("server shutting down", as PgBouncer's janitor), and the process exits once no
+    // server is linked. An idle client stays until then, or until it asks for a server.
+    this.registry.draining = true;
     const check = setInterval(() => {
+      for (const p of this.registry.pools.values()) for (const c of [...p.clWaiting]) c.fail(Errors.serverShuttingDown());
       let linked = 0;
       for (const c of this.clients) if (c.server !== null) linked++;
       if (linked === 0) {
         clearInterval(check);
+        log().info('server connections dropped, exiting');
         void this.finish();
       }
     }, JANITOR_MS);

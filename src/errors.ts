@@ -45,6 +45,8 @@ export const Errors = {
     fatal(SqlState.ProtocolViolation, 'transaction blocks not allowed in statement pooling mode'),
   serverConnFailed: (why: string) => fatal(SqlState.ConnectionFailure, why),
   shuttingDown: () => fatal(SqlState.AdminShutdown, 'pooler is shutting down'),
+  /** A client that waits for (or asks for) a server during SHUTDOWN WAIT_FOR_SERVERS. */
+  serverShuttingDown: () => fatal(SqlState.AdminShutdown, 'server shutting down'),
   databaseDisabled: (db: string) => fatal(SqlState.CannotConnectNow, `database "${db}" is disabled`),
   queryTimeout: () => fatal(SqlState.QueryCanceled, 'query_timeout'),
   featureNotSupported: (why: string) => fatal(SqlState.FeatureNotSupported, why),

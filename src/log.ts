@@ -121,12 +121,29 @@ class ConnLogger implements Logger {
     for (const s of output.sinks) s.write(rec);
   }
 
-  readonly fatal: LogFn = (a: Fields | string, b?: string) => this.emit('fatal', a, b);
-  readonly error: LogFn = (a: Fields | string, b?: string) => this.emit('error', a, b);
-  readonly warn: LogFn = (a: Fields | string, b?: string) => this.emit('warn', a, b);
-  readonly info: LogFn = (a: Fields | string, b?: string) => this.emit('info', a, b);
-  readonly debug: LogFn = (a: Fields | string, b?: string) => this.emit('debug', a, b);
-  readonly trace: LogFn = (a: Fields | string, b?: string) => this.emit('trace', a, b);
+  fatal(a: Fields | string, b?: string): void {
+    this.emit('fatal', a, b);
+  }
+
+  error(a: Fields | string, b?: string): void {
+    this.emit('error', a, b);
+  }
+
+  warn(a: Fields | string, b?: string): void {
+    this.emit('warn', a, b);
+  }
+
+  info(a: Fields | string, b?: string): void {
+    this.emit('info', a, b);
+  }
+
+  debug(a: Fields | string, b?: string): void {
+    this.emit('debug', a, b);
+  }
+
+  trace(a: Fields | string, b?: string): void {
+    this.emit('trace', a, b);
+  }
 }
 
 const root = new ConnLogger(null);
@@ -296,3 +313,6 @@ function openLogfile(file: string): LineWriter {
 }
 
 output = { rank: RANK.info, sinks: [textSink(new LineWriter(1, 'stdout'))] };
+// Whatever ends the process (process.exit after an error message, the last client of a drain),
+// the lines of its last turn are written.
+process.on('exit', flushLog);

@@ -110,6 +110,7 @@ async function main(): Promise<void> {
   }
   if (args.daemon) return daemonize(cfg);
   configureLog({ logfile: cfg.logfile, format: cfg.logFormat, verbose: cfg.verbose + args.verbose, quiet: args.quiet });
+  log().info(`process up: pgpool-ts ${VERSION}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
   if (cfg.pidfile !== null) writePidfile(cfg.pidfile);
   let app: App;
   try {
@@ -209,7 +210,7 @@ function dropPrivileges(user: string): void {
 }
 
 process.on('uncaughtException', (err) => {
-  log().fatal({ err: err.stack }, `pooler error: uncaught exception: ${err.message}`);
+  log().fatal(`pooler error: uncaught exception: ${err.stack ?? err.message}`);
   flushLog();
   process.exit(1);
 });

@@ -61,7 +61,7 @@ function ok(tag: string): Buffer[] {
 
 function err(message: string, code: string = SqlState.ProtocolViolation): Buffer[] {
   // PgBouncer logs every console error (admin_error) as well as sending it.
-  log().warn({ reason: message }, `admin console: ${message}`);
+  log().error(message);
   return [encode.errorResponse({ severity: 'ERROR', code, message })];
 }
 
@@ -110,7 +110,7 @@ export class Console implements AdminConsole {
     const next = previous
       .then(() => this.execute(client, sql))
       .catch((e: Error): Reply => {
-        log().error({ err: e.stack }, `pooler error: admin console: ${e.message}`);
+        log().error(`pooler error: admin console: ${e.stack ?? e.message}`);
         return [encode.errorResponse({ severity: 'ERROR', code: SqlState.InternalError, message: e.message })];
       })
       .then((reply) => {
@@ -326,7 +326,7 @@ export class Console implements AdminConsole {
       if (problem !== null) return problem;
     }
     log().info(db === '' ? 'RECONNECT command issued' : `RECONNECT '${db}' command issued`);
-    for (const p of this.poolsOf(db === '' ? null : db)) p.closeServers('RECONNECT', false);
+    for (const p of this.poolsOf(db === '' ? null : db)) p.closeServers('database configuration changed', false);
     return ok('RECONNECT');
   }
 

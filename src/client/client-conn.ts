@@ -161,7 +161,9 @@ export class ClientConn implements PoolClient {
   };
 
   private readonly onClose = (): void => {
-    this.close(this.phase === 'ready' ? 'client close request' : 'client unexpected eof', false);
+    // Gone before sending a whole startup packet: a health check or a port probe, not worth a
+    // line (PgBouncer logs nothing either). Any other close without Terminate is unexpected.
+    this.close(this.phase === 'startup' && this.framer.atBoundary ? null : 'client unexpected eof', false);
   };
 
   private readonly onData = (chunk: Buffer): void => {
@@ -221,7 +223,7 @@ export class ClientConn implements PoolClient {
     switch (p.kind) {
       case 'ssl': {
         // A second SSLRequest inside TLS is an attack or a broken client: PostgreSQL closes.
-        if (this.tls !== null) return this.close('SSL request inside an SSL connection', false);
+        if (this.tls !== null) return this.close('SSL req inside SSL', false);
         const ctx = this.isUnix ? null : this.host.tls.client;
         if (ctx === null) {
           this.socket.write(NO);
@@ -918,11 +920,12 @@ export class ClientConn implements PoolClient {
     this.close(err.message, true, err);
   }
 
-  /** Close the client; `err` is sent to it first, after the lines saying why are written. */
-  close(reason: string, flush: boolean, err: PoolerError | null = null): void {
+  /** Close the client; `err` is sent to it first, after the lines saying why are written. A null
+   * `reason` closes without a line. */
+  close(reason: string | null, flush: boolean, err: PoolerError | null = null): void {
     if (this.phase === 'closed') return;
     const cfg = this.host.cfg;
-    if (cfg.logDisconnections) this.log.info(closingBecause(reason, this.connectTime));
+    if (cfg.logDisconnections && reason !== null) this.log.info(closingBecause(reason, this.connectTime));
     if (err !== null) {
       if (cfg.logPoolerErrors) this.log.warn({ sqlstate: err.sqlstate }, `pooler error: ${err.message}`);
       if (!this.socket.destroyed && this.socket.writable) {

@@ -418,5 +418,6 @@ export function connectServerTls(sock: net.Socket, ctx: ServerTlsContext, host: 
 function describeServerError(err: Error & { code?: string }): string {
   if (err.code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `server certificate does not match host name: ${err.message}`;
   const d = describeVerifyError(err);
-  return d === err.message ? d : `server ${d} (${err.code})`;
+  // OpenSSL's words first, as PgBouncer logs them ("certificate verify failed").
+  return d === err.message ? d : `certificate verify failed: server ${d} (${err.code})`;
 }

@@ -493,7 +493,7 @@ export class Pool {
     // Idle servers: lifetime, idle timeout (keeping min_pool_size), close_needed.
     let keep = this.serverCount;
     for (const s of this.svIdle) {
-      if (s.closeNeeded) s.close('close_needed');
+      if (s.closeNeeded) s.close('database configuration changed');
       else if (t - s.connectTime >= this.serverLifetime * 1000) s.close('server lifetime over');
       else if (cfg.serverIdleTimeout > 0 && t - s.lastUsed >= cfg.serverIdleTimeout * 1000 && keep > this.minPoolSize)
         s.close('server idle timeout');

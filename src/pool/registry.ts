@@ -23,6 +23,8 @@ export class Registry implements PoolHost {
   readonly disabled = new Set<string>();
   /** The console's SUSPEND: no pool gets a server until RESUME, as while paused. */
   suspended = false;
+  /** SHUTDOWN WAIT_FOR_SERVERS: no pool gets a server again. */
+  draining = false;
   /** SCRAM keys recovered from clients' logins, for pass-through to servers (per user). */
   private readonly scramKeys = new Map<string, ScramKeys>();
   /** Secrets found by auth_query: they also log the user in to PostgreSQL (as PgBouncer). */
@@ -177,7 +179,7 @@ export class Registry implements PoolHost {
   }
 
   isPaused(db: string): boolean {
-    return this.pausedAll || this.suspended || this.paused.has(db);
+    return this.draining || this.pausedAll || this.suspended || this.paused.has(db);
   }
 
   sweep(): void {

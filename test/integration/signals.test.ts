@@ -115,7 +115,8 @@ describe('SIGTERM', () => {
     const file = path.join(dir, 'pgbouncer.ini');
     await fsp.writeFile(file, `[databases]\np0 = host=127.0.0.1 port=${c().port} dbname=p0\n[pgbouncer]\nlisten_addr = 127.0.0.1\n` +
       `listen_port = ${port}\nunix_socket_dir = ${dir}\nauth_type = trust\n`);
-    configureLog(path.join(testLogDir(), POOLER_LOGS, `signals.${process.pid}.in-process.log`), 0);
+    // Not on stdout: it carries the test runner's report.
+    configureLog({ logfile: path.join(testLogDir(), POOLER_LOGS, `signals.${process.pid}.in-process.log`), format: 'text', verbose: 0, quiet: true });
     const app = new App(loadConfig(file));
     await app.start();
     const logger = log();

@@ -30,6 +30,7 @@ import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import type { LeafCert, Pki } from '../support/pki.js';
 import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
 import { psql, runCommand } from '../support/run-cmd.js';
+import { messageOf } from '../support/suite.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const PSQL_TIMEOUT_MS = 15_000;
@@ -40,15 +41,6 @@ const ADMIN = 'admin';
 
 // ------------------------------------------------------------------------------------------------
 // Helpers
-
-function messageOf(line: string): string {
-  try {
-    const o = JSON.parse(line) as { msg?: unknown };
-    return typeof o.msg === 'string' ? o.msg : line;
-  } catch {
-    return line;
-  }
-}
 
 /** libpq keyword/value string. */
 function conninfo(kv: Record<string, string>): string {
