@@ -291,7 +291,7 @@ describe('hostile input against a live pooler', () => {
   /** The pooler process is still running and serves a normal client. */
   async function assertHealthy(p: Pooler, why: string): Promise<void> {
     const exited = await Promise.race([p.exited.then(() => true), sleep(50).then(() => false)]);
-    const fatal = p.logs().filter((l) => /"level":"fatal"|uncaught/.test(l));
+    const fatal = p.logs().filter((l) => / FATAL |uncaught/.test(l));
     assert.equal(exited, false, `the pooler died (${why}):\n${fatal.join('\n')}`);
     assert.deepEqual(await pgQuery(p.port, 'SELECT 1 AS x'), [{ x: 1 }], `a normal client after ${why}`);
   }
