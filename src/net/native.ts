@@ -63,6 +63,11 @@ export function nativeFunction<K extends keyof NativeAddon>(name: K, purpose: st
  * high-water RSS).
  */
 export function trimHeap(): boolean {
-  const t = nativeFunction('trim', 'the heap is not trimmed');
-  return 'fn' in t && t.fn();
+  if (trim === undefined) {
+    const t = nativeFunction('trim', 'the heap is not trimmed');
+    trim = 'fn' in t ? t.fn : null;
+  }
+  return trim?.() ?? false;
 }
+/** Looked up once: a trim must not allocate. undefined: not yet; null: no addon. */
+let trim: (() => boolean) | null | undefined;
