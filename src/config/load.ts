@@ -832,6 +832,7 @@ export function describeConfig(c: Config): string {
     ...(c.authFile === null ? [] : [`${c.authEntries.size} auth_file ${c.authEntries.size === 1 ? 'entry' : 'entries'}`]),
     `pool_mode=${c.poolMode}`,
     `listen ${listen.join(', ')}`,
+    ...(c.peerId > 0 || c.peers.size > 0 ? [`peer_id=${c.peerId} of ${plural(c.peers.size, 'peer')}`] : []),
   ];
   return `${name}: OK (${parts.join(', ')})`;
 }

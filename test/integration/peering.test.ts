@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { cstr, msg } from '../support/bytes.js';
 import { connectClient, endAll, queryOnce, type PgError } from '../support/pg-client.js';
-import { keyPeerId, peerIni, peerLayout, removeLayout, startPeer, type PeerLayout } from '../support/peers.js';
+import { canceled, keyOf, keyPeerId, longQuery, peerIni, peerLayout, removeLayout, runs, startPeer, type PeerLayout } from '../support/peers.js';
 import { iniText, runMain, type IniSections, type Pooler } from '../support/pooler.js';
 import { RawConn, sendCancelRequest, type BackendMessage } from '../support/raw-client.js';
 import { pgbench, runCommand } from '../support/run-cmd.js';
@@ -27,8 +27,6 @@ import { sleep, waitFor, within } from '../support/wait.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const USER = 'k_peering';
 const V32 = 0x0003_0002;
-/** Longer than any test: only a cancel ends these queries in time. */
-const SLEEP_S = 30;
 
 const { c } = useSetup({ cluster: { name: 'peering' }, roles: [USER], dumpLogs: { clusterLines: 100 } });
 
@@ -76,36 +74,6 @@ function socketPath(layout: PeerLayout, id: number): string {
   return path.join(layout.dirs.get(id)!, `.s.PGSQL.${layout.ports.get(id)!}`);
 }
 
-/** The client's key as BackendKeyData gave it (pg keeps the secret as a signed int32). */
-function keyOf(client: pg.Client): { pid: number; secret: Buffer } {
-  const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
-  const secret = Buffer.alloc(4);
-  secret.writeInt32BE(secretKey);
-  return { pid: processID, secret };
-}
-
-/** Until PostgreSQL runs the query marked `marker`. */
-function runs(marker: string): Promise<void> {
-  return waitFor(`${marker} running`, async () => {
-    const r = await c().query(`SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, 'postgres', [marker]);
-    return r.rowCount === 1;
-  });
-}
-
-/** Start pg_sleep on `client` and wait until PostgreSQL runs it; `work` is the query's outcome. */
-async function longQuery(client: pg.Client, marker: string): Promise<{ work: Promise<unknown> }> {
-  const work = client.query(`SELECT pg_sleep(${SLEEP_S}) /* ${marker} */`);
-  work.catch(() => undefined);
-  await runs(marker);
-  return { work };
-}
-
-/** `work` fails with 57014 within 5 s. */
-async function canceled(work: Promise<unknown>, what: string): Promise<void> {
-  const err = await within(5_000, what, work.then(() => assert.fail(`${what}: the query finished`), (e: PgError) => e));
-  assert.equal(err.code, '57014', `${what}: ${err.message}`);
-}
-
 /** `work` is still running after `ms`. */
 async function notCanceled(work: Promise<unknown>, ms: number, what: string): Promise<void> {
   const early = await Promise.race([work.then(() => 'finished', (e: PgError) => e.code ?? e.message), sleep(ms).then(() => null)]);
@@ -120,7 +88,7 @@ async function crossCancels(layout: PeerLayout, name: (id: number) => string): P
     try {
       const key = keyOf(client);
       assert.equal(keyPeerId(key.pid), own);
-      const { work } = await longQuery(client, `cross${own}`);
+      const { work } = await longQuery(c(), client, `cross${own}`);
       await sendCancelRequest(0, key.pid, key.secret, { path: socketPath(layout, other) });
       await canceled(work, `a query on ${name(own)} canceled through ${name(other)}`);
       assert.deepEqual((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
@@ -163,7 +131,7 @@ describe('so_reuseport and cancel forwarding between peers', () => {
     try {
       const key = keyOf(client);
       for (let i = 0; i < 10; i++) {
-        const { work } = await longQuery(client, `shared${i}`);
+        const { work } = await longQuery(c(), client, `shared${i}`);
         await sendCancelRequest(layout.ports.get(1)!, key.pid, key.secret);
         await canceled(work, `round ${i}`);
       }
@@ -180,8 +148,8 @@ describe('so_reuseport and cancel forwarding between peers', () => {
       assert.equal(k.body.length, 4 + 32, 'a 32-byte secret');
       const pid = k.body.readInt32BE(0);
       assert.equal(keyPeerId(pid), 2);
-      conn.send(msg('Q', cstr(`SELECT pg_sleep(${SLEEP_S}) /* long32 */`)));
-      await runs('long32');
+      conn.send(msg('Q', cstr(`SELECT pg_sleep(30) /* long32 */`)));
+      await runs(c(), 'long32');
       await sendCancelRequest(0, pid, Buffer.from(k.body.subarray(4)), { path: socketPath(layout, 1) });
       const reply = await conn.until('Z', { onError: 'keep' });
       const err = reply.find((m) => m.type === 'E');
@@ -208,7 +176,7 @@ describe('so_reuseport and cancel forwarding between peers', () => {
     const client = await connectClient(unixConfig(layout, 1));
     try {
       const key = keyOf(client);
-      const { work } = await longQuery(client, 'spent');
+      const { work } = await longQuery(c(), client, 'spent');
       // Forwards left are the low two bits of the key's last byte (PgBouncer's TTL).
       const spent = Buffer.from(key.secret);
       spent[3] = spent[3]! & 0xfc;
@@ -231,7 +199,7 @@ describe('a draining process', () => {
     try {
       const client = await connectClient(unixConfig(layout, 1));
       const key = keyOf(client);
-      const { work } = await longQuery(client, 'draining');
+      const { work } = await longQuery(c(), client, 'draining');
       const exited = peers.get(1)!.stop('SIGTERM', 20_000);
       await peers.get(1)!.waitForLog(/shutting down/);
       // The draining process no longer takes clients: the shared port is peer 2's alone.

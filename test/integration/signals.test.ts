@@ -283,7 +283,7 @@ describe('other signals', () => {
 });
 
 describe('deployment files', () => {
-  it('etc/pgbouncer.ini and the Kubernetes ConfigMaps pass pgpool-ts --check', async () => {
+  it('etc/pgbouncer.ini and the Kubernetes ConfigMaps pass pgpool-ts --check (the StatefulSet pod pgpool-ts-2 as peer 3)', async () => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpool-deploy-'));
     try {
       // The files the examples name, under /etc/pgpool-ts, made real in a temp dir.
@@ -299,8 +299,18 @@ describe('deployment files', () => {
       for (const key of ['tls/tls.key', 'tls/client.key']) await fsp.chmod(path.join(etc, key), 0o600);
       await fsp.writeFile(path.join(etc, 'userlist.txt'), '"pgbouncer" "x"\n');
 
+      // The StatefulSet's pods write their peer_id at start: its script, run as pod pgpool-ts-2.
+      const run = path.join(dir, 'run');
+      await fsp.mkdir(run);
+      const sts = await fsp.readFile(path.join(ROOT, 'etc/kubernetes/statefulset/statefulset.yaml'), 'utf8');
+      const script = /^ {10}args:\n {12}- \|\n((?: {14}.*\n)+)/m.exec(sts);
+      assert.ok(script, 'no start script in statefulset.yaml');
+      const started = await runCommand('sh', ['-ec', script[1]!.replace(/^ {14}/gm, '').replaceAll('/var/run/pgpool-ts/', `${run}/`).replace(/^exec pgpool-ts .*$/m, '')], { env: { HOSTNAME: 'pgpool-ts-2' } });
+      assert.equal(started.code, 0, started.stderr);
+      assert.equal(await fsp.readFile(path.join(run, 'peer-id.ini'), 'utf8'), '[pgbouncer]\npeer_id = 3\n');
+
       const inis: [string, string][] = [['etc/pgbouncer.ini', await fsp.readFile(path.join(ROOT, 'etc/pgbouncer.ini'), 'utf8')]];
-      for (const file of ['configmap.yaml', 'sidecar.yaml']) {
+      for (const file of ['configmap.yaml', 'sidecar.yaml', 'statefulset/configmap.yaml']) {
         const yaml = await fsp.readFile(path.join(ROOT, 'etc/kubernetes', file), 'utf8');
         // The block scalar under `pgbouncer.ini: |`, indented four spaces.
         const block = /^ {2}pgbouncer\.ini: \|\n((?: {4}.*\n|\n)+)/m.exec(yaml);
@@ -309,10 +319,11 @@ describe('deployment files', () => {
       }
       for (const [name, text] of inis) {
         const ini = path.join(dir, 'pgbouncer.ini');
-        await fsp.writeFile(ini, text.replaceAll('/etc/pgpool-ts/', `${etc}/`));
+        await fsp.writeFile(ini, text.replaceAll('/etc/pgpool-ts/', `${etc}/`).replaceAll('/var/run/pgpool-ts/', `${run}/`));
         const r = await runMain(['--check', '-c', ini]);
         assert.equal(r.code, 0, `${name}: ${r.stdout}${r.stderr}`);
         assert.match(r.stdout, /OK \(/);
+        if (name.startsWith('statefulset/')) assert.match(r.stdout, /peer_id=3 of 5 peers/);
       }
     } finally {
       await fsp.rm(dir, { recursive: true, force: true });

@@ -3,9 +3,14 @@
 // their own behind a balancer. Each has its own unix socket dir, which is also where its peers
 // reach it (unless `peerAddr` is 'tcp').
 
+import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type pg from 'pg';
+import type { PgError } from './pg-client.js';
+import type { Cluster } from './pg-cluster.js';
+import { waitFor, within } from './wait.js';
 import { freePort, startPooler, type IniSections, type Pooler, type PoolerOptions } from './pooler.js';
 
 export interface PeerLayout {
@@ -73,4 +78,34 @@ export async function startPeer(layout: PeerLayout, id: number, base: IniSection
 /** The peer_id a pooler put in a cancel key (PgBouncer's layout: bytes 1 and 2, little-endian). */
 export function keyPeerId(pid: number): number {
   return ((pid >>> 16) & 0xff) | (((pid >>> 8) & 0xff) << 8);
+}
+
+/** The client's cancel key as BackendKeyData gave it (pg keeps the secret as a signed int32). */
+export function keyOf(client: pg.Client): { pid: number; secret: Buffer } {
+  const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+  const secret = Buffer.alloc(4);
+  secret.writeInt32BE(secretKey);
+  return { pid: processID, secret };
+}
+
+/** Until PostgreSQL runs the query marked `marker`. */
+export function runs(cluster: Cluster, marker: string): Promise<void> {
+  return waitFor(`${marker} running`, async () => {
+    const r = await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, 'postgres', [marker]);
+    return r.rowCount === 1;
+  });
+}
+
+/** pg_sleep(seconds) on `client`, once PostgreSQL runs it; `work` is the query's outcome. */
+export async function longQuery(cluster: Cluster, client: pg.Client, marker: string, seconds = 30): Promise<{ work: Promise<unknown> }> {
+  const work = client.query(`SELECT pg_sleep(${seconds}) /* ${marker} */`);
+  work.catch(() => undefined);
+  await runs(cluster, marker);
+  return { work };
+}
+
+/** `work` fails with 57014 (canceled) within 5 s. */
+export async function canceled(work: Promise<unknown>, what: string): Promise<void> {
+  const err = await within(5_000, what, work.then(() => assert.fail(`${what}: the query finished`), (e: PgError) => e));
+  assert.equal(err.code, '57014', `${what}: ${err.message}`);
 }

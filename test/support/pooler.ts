@@ -100,8 +100,10 @@ function portOf(iniText: string): number {
   return m?.[1] === undefined ? 6432 : Number(m[1]);
 }
 
-/** Where to probe: the first listen_addr, with wildcards mapped to loopback. */
+/** Where to probe: the first listen_addr, with wildcards mapped to loopback; '' when listen_addr
+ * is empty (no TCP listener). */
 function probeHost(iniText: string): string {
+  if (/^\s*listen_addr[ \t]*=[ \t]*$/m.test(iniText)) return '';
   const m = /^\s*listen_addr\s*=\s*([^\s,]+)/m.exec(iniText);
   const first = m?.[1] ?? '127.0.0.1';
   if (first === '*' || first === '0.0.0.0') return '127.0.0.1';
@@ -109,10 +111,11 @@ function probeHost(iniText: string): string {
   return first;
 }
 
-/** Whether `host`:`port` accepts a TCP connection (false after 1 s without an answer). */
-export function canConnect(host: string, port: number): Promise<boolean> {
+/** Whether `host`:`port` accepts a TCP connection (false after 1 s without an answer); with
+ * `host` '', whether the unix socket `path` does. */
+export function canConnect(host: string, port: number, path = ''): Promise<boolean> {
   return new Promise((resolve) => {
-    const sock = net.connect({ host, port });
+    const sock = host === '' ? net.connect({ path }) : net.connect({ host, port });
     const done = (ok: boolean) => {
       sock.destroy();
       resolve(ok);
@@ -263,7 +266,7 @@ export async function startPooler(ini: string | IniSections, opts: PoolerOptions
     const early = await Promise.race([
       exited.then((s) => `exited before accepting connections (code ${s.code}, signal ${s.signal})`),
       spawnError.then((e) => `could not be spawned: ${e.message}`),
-      canConnect(host, port).then((ok) => (ok ? 'ready' : null)),
+      canConnect(host, port, path.join(iniValue(text, 'unix_socket_dir') ?? '/tmp', `.s.PGSQL.${port}`)).then((ok) => (ok ? 'ready' : null)),
     ]);
     if (early === 'ready') break;
     if (early !== null) {
