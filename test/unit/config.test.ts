@@ -140,7 +140,7 @@ test('a realistic pgbouncer.ini with %include, comments, quoted connstrs, * fall
   assert.equal(c.authEntries.get('admin')?.secret, 'adminpw');
   assert.equal(
     describeConfig(c),
-    'pgbouncer.ini: OK (4 databases, 1 user, auth_type=scram-sha-256, 2 auth_file entries, pool_mode=transaction, listen 127.0.0.1:6543, [::1]:6543, /tmp/.s.PGSQL.6543)',
+    'pgbouncer.ini: OK (4 databases, 1 user, auth_type=scram-sha-256, 2 auth_file entries, pool_mode=transaction, listen 127.0.0.1:6543, [::1]:6543, /tmp/.s.PGSQL.6543, peer_id=0 of 1 peer)',
   );
 });
 
