@@ -23,6 +23,8 @@ import { TxStatus } from './protocol/codes.js';
 
 export const VERSION = '0.1.0';
 
+export type ReloadResult = { ok: true; notice?: string } | { ok: false; error: string };
+
 /** How often the janitor sweeps (PgBouncer: 1/3 s). */
 const JANITOR_MS = 333;
 
@@ -241,15 +243,28 @@ export class App implements ClientHost, AdminHost {
 
   // ---------------------------------------------------------------- reload and shutdown
 
-  /** Re-read the config file; a bad file changes nothing and the problems are returned.
-   * `overrides` are the admin console's SET values, applied over the file. */
-  reload(overrides?: ReadonlyMap<string, string>): { ok: true } | { ok: false; error: string } {
+  /**
+   * Re-read the config file; a bad file changes nothing and the problems are returned.
+   * `overrides` are the admin console's SET values, applied over the file. SET gives TLS
+   * settings one at a time, as PgBouncer allows (a key, then its certificate): with
+   * `tlsOneAtATime`, TLS settings that do not work yet are taken and the TLS contexts in use are
+   * kept until they do, which `notice` then says.
+   */
+  reload(overrides?: ReadonlyMap<string, string>, opts: { tlsOneAtATime?: boolean } = {}): ReloadResult {
     if (this.cfg.configFile === null) return { ok: false, error: 'configuration came from the environment; nothing to reload' };
     try {
-      const cfg = loadConfig(this.cfg.configFile, overrides);
+      const cfg = loadConfig(this.cfg.configFile, overrides, { deferTls: opts.tlsOneAtATime });
       // Everything is built and validated before anything is swapped.
       const auth = authRules(cfg);
-      const tls = buildTlsContexts(cfg, certAuthPossible(cfg, auth));
+      let tls = this.tls;
+      let notice: string | undefined;
+      try {
+        tls = buildTlsContexts(cfg, certAuthPossible(cfg, auth));
+      } catch (err) {
+        if (opts.tlsOneAtATime !== true) throw err;
+        notice = `TLS settings could not be applied, still using old configuration: ${(err as Error).message}`;
+        log().warn(notice);
+      }
       this.cfg = cfg;
       this.auth = auth;
       this.tls = tls;
@@ -258,7 +273,7 @@ export class App implements ClientHost, AdminHost {
       for (const c of this.clients) c.onReload();
       log().info('configuration reloaded');
       reloads.ok++;
-      return { ok: true };
+      return notice === undefined ? { ok: true } : { ok: true, notice };
     } catch (err) {
       reloads.failed++;
       const msg = (err as Error).message;

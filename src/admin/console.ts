@@ -23,7 +23,7 @@ export interface AdminHost extends ShowHost {
   readonly stopping: boolean;
   /** Re-read the config file, with `overrides` ([pgbouncer] key → value) over it; a bad result
    * changes nothing and says why. */
-  reload(overrides?: ReadonlyMap<string, string>): { ok: true } | { ok: false; error: string };
+  reload(overrides?: ReadonlyMap<string, string>, opts?: { tlsOneAtATime?: boolean }): { ok: true; notice?: string } | { ok: false; error: string };
   shutdown(mode: ShutdownMode): Promise<void>;
 }
 
@@ -406,8 +406,9 @@ export class Console implements AdminConsole {
   /**
    * SET key = value: reloadable settings only. The new value is applied by building a whole new
    * Config (the file plus every SET so far), so it is validated exactly like the file and a bad
-   * value changes nothing. Driver-compatibility settings (client_encoding, …) are accepted and
-   * ignored, by anyone, as PgBouncer does.
+   * value changes nothing; TLS settings that only work together are taken one at a time, with a
+   * notice while the TLS in use stays the old one (PgBouncer's behaviour). Driver-compatibility
+   * settings (client_encoding, …) are accepted and ignored, by anyone, as PgBouncer does.
    */
   private set(key: string, value: string, admin: boolean): Reply {
     if (FAKE_PARAMS.has(key.toLowerCase())) {
@@ -423,14 +424,15 @@ export class Console implements AdminConsole {
     }
     if (this.host.cfg !== this.setConfig) this.overrides.clear();
     const next = new Map(this.overrides).set(name, value);
-    const r = this.host.reload(next);
+    const r = this.host.reload(next, { tlsOneAtATime: true });
     if (!r.ok) {
       const why = r.error.split('\n').map((l) => (l.startsWith(`${OVERRIDE_FILE}: `) ? l.slice(OVERRIDE_FILE.length + 2) : l));
       return err(`SET failed: ${why.join('; ')}`, SqlState.InvalidParameterValue);
     }
     this.overrides = next;
     this.setConfig = this.host.cfg;
-    return ok(`SET ${name}=${value}`);
+    const notice = r.notice === undefined ? [] : [encode.noticeResponse({ severity: 'NOTICE', code: '00000', message: r.notice })];
+    return [...notice, ...ok(`SET ${name}=${value}`)];
   }
 }
 

@@ -604,7 +604,8 @@ export class ClientConn implements PoolClient {
   /** client_tls_sslmode's verdict on this connection, checked at the StartupMessage. */
   private tlsPolicyProblem(): PoolerError | null {
     if (this.isUnix) return null;
-    const mode = this.host.cfg.clientTls.sslmode;
+    // The mode of the TLS in use: a SET may have named one whose files are not complete yet.
+    const mode = this.host.tls.client?.side.sslmode ?? 'disable';
     if (this.tls === null) {
       return mode === 'require' || mode === 'verify-ca' || mode === 'verify-full' ? Errors.authRejected('SSL required') : null;
     }

@@ -514,7 +514,7 @@ interface Built {
 }
 
 /** Turn collected sections into a Config, adding every problem found on the way. */
-function build(collected: Collected, mainFile: string, configFile: string | null): Built {
+function build(collected: Collected, mainFile: string, configFile: string | null, deferTls: boolean): Built {
   const problems = collected.problems;
   const values = new Map<string, Value>();
   const where = new Map<string, Entry>();
@@ -599,16 +599,10 @@ function build(collected: Collected, mainFile: string, configFile: string | null
   }
 
   const clientMode = oneOf('client_tls_sslmode', SSL_MODES);
-  if (clientMode !== 'disable') {
-    for (const need of ['client_tls_key_file', 'client_tls_cert_file']) {
-      if (opt(need) === null) at('client_tls_sslmode', `'${clientMode}' needs ${need}`);
-    }
-  }
-  if ((clientMode === 'verify-ca' || clientMode === 'verify-full') && opt('client_tls_ca_file') === null) {
-    at('client_tls_sslmode', `'${clientMode}' needs client_tls_ca_file to verify client certificates`);
-  }
-  if ((opt('server_tls_key_file') === null) !== (opt('server_tls_cert_file') === null)) {
-    at(opt('server_tls_key_file') === null ? 'server_tls_cert_file' : 'server_tls_key_file', 'server_tls_key_file and server_tls_cert_file go together');
+  if (!deferTls) {
+    const client = { sslmode: clientMode, keyFile: opt('client_tls_key_file'), certFile: opt('client_tls_cert_file'), caFile: opt('client_tls_ca_file') };
+    const server = { keyFile: opt('server_tls_key_file'), certFile: opt('server_tls_cert_file') };
+    for (const p of tlsSettingProblems(client, server)) at(p.setting, p.message);
   }
   const authType = oneOf('auth_type', AUTH_TYPES);
   if (authType === 'cert') {
@@ -785,8 +779,8 @@ function emptyCollected(): Collected {
   return { sections: { pgbouncer: new Map(), databases: new Map(), users: new Map(), peers: new Map() }, problems: [] };
 }
 
-function finish(collected: Collected, mainFile: string, configFile: string | null): Config {
-  const { config, problems } = build(collected, mainFile, configFile);
+function finish(collected: Collected, mainFile: string, configFile: string | null, deferTls = false): Config {
+  const { config, problems } = build(collected, mainFile, configFile, deferTls);
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);
 }
@@ -795,8 +789,10 @@ function finish(collected: Collected, mainFile: string, configFile: string | nul
 export const OVERRIDE_FILE = 'SET';
 
 /** Read, validate and default a pgbouncer.ini; throws ConfigError listing every problem.
- * `overrides` ([pgbouncer] key → value, from the console's SET) win over the file's lines. */
-export function loadConfig(file: string, overrides: ReadonlyMap<string, string> = new Map()): Config {
+ * `overrides` ([pgbouncer] key → value, from the console's SET) win over the file's lines. With
+ * `deferTls`, settings that must come in pairs (a key and its certificate) are left for the TLS
+ * setup to check, so SET can give them one at a time, as PgBouncer allows. */
+export function loadConfig(file: string, overrides: ReadonlyMap<string, string> = new Map(), opts: { deferTls?: boolean } = {}): Config {
   let text: string;
   let real: string;
   try {
@@ -810,7 +806,27 @@ export function loadConfig(file: string, overrides: ReadonlyMap<string, string> 
   for (const [key, value] of overrides) {
     collected.sections.pgbouncer.set(key.toLowerCase(), { file: OVERRIDE_FILE, line: 0, key, raw: quoteValue(value) });
   }
-  return finish(collected, file, resolve(file));
+  return finish(collected, file, resolve(file), opts.deferTls);
+}
+
+/** TLS settings that only work together: what is missing, against the setting that needs it. */
+export function tlsSettingProblems(
+  client: { readonly sslmode: SslMode; readonly keyFile: string | null; readonly certFile: string | null; readonly caFile: string | null },
+  server: { readonly keyFile: string | null; readonly certFile: string | null },
+): { setting: string; message: string }[] {
+  const out: { setting: string; message: string }[] = [];
+  const mode = client.sslmode;
+  if (mode !== 'disable') {
+    if (client.keyFile === null) out.push({ setting: 'client_tls_sslmode', message: `'${mode}' needs client_tls_key_file` });
+    if (client.certFile === null) out.push({ setting: 'client_tls_sslmode', message: `'${mode}' needs client_tls_cert_file` });
+  }
+  if ((mode === 'verify-ca' || mode === 'verify-full') && client.caFile === null) {
+    out.push({ setting: 'client_tls_sslmode', message: `'${mode}' needs client_tls_ca_file to verify client certificates` });
+  }
+  if ((server.keyFile === null) !== (server.certFile === null)) {
+    out.push({ setting: server.keyFile === null ? 'server_tls_cert_file' : 'server_tls_key_file', message: 'server_tls_key_file and server_tls_cert_file go together' });
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

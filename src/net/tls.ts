@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { tlsSettingProblems } from '../config/load.js';
 import type { ClientTls, Config, SslMode, TlsSide } from '../config/types.js';
 import { tlsStats, type TlsFailure } from '../metrics/stats.js';
 
@@ -30,6 +31,9 @@ export interface ClientTlsContext {
 export interface ServerTlsContext {
   readonly side: TlsSide;
   readonly context: tls.SecureContext;
+  /** The settings and the contents of the files they name: when a reload changes it, servers
+   * connected under the old one are replaced (PgBouncer's tls_change_requires_reconnect). */
+  readonly identity: string;
 }
 
 export interface TlsInfo {
@@ -163,6 +167,8 @@ function context(side: TlsSide, extra: tls.SecureContextOptions): tls.SecureCont
 
 /** Build and validate both sides' contexts for a config generation. Throws with a clear reason. */
 export function buildTlsContexts(cfg: Config, certAuthPossible: boolean): TlsContexts {
+  const missing = tlsSettingProblems(cfg.clientTls, cfg.serverTls);
+  if (missing.length > 0) throw new Error(missing.map((p) => `${p.setting}: ${p.message}`).join('; '));
   const c = cfg.clientTls;
   let client: ClientTlsContext | null = null;
   if (c.sslmode !== 'disable') {
@@ -177,8 +183,22 @@ export function buildTlsContexts(cfg: Config, certAuthPossible: boolean): TlsCon
     };
   }
   const s = cfg.serverTls;
-  const server = s.sslmode === 'disable' ? null : { side: s, context: context(s, {}) };
+  const server = s.sslmode === 'disable' ? null : { side: s, context: context(s, {}), identity: identity(s) };
   return { client, server };
+}
+
+/** What server connections made under these settings depend on; 'disable' without TLS. */
+export function serverTlsIdentity(ctx: ServerTlsContext | null): string {
+  return ctx?.identity ?? 'disable';
+}
+
+function identity(side: TlsSide): string {
+  const hash = crypto.createHash('sha256').update(JSON.stringify(side));
+  for (const file of [side.certFile, side.keyFile, side.caFile === 'system' ? null : side.caFile, side.crlFile]) {
+    // The files were read just before; a file that vanished since is as good as changed.
+    if (file !== null) hash.update(readPem(file, 'file') ?? '');
+  }
+  return hash.digest('hex');
 }
 
 // ------------------------------------------------------------------ client side

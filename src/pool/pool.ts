@@ -61,6 +61,9 @@ export function zeroStats(): PoolStats {
   };
 }
 
+/** Why a server beyond a lowered pool size is closed (PgBouncer's words). */
+const TOO_MANY = 'too many servers in the pool';
+
 export class Pool {
   // Clients: cl_active holds every logged-in client that is not waiting (linked or idle between
   // transactions, as PgBouncer counts them); cl_waiting is FIFO by insertion order.
@@ -145,6 +148,11 @@ export class Pool {
 
   get serverLifetime(): number {
     return this.db.serverLifetime ?? this.cfg.serverLifetime;
+  }
+
+  /** Servers beyond pool_size + reserve_pool_size (after a reload lowered them), else <= 0. */
+  private get overSize(): number {
+    return this.serverCount - (this.poolSize + this.reservePoolSize);
   }
 
   /** Live server connections (any state but closed). */
@@ -355,6 +363,13 @@ export class Pool {
       this.servers.destroy(server);
       return this.pump();
     }
+    // A reload lowered the pool size: a server above it closes as it comes back instead of
+    // going on to the next waiting client, or a busy pool would never shrink.
+    if (this.overSize > 0) {
+      server.close(TOO_MANY);
+      this.servers.destroy(server);
+      return this.pump();
+    }
     // Idle, if only for a moment: its idle time (server_check_delay, the console) starts now.
     server.setState('idle');
     // A client is waiting: hand the server straight over, as PgBouncer does. Through the library
@@ -490,6 +505,8 @@ export class Pool {
   sweep(): void {
     const cfg = this.cfg;
     const t = now;
+    // Above a lowered pool size, idle servers close at once (PgBouncer's check_pool_size).
+    for (const s of [...this.svUsed, ...this.svIdle].slice(0, Math.max(0, this.overSize))) s.close(TOO_MANY);
     // Idle servers: lifetime, idle timeout (keeping min_pool_size), close_needed.
     let keep = this.serverCount;
     for (const s of this.svIdle) {

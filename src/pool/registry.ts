@@ -1,5 +1,6 @@
 // All pools, keyed by (database, user), and the limits that span them. A reload swaps the config
-// in one assignment; pools read it live, and those whose database definition changed have their
+// in one assignment; pools read it live, and those whose database definition (or the server TLS
+// settings) changed have their
 // servers marked close_needed, so they are replaced as they come back.
 import path from 'node:path';
 import { now } from '../clock.js';
@@ -7,7 +8,7 @@ import type { Config, DatabaseDef, LoadBalanceHosts } from '../config/types.js';
 import { Errors, type PoolerError } from '../errors.js';
 import { log } from '../log.js';
 import { parseScramSecret } from '../protocol/scram.js';
-import type { TlsContexts } from '../net/tls.js';
+import { serverTlsIdentity, type TlsContexts } from '../net/tls.js';
 import type { ServerCredentials } from '../server/server-auth.js';
 import type { ServerTarget } from '../server/server-conn.js';
 import { Pool, type PoolHost } from './pool.js';
@@ -205,12 +206,16 @@ export class Registry implements PoolHost {
   /** Swap in a new config. Pools whose database definition changed get fresh servers. */
   reload(cfg: Config, tls: TlsContexts): void {
     const old = this.cfg;
+    // New server TLS settings (or files) replace every server, as PgBouncer does: idle ones now,
+    // linked ones when their client lets go.
+    const tlsChanged = serverTlsIdentity(this.tls.server) !== serverTlsIdentity(tls.server);
     this.cfg = cfg;
     this.tls = tls;
     for (const p of this.pools.values()) {
       const before = old.databases.get(p.db.name);
       const after = cfg.databases.get(p.db.name);
-      if (JSON.stringify(before) === JSON.stringify(after)) continue;
+      const defChanged = JSON.stringify(before) !== JSON.stringify(after);
+      if (!defChanged && !tlsChanged) continue;
       if (after !== undefined) p.db = after;
       p.closeServers('database configuration changed', false);
     }

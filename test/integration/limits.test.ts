@@ -20,7 +20,7 @@ const QUERY_TIMEOUT_MS = 20_000;
 const SAMPLE_EVERY_MS = 25;
 
 /** Roles created for this file (trusted by the harness hba's `host all all all trust`). */
-const ROLES = ['r_default', 'r_sized', 'r_min', 'r_mdb1', 'r_mdb2', 'r_muc', 'r_reserve', 'r_wait', 'r_maxcl'];
+const ROLES = ['r_default', 'r_sized', 'r_min', 'r_mdb1', 'r_mdb2', 'r_muc', 'r_reserve', 'r_wait', 'r_maxcl', 'r_lowered'];
 
 const setup = useSetup({ cluster: { name: 'limits' }, roles: ROLES });
 const c = setup.c;
@@ -285,5 +285,42 @@ describe('max_client_conn and query_wait_timeout', () => {
       await holder.end().catch(() => undefined);
       await waiter.end().catch(() => undefined);
     }
+  });
+});
+
+describe('a reload that lowers the pool size', () => {
+  const config = (size: number): IniSections => ini({ default_pool_size: String(size) }, { p0: target('p0') });
+  const { p } = suitePooler(() => config(5));
+
+  it('takes effect under load: servers above the new size close as they come back (5 stayed busy after lowering to 2)', async () => {
+    let running = true;
+    const errors: string[] = [];
+    let done = 0;
+    const clients = await Promise.all(Array.from({ length: 10 }, () => connect(p(), 'r_lowered', 'p0')));
+    const load = Promise.all(clients.map(async (cl) => {
+      while (running) {
+        await cl.query('SELECT pg_sleep(0.02)').then(() => done++, (e: Error) => errors.push(e.message));
+      }
+    }));
+    try {
+      await waitFor('the whole pool of 5 in use', async () => (await backendCount(['r_lowered'])) === 5, 5_000);
+      await p().writeIni(config(2));
+      const from = p().logs().length;
+      p().reload();
+      await waitFor('the reload', async () => p().logs().slice(from).some((l) => l.includes('configuration reloaded')), 5_000);
+      await waitFor('the pool down to 2 servers', async () => (await backendCount(['r_lowered'])) <= 2, 5_000);
+      // And it stays there while the ten clients go on.
+      const before = done;
+      for (let i = 0; i < 10; i++) {
+        await sleep(100);
+        assert.ok((await backendCount(['r_lowered'])) <= 2, 'back above the lowered pool size');
+      }
+      assert.ok(done > before, 'the clients kept running');
+    } finally {
+      running = false;
+      await load;
+      await Promise.all(clients.map((cl) => cl.end().catch(() => undefined)));
+    }
+    assert.deepEqual(errors, []);
   });
 });

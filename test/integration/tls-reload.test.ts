@@ -27,7 +27,7 @@ import tls from 'node:tls';
 import pg from 'pg';
 import { sslRequest } from '../support/bytes.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
-import type { LeafCert, Pki } from '../support/pki.js';
+import { makePki, type LeafCert, type Pki } from '../support/pki.js';
 import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
 import { psql, runCommand } from '../support/run-cmd.js';
 import { messageOf } from '../support/suite.js';
@@ -470,6 +470,69 @@ hostssl all all 127.0.0.1/32 trust
   // ----------------------------------------------------------------------------------------------
   // (c) server connections across reloads
 
+  describe('SET takes TLS settings one at a time, as PgBouncer does', () => {
+    it('a key, then its certificate, then its CA: each SET is taken, and the TLS in use changes once they fit together', async () => {
+      // A key SET before its certificate was refused ("key values mismatch", or "server_tls_key_file
+      // and server_tls_cert_file go together"), so PgBouncer's one-setting-at-a-time order failed.
+      const other = await makePki(path.join(work, 'other-ca'));
+      const otherCa = await fs.readFile(other.caBundle, 'utf8');
+      const p = await startPooler(
+        {
+          pgbouncer: {
+            auth_type: 'trust',
+            admin_users: ADMIN,
+            client_tls_sslmode: 'require',
+            client_tls_key_file: pki.server.key,
+            client_tls_cert_file: pki.server.chain,
+            client_tls_ca_file: pki.caBundle,
+            server_tls_sslmode: 'require',
+          },
+          databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
+        },
+        { userlist: { [USERS.trust.name]: '', [ADMIN]: '' } },
+      );
+      poolers.push(p);
+      const con = await tlsClient(p, caPem, 'pgbouncer', { user: ADMIN });
+      const notices: string[] = [];
+      con.on('notice', (n) => notices.push(n.message ?? ''));
+      const set = async (key: string, value: string): Promise<string[]> => {
+        notices.length = 0;
+        assert.equal((await con.query(`SET ${key} = '${value}'`)).command, 'SET');
+        return [...notices];
+      };
+      const works = async (ca: string): Promise<boolean> => {
+        try {
+          const cl = await tlsClient(p, ca, 'p0');
+          await cl.query('SELECT 1');
+          await cl.end();
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      try {
+        const half = await set('client_tls_key_file', other.server.key);
+        assert.equal(half.length, 1, 'a notice says the TLS in use stays');
+        assert.match(half[0]!, /^TLS settings could not be applied, still using old configuration/);
+        assert.equal(await works(caPem), true, 'the old certificate is still served');
+        assert.deepEqual(await set('client_tls_cert_file', other.server.chain), []);
+        assert.equal(await works(caPem), false, 'the old CA no longer verifies the pooler');
+        assert.equal(await works(otherCa), true, 'the new certificate is served');
+        assert.deepEqual(await set('client_tls_ca_file', other.caBundle), []);
+        // Server side: a client certificate for PostgreSQL (signed by the CA it trusts), key first.
+        const mine = await pki.clientCert(USERS.trust.name);
+        assert.match((await set('server_tls_key_file', mine.key))[0] ?? '', /still using old configuration.*go together/);
+        assert.deepEqual(await set('server_tls_cert_file', mine.chain), []);
+        assert.equal(await works(otherCa), true, 'the server side works with the pair in place');
+        const config = (await con.query<{ key: string; value: string }>('SHOW CONFIG')).rows;
+        assert.equal(config.find((r) => r.key === 'server_tls_key_file')?.value, mine.key);
+      } finally {
+        await con.end().catch(() => undefined);
+        await p.stop();
+      }
+    });
+  });
+
   describe('server side (server_tls_sslmode = require, PostgreSQL with ssl on): pooled server connections across reloads', () => {
     let p: Pooler | undefined;
     const P = (): Pooler => {
@@ -560,35 +623,30 @@ hostssl all all 127.0.0.1/32 trust
       }
     });
 
-    it('a reload that changes server_tls_sslmode does not touch pooled server connections; RECONNECT applies it (as docs/tls.md says)', async () => {
-      // What pgpool-ts does today, pinned because docs/tls.md states it: servers are recycled on
-      // RELOAD only when their [databases] entry changes (src/pool/registry.ts reload), unlike
-      // PgBouncer, which forces a RECONNECT when a TLS setting changes.
-      const admin = ADMIN;
+    it('a reload that changes the server TLS settings replaces pooled server connections, as PgBouncer does', async () => {
+      // They were kept (only a changed [databases] entry recycled servers), so a new
+      // server_tls_sslmode, CA or protocol list reached no connection until RECONNECT.
+      const client = await tlsClient(P(), caPem, 'tx');
       try {
-        await P().writeIni(ini({ admin_users: admin }));
+        const first = await backend(client);
+        assert.equal(first.ssl, true);
+        await P().writeIni(ini({ server_tls_sslmode: 'disable' }));
         await reloadOk(P());
-        const client = await tlsClient(P(), caPem, 'tx');
-        try {
-          const before = await backend(client);
-          assert.equal(before.ssl, true);
-          await P().writeIni(ini({ admin_users: admin, server_tls_sslmode: 'disable' }));
-          await reloadOk(P());
-          assert.deepEqual(await backend(client), before, 'the pooled TLS server connection is kept after server_tls_sslmode changed');
-          // The console's RECONNECT closes it as it is released; the next one follows the new mode.
-          const con = await tlsClient(P(), caPem, 'pgbouncer', { user: admin });
-          try {
-            await con.query('RECONNECT');
-          } finally {
-            await con.end().catch(() => undefined);
-          }
-          const afterReconnect = await backend(client);
-          assert.notEqual(afterReconnect.pid, before.pid, 'RECONNECT replaced the server connection');
-          assert.equal(afterReconnect.ssl, false, 'the new server connection follows server_tls_sslmode=disable');
-        } finally {
-          await client.end().catch(() => undefined);
-        }
+        const plain = await backend(client);
+        assert.notEqual(plain.pid, first.pid, 'server_tls_sslmode=disable: a new server connection');
+        assert.equal(plain.ssl, false, 'and it follows the new mode');
+        await P().writeIni(ini({ server_tls_protocols: 'tlsv1.3' }));
+        await reloadOk(P());
+        const tls13 = await backend(client);
+        assert.notEqual(tls13.pid, plain.pid, 'back to require, TLS 1.3 only: a new server connection');
+        assert.equal(tls13.ssl, true);
+        await reloadOk(P());
+        assert.deepEqual(await backend(client), tls13, 'an unchanged reload keeps it');
+        await P().writeIni(ini());
+        await reloadOk(P());
+        assert.notEqual((await backend(client)).pid, tls13.pid, 'the protocol list changed back: a new server connection');
       } finally {
+        await client.end().catch(() => undefined);
         await P().writeIni(ini());
         await sighup(P());
       }
