@@ -192,6 +192,8 @@ export class App implements ClientHost, AdminHost {
         if (idle > 0 && !c.pool?.clWaiting.has(c) && t - c.lastActivity >= idle * 1000) c.fail(Errors.clientIdleTimeout());
         continue;
       }
+      // A replication stream is one request that may never end: no query or transaction timeout.
+      if (c.replication !== null) continue;
       // Stalled in the middle of a message, the client holds its server while idle: as idle as a
       // client without one (a slowloris would otherwise pin every server of the pool).
       const idle = user?.clientIdleTimeout ?? cfg.clientIdleTimeout;

@@ -12,7 +12,7 @@ import type { Column } from '../protocol/encode.js';
 import { zeroStats, type Pool, type PoolStats } from '../pool/pool.js';
 import type { Peers } from '../pool/peer-pool.js';
 import type { Registry } from '../pool/registry.js';
-import type { ServerConn } from '../server/server-conn.js';
+import type { ReplicationMode, ServerConn } from '../server/server-conn.js';
 
 /** What SHOW reads; App provides it. */
 export interface ShowHost {
@@ -89,7 +89,7 @@ export function poolRecords(h: ShowHost): PoolRecord[] {
     database: p.dbName,
     user: p.serverUser,
     clActive: p.clActive.size,
-    clWaiting: p.clWaiting.size,
+    clWaiting: p.clWaiting.size + p.replWaiting.size,
     svActive: p.svActive.size,
     svIdle: p.svIdle.size,
     svUsed: p.svUsed.size,
@@ -395,6 +395,11 @@ const SOCKET_NAMES = `type user database replication state addr port local_addr 
 const CLIENTS = columns('ssssssisissiiississii', SOCKET_NAMES);
 const SOCKETS = columns('ssssssisissiiississiiiiiiiii', `${SOCKET_NAMES} recv_pos pkt_pos pkt_remain send_pos send_remain pkt_avail send_avail`);
 
+/** SHOW CLIENTS/SERVERS `replication`, PgBouncer's words. */
+function replicationKind(mode: ReplicationMode | null): string {
+  return mode === null ? 'none' : mode === 'database' ? 'logical' : 'physical';
+}
+
 function tlsText(info: { version: string; cipher: string } | null): string {
   return info === null ? '' : `${info.version}/${info.cipher}`;
 }
@@ -403,7 +408,7 @@ function clientRow(h: ShowHost, c: ClientConn, state: string, debug: boolean): C
   const waitMs = state === 'waiting' || state === 'cl_waiting' ? Math.max(0, now - c.waitStart) : 0;
   const unix = c.isUnix;
   const row: Cell[] = [
-    'C', c.user, c.dbName, 'none', state,
+    'C', c.user, c.dbName, replicationKind(c.replication?.mode ?? null), state,
     unix ? 'unix' : c.remoteAddress, unix ? h.cfg.listenPort : c.remotePort,
     unix ? 'unix' : (c.socket.localAddress ?? ''), unix ? h.cfg.listenPort : (c.socket.localPort ?? 0),
     showTime(c.connectTime), showTime(c.lastActivity), int(waitMs / 1000), int((waitMs % 1000) * 1000), 0,
@@ -416,7 +421,7 @@ function clientRow(h: ShowHost, c: ClientConn, state: string, debug: boolean): C
 function serverRow(s: ServerConn, pool: Pool, state: string, link: ClientConn | undefined, debug: boolean): Cell[] {
   const t = s.target;
   const row: Cell[] = [
-    'S', t.user, pool.dbName, 'none', state,
+    'S', t.user, pool.dbName, replicationKind(t.replication), state,
     t.unix ? 'unix' : t.host, t.port, t.unix ? 'unix' : (s.socket.localAddress ?? ''), s.socket.localPort ?? 0,
     showTime(s.connectTime), showTime(s.lastUsed), 0, 0, s.closeNeeded ? 1 : 0,
     s.label, link?.label ?? '', s.backendPid, tlsText(s.tls), s.params.get('application_name') ?? '', s.prepared.size, s.id,
@@ -432,7 +437,7 @@ function clientsByPool(h: ShowHost): { console: ClientConn[]; pools: [Pool, Clie
   const pick = (set: ReadonlySet<unknown>): ClientConn[] => [...set].map((x) => conn.get(x)).filter((c) => c !== undefined);
   return {
     console: consoleClients(h),
-    pools: sortedPools(h.registry).map((p) => [p, pick(p.clActive), pick(p.clWaiting)]),
+    pools: sortedPools(h.registry).map((p) => [p, pick(p.clActive), [...pick(p.clWaiting), ...pick(p.replWaiting)]]),
   };
 }
 

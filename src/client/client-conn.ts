@@ -16,7 +16,7 @@ import * as encode from '../protocol/encode.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { decodeStartupPacket, parseStartupOptions } from '../protocol/startup.js';
 import type { Pool } from '../pool/pool.js';
-import type { PoolClient } from '../pool/types.js';
+import type { PoolClient, ReplicationRequest } from '../pool/types.js';
 import type { ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type HandshakeGate, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { isOwnUid, osUserName, peerCredAvailable, peerCredentials } from '../net/peercred.js';
@@ -100,6 +100,8 @@ export class ClientConn implements PoolClient {
   inExtendedQuery = false;
   /** Counted in its database's and user's client counts (from the startup packet to the close). */
   counted = false;
+  /** A replication connection (`replication=database` or true): a server of its own. */
+  replication: ReplicationRequest | null = null;
 
   private readonly framer: Framer;
   private flow: AuthFlow | null = null;
@@ -260,11 +262,14 @@ export class ClientConn implements PoolClient {
     if (user === undefined || user === '') {
       return this.fail(Errors.authRejected('no PostgreSQL user name specified in startup packet'));
     }
-    if (params.has('replication')) {
-      return this.fail(Errors.featureNotSupported('replication connections are not supported by pgpool-ts'));
-    }
     this.user = user;
     this.dbName = params.get('database') || user;
+    const replication = params.get('replication');
+    const mode = replication === undefined ? null : replicationMode(replication);
+    if (mode === undefined) return this.fail(Errors.protocolViolation(`invalid value for parameter "replication": "${replication}"`));
+    if (mode !== null && this.dbName === ADMIN_DB) return this.fail(Errors.featureNotSupported('replication connections to the admin console are not supported'));
+    // Its options go to its own server as they are: any setting PostgreSQL takes there.
+    if (mode !== null) this.replication = { mode, params: this.params, options: params.get('options') ?? null };
     this.log = connLogger({ id: this.label, db: this.dbName, user, addr: this.logAddr });
     const tlsProblem = this.tlsPolicyProblem();
     if (tlsProblem !== null) return this.fail(tlsProblem, 'tls');
@@ -330,6 +335,7 @@ export class ClientConn implements PoolClient {
         unsupported.push(name);
         continue;
       }
+      if (name === 'options' && this.replication !== null) continue;
       if (name === 'options') {
         const pairs = parseStartupOptions(value);
         if (pairs === null) return Errors.unsupportedOptions();
@@ -349,7 +355,10 @@ export class ClientConn implements PoolClient {
   private chooseMethod(): { method: AuthType | 'peer'; map: string | null } | null {
     const cfg = this.host.cfg;
     if (cfg.authType !== 'hba') return { method: cfg.authType, map: null };
-    const conn = { unix: this.isUnix, tls: this.tls !== null, addr: this.remoteAddress, database: this.dbName, user: this.user };
+    const conn = {
+      unix: this.isUnix, tls: this.tls !== null, addr: this.remoteAddress, database: this.dbName, user: this.user,
+      replication: this.replication?.mode === 'yes',
+    };
     const rule = matchHba(this.host.auth.hba ?? [], conn);
     if (rule === null) {
       this.fail(Errors.authRejected(noMatchMessage(conn)), 'hba');
@@ -471,6 +480,7 @@ export class ClientConn implements PoolClient {
     this.phase = 'welcome';
     this.framer.want([Frontend.Terminate]);
     this.socket.write(encode.authenticationOk);
+    if (this.replication !== null) return pool.requestReplication(this);
     pool.addClient(this);
     if (pool.welcome !== null && pool.mode !== 'session') this.welcome(pool.welcome);
     else pool.requestServer(this);
@@ -849,7 +859,7 @@ export class ClientConn implements PoolClient {
   }
 
   private get statementsWanted(): boolean {
-    return this.host.cfg.maxPreparedStatements > 0 && this.pool !== null && this.pool.mode !== 'session';
+    return this.host.cfg.maxPreparedStatements > 0 && this.pool !== null && this.pool.mode !== 'session' && this.replication === null;
   }
 
   /** Set when a reload turned tracking on or off while a server was linked. */
@@ -1016,6 +1026,16 @@ function refusalOf(err: PoolerError): LoginRefusal {
     default:
       return 'other';
   }
+}
+
+/** The `replication` startup parameter as PostgreSQL reads it: `database` (logical) or a boolean
+ * (true = physical, false = an ordinary connection); undefined for anything else. */
+function replicationMode(value: string): 'database' | 'yes' | null | undefined {
+  if (value === 'database') return 'database';
+  const v = value.toLowerCase();
+  if (['true', 'on', 'yes', '1', 't', 'y'].includes(v)) return 'yes';
+  if (['false', 'off', 'no', '0', 'f', 'n'].includes(v)) return null;
+  return undefined;
 }
 
 /** Protocol 3.2 (PostgreSQL 18) is the newest we speak: its only change is longer cancel keys. */

@@ -14,7 +14,7 @@ import { TxStatus } from '../protocol/codes.js';
 import { ServerConn, type LoginError, type ServerState, type ServerTarget } from '../server/server-conn.js';
 import { ServerPool } from '../server/server-pool.js';
 import type { TlsContexts } from '../net/tls.js';
-import type { PoolClient } from './types.js';
+import type { PoolClient, ReplicationRequest } from './types.js';
 
 /** What a pool asks of the registry that owns it (limits that span pools, the live config). */
 export interface PoolHost {
@@ -75,6 +75,11 @@ export class Pool {
   readonly svActive = new Set<ServerConn>();
   readonly svUsed = new Set<ServerConn>();
   readonly svTested = new Set<ServerConn>();
+  /** Replication clients waiting for a server of their own, in order (cl_waiting with clWaiting). */
+  readonly replWaiting = new Set<PoolClient>();
+  /** Dedicated replication servers, logging in or linked, and their client: they take pool_size
+   * slots but never go back to the pool (PgBouncer 1.23+). */
+  private readonly replServers = new Map<ServerConn, PoolClient>();
 
   readonly stats: PoolStats = zeroStats();
 
@@ -161,13 +166,19 @@ export class Pool {
   }
 
   get clientCount(): number {
-    return this.clActive.size + this.clWaiting.size;
+    return this.clActive.size + this.clWaiting.size + this.replWaiting.size;
   }
 
   /** Seconds the oldest waiting client has waited (SHOW POOLS maxwait). */
   maxWaitMs(): number {
-    for (const c of this.clWaiting) return now - c.waitStart;
-    return 0;
+    let oldest = now;
+    for (const list of [this.clWaiting, this.replWaiting]) {
+      for (const c of list) {
+        oldest = Math.min(oldest, c.waitStart);
+        break;
+      }
+    }
+    return now - oldest;
   }
 
   // ---------------------------------------------------------------- clients
@@ -186,14 +197,24 @@ export class Pool {
     this.pump();
   }
 
+  /** A replication client logged in: it waits for a server of its own. */
+  requestReplication(client: PoolClient): void {
+    if (this.closed) return client.fail(Errors.shuttingDown());
+    this.replWaiting.add(client);
+    client.waitStart = now;
+    this.pump();
+  }
+
   /** A client is gone: give back or close its server. */
   removeClient(client: PoolClient): void {
     this.clActive.delete(client);
     this.clWaiting.delete(client);
+    this.replWaiting.delete(client);
     const server = client.server;
     if (server === null) return;
     client.server = null;
     server.unlink();
+    if (this.replServers.has(server)) return server.close('replication client disconnected');
     if (!betweenTransactions(server, client)) {
       server.close('client disconnect while server was not ready');
       this.servers.destroy(server);
@@ -209,6 +230,7 @@ export class Pool {
     // The close of a server evicted for another pool pumps its own pool: that pump must not take
     // the slot the eviction freed for the pool that asked, or both open one and the cap is passed.
     if (this.closed || this.host.evicting || this.host.isPaused(this.dbName)) return;
+    this.pumpReplication();
     while (this.clWaiting.size > this.acquiring) {
       // Live idle servers only: the library's idle list may still hold closed ones (reaped on
       // borrow by validate(), after which it creates a replacement).
@@ -220,7 +242,7 @@ export class Pool {
 
   /** May one more server connection be opened now? */
   private mayCreate(): boolean {
-    const borrowed = this.servers.borrowed + this.acquiring;
+    const borrowed = this.servers.borrowed + this.acquiring + this.replServers.size;
     let cap = this.poolSize;
     const head = this.clWaiting.values().next().value;
     if (head !== undefined && now - head.waitStart >= this.cfg.reservePoolTimeout * 1000) cap += this.reservePoolSize;
@@ -234,16 +256,52 @@ export class Pool {
       if (this.serverCount === 0) this.failWaiting(this.lastLoginError);
       return false;
     }
-    // At max_db_connections / max_user_connections, an idle server of another pool of the same
-    // database / user is closed to make room (PgBouncer's evict_connection).
+    if (!this.withinSharedLimits()) return false;
+    if (borrowed >= this.poolSize) head?.log.warn('taking connection from reserve_pool');
+    return true;
+  }
+
+  /** Under max_db_connections and max_user_connections, if need be by closing an idle server of
+   * another pool of the same database / server user (PgBouncer's evict_connection). */
+  private withinSharedLimits(): boolean {
     const maxDb = this.db.maxDbConnections ?? this.cfg.maxDbConnections;
     if (maxDb > 0 && this.host.serverCount(this.db.name, null) >= maxDb && !this.host.evictIdleFor(this, 'db')) return false;
     const maxUser = this.cfg.users.get(this.serverUser)?.maxUserConnections ?? this.cfg.maxUserConnections;
     if (maxUser > 0 && this.host.serverCount(null, this.serverUser) >= maxUser && !this.host.evictIdleFor(this, 'user'))
       return false;
-    if (borrowed >= this.poolSize) head?.log.warn('taking connection from reserve_pool');
     return true;
   }
+
+  /**
+   * Open a server for each waiting replication client that has none yet, as the limits allow. It
+   * takes a pool_size slot: at the cap, an idle server of this pool is closed to make room, as
+   * PgBouncer does; with none idle the client waits for one.
+   */
+  private pumpReplication(): void {
+    // Closing an idle server pumps this pool again (onServerClosed): that pump must not open
+    // servers for the clients this one is serving.
+    if (this.replPumping) return;
+    this.replPumping = true;
+    try {
+      for (const client of this.replWaiting) {
+        if (client.server !== null) continue;
+        while (this.serverCount >= this.poolSize) {
+          const idle = this.svIdle.values().next().value;
+          if (idle === undefined) return;
+          idle.close('evicted');
+        }
+        if (!this.withinSharedLimits()) return;
+        const server = new ServerConn(this, replicationTarget(this.target(), client.replication!), this.dbName);
+        this.svLogin.add(server);
+        this.replServers.set(server, client);
+        client.server = server;
+      }
+    } finally {
+      this.replPumping = false;
+    }
+  }
+
+  private replPumping = false;
 
   private readonly onAcquired = (server: ServerConn): void => {
     this.acquiring--;
@@ -290,6 +348,8 @@ export class Pool {
     const client = server.client as PoolClient | null;
     if (client === null) return;
     this.countTimes(server);
+    // A replication client keeps its server for its whole session, whatever the pool mode.
+    if (this.replServers.has(server)) return;
     const mode = this.mode;
     if (mode === 'session' && !client.closing) return;
     if (!client.atMessageBoundary || client.inExtendedQuery) return;
@@ -418,6 +478,8 @@ export class Pool {
   }
 
   onServerLogin(server: ServerConn, error: LoginError | null): void {
+    const repl = this.replServers.get(server);
+    if (repl !== undefined) return this.onReplicationLogin(server, repl, error);
     const resolve = this.logins.get(server);
     this.logins.delete(server);
     if (error !== null) {
@@ -445,6 +507,26 @@ export class Pool {
     if (error === null) this.pump();
   }
 
+  /**
+   * A replication server logged in: it is linked to its client for good, and the client is
+   * welcomed with this server's own parameters. A failed login fails only its client: other
+   * clients of the pool may well get in (the failure is often the replication privilege or a
+   * pg_hba line for replication), as in PgBouncer.
+   */
+  private onReplicationLogin(server: ServerConn, client: PoolClient, error: LoginError | null): void {
+    this.replWaiting.delete(client);
+    if (error !== null) {
+      this.svLogin.delete(server);
+      this.replServers.delete(server);
+      client.server = null;
+      client.fail(new PoolerError(error.sqlstate, 'login failed', 'FATAL', error.message));
+      return;
+    }
+    this.clActive.add(client);
+    server.link(client);
+    client.onLinked(server);
+  }
+
   /** Whether a login to `host` failed within server_login_retry. */
   hostDown(host: string): boolean {
     const at = this.hostFailedAt.get(host);
@@ -456,9 +538,16 @@ export class Pool {
     this.listOf(to)?.add(server);
   }
 
-  onServerClosed(server: ServerConn): void {
+  onServerClosed(server: ServerConn, reason: string): void {
     this.logins.get(server)?.(server);
     this.logins.delete(server);
+    const repl = this.replServers.get(server);
+    this.replServers.delete(server);
+    // Closed by the pooler (RECONNECT, a shutdown) before it logged in: its client waits no more.
+    if (repl !== undefined && this.replWaiting.delete(repl)) {
+      repl.server = null;
+      repl.fail(Errors.serverConnFailed(reason));
+    }
     this.pump();
   }
 
@@ -521,15 +610,15 @@ export class Pool {
       if (t - s.connectTime >= cfg.serverConnectTimeout * 1000) s.loginTimedOut();
     }
     // server_fast_close: a session's server marked close_needed (RECONNECT, its database changed
-    // on reload) goes at the end of the client's transaction, not when the client leaves.
-    if (cfg.serverFastClose) {
-      for (const s of [...this.svActive]) {
-        const client = s.client as PoolClient | null;
-        if (!s.closeNeeded || client === null || !betweenTransactions(s, client)) continue;
-        const err = Errors.databaseChanged();
-        s.close(err.message);
-        client.fail(err);
-      }
+    // on reload) goes at the end of the client's transaction, not when the client leaves. A
+    // replication server goes at once, fast close or not: its stream may never end (PgBouncer).
+    for (const s of [...this.svActive]) {
+      const client = s.client as PoolClient | null;
+      if (!s.closeNeeded || client === null) continue;
+      if (!this.replServers.has(s) && !(cfg.serverFastClose && betweenTransactions(s, client))) continue;
+      const err = Errors.databaseChanged();
+      s.close(err.message);
+      client.fail(err);
     }
     // Waiting clients: query_wait_timeout; and the reserve pool opens after reserve_pool_timeout.
     // query_wait_notify tells a client, once per wait, that it is queued.
@@ -580,4 +669,14 @@ export class Pool {
 /** The server owes the client nothing and the client is between transactions: the link may end. */
 function betweenTransactions(server: ServerConn, client: PoolClient): boolean {
   return server.txStatus === TxStatus.Idle && server.owed === 0 && client.atMessageBoundary && !client.inExtendedQuery;
+}
+
+/** The startup packet of a replication client's own server: the pool's, plus the client's tracked
+ * parameters, its `options` as they came, and `replication`. */
+function replicationTarget(base: ServerTarget, req: ReplicationRequest): ServerTarget {
+  const startup: Record<string, string> = { ...base.startup };
+  for (const [name, value] of req.params) startup[name] = value;
+  if (req.options !== null) startup.options = req.options;
+  startup.replication = req.mode;
+  return { ...base, startup, replication: req.mode };
 }

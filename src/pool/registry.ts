@@ -117,6 +117,7 @@ export class Registry implements PoolHost {
       startup,
       user,
       creds: this.credentials(db, user),
+      replication: null,
     };
   }
 

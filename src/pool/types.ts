@@ -2,7 +2,16 @@
 // so the pool layer depends on an interface and the client layer imports the pool (not the reverse).
 import type { PoolerError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ServerConn, ServerPeer } from '../server/server-conn.js';
+import type { ReplicationMode, ServerConn, ServerPeer } from '../server/server-conn.js';
+
+/** What a replication client asks for: its server gets these in its startup packet. */
+export interface ReplicationRequest {
+  readonly mode: ReplicationMode;
+  /** The client's tracked parameters (physical replication allows no SET). */
+  readonly params: ReadonlyMap<string, string>;
+  /** The client's `options`, passed on as they are (CREATE SUBSCRIPTION sets extra_float_digits). */
+  readonly options: string | null;
+}
 
 export interface PoolClient extends ServerPeer {
   /** Lines about this client (the pool logs its reserve use under it, as PgBouncer does). */
@@ -13,6 +22,8 @@ export interface PoolClient extends ServerPeer {
   waitStart: number;
   /** Told in this wait that it is queued (query_wait_notify). */
   waitNotified: boolean;
+  /** Set for a replication connection: it gets a server of its own for its whole session. */
+  readonly replication: ReplicationRequest | null;
   /** Set once the client is leaving: a session-mode server may then be given back. */
   readonly closing: boolean;
   /** No client message is half-forwarded: the server may be handed to someone else. */

@@ -51,6 +51,9 @@ export interface LoginError {
   readonly sqlstate: string;
 }
 
+/** A replication connection's kind, as the startup parameter says it: logical or physical. */
+export type ReplicationMode = 'database' | 'yes';
+
 export interface ServerTarget {
   /** A unix socket path, or a TCP host. */
   readonly host: string;
@@ -59,6 +62,8 @@ export interface ServerTarget {
   readonly startup: Record<string, string>;
   readonly user: string;
   readonly creds: ServerCredentials;
+  /** A dedicated replication connection for one client (sent in the startup packet), or null. */
+  readonly replication: ReplicationMode | null;
 }
 
 export class ServerConn {

