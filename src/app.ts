@@ -9,7 +9,7 @@ import { loadAuthRules, type AuthRules } from './client/hba.js';
 import { ConfigError, formatProblem, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { Errors, type PoolerError } from './errors.js';
-import { log } from './log.js';
+import { log, setVerbose } from './log.js';
 import { startMetrics, type MetricsServer } from './metrics/prometheus.js';
 import { reloads } from './metrics/stats.js';
 import { listenerProblem, openListeners, type Listeners } from './net/listener.js';
@@ -273,6 +273,7 @@ export class App implements ClientHost, AdminHost {
       this.registry.reload(cfg, tls);
       this.peers.reload();
       for (const c of this.clients) c.onReload();
+      setVerbose(cfg.verbose);
       log().info('configuration reloaded');
       reloads.ok++;
       return notice === undefined ? { ok: true } : { ok: true, notice };

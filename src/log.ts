@@ -76,8 +76,10 @@ const REDACT = ['password', 'secret', 'proof', 'clientKey', 'serverKey', '*.pass
 export interface LogOptions {
   readonly logfile: string | null;
   readonly format: LogFormat;
-  /** 0 = LOG and up, 1 = DEBUG, 2 or more = NOISE. */
+  /** The config's `verbose`: 0 = LOG and up, 1 = DEBUG, 2 or more = NOISE. */
   readonly verbose: number;
+  /** The -v count of the command line, added to `verbose` (now and after setVerbose). */
+  readonly cliVerbose?: number;
   /** PgBouncer's -q: nothing on the console; the logfile is unaffected. */
   readonly quiet: boolean;
   /** The least level written, instead of what `verbose` says (the demo: warnings only). */
@@ -85,8 +87,15 @@ export interface LogOptions {
 }
 
 interface Output {
-  readonly rank: number;
+  rank: number;
   readonly sinks: readonly Sink[];
+}
+
+/** The -v count, kept for setVerbose. */
+let cliVerbose = 0;
+
+function rankOf(verbose: number): number {
+  return verbose >= 2 ? RANK.trace : verbose === 1 ? RANK.debug : RANK.info;
 }
 
 /** Until configureLog: PgBouncer's text on stdout. Set at the end of this module (LineWriter). */
@@ -99,9 +108,14 @@ export function configureLog(opts: LogOptions): void {
   const sinks: Sink[] = [];
   if (!opts.quiet) sinks.push(make(new LineWriter(1, 'stdout')));
   if (opts.logfile !== null) sinks.push(make(openLogfile(opts.logfile)));
-  const rank = opts.least !== undefined ? RANK[opts.least] : opts.verbose >= 2 ? RANK.trace : opts.verbose === 1 ? RANK.debug : RANK.info;
-  output = { rank, sinks };
+  cliVerbose = opts.cliVerbose ?? 0;
+  output = { rank: opts.least !== undefined ? RANK[opts.least] : rankOf(opts.verbose + cliVerbose), sinks };
   for (const s of old.sinks) s.flush();
+}
+
+/** A new `verbose` from a reload or the console's SET takes effect at once, as in PgBouncer. */
+export function setVerbose(verbose: number): void {
+  output.rank = rankOf(verbose + cliVerbose);
 }
 
 /** Write every buffered line now (before a client is told of its failure; at exit). */

@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     return runDemo();
   }
   if (args.daemon) return daemonize(cfg);
-  configureLog({ logfile: cfg.logfile, format: cfg.logFormat, verbose: cfg.verbose + args.verbose, quiet: args.quiet });
+  configureLog({ logfile: cfg.logfile, format: cfg.logFormat, verbose: cfg.verbose, cliVerbose: args.verbose, quiet: args.quiet });
   log().info(`process up: pgpool-ts ${VERSION}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
   if (cfg.pidfile !== null) writePidfile(cfg.pidfile);
   let app: App;

@@ -347,9 +347,9 @@ export class Console implements AdminConsole {
       dbs = new Set([db]);
     }
     for (const name of dbs) reg.paused.add(name);
-    const killed = new PoolerError(SqlState.AdminShutdown, 'database killed');
+    const killed = new PoolerError(SqlState.AdminShutdown, 'database removed');
     for (const c of [...this.host.clients]) if (c.pool !== null && dbs.has(c.pool.dbName)) c.fail(killed);
-    for (const p of reg.pools.values()) if (dbs.has(p.dbName)) p.closeServers('database killed', true);
+    for (const p of reg.pools.values()) if (dbs.has(p.dbName)) p.closeServers('database removed', true);
     return ok('KILL');
   }
 

@@ -200,6 +200,7 @@ export class Registry implements PoolHost {
         this.unusedSince.delete(p);
         this.pools.delete(key);
         p.close();
+        if (!this.hasPool(p.dbName)) log().warn(`dropping database '${p.dbName}' as it does not exist anymore or inactive auto-database`);
       }
     }
   }

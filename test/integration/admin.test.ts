@@ -460,7 +460,7 @@ describe('control commands', () => {
     try {
       await victim.query('SELECT 1');
       assert.equal((await con.query('KILL p1')).command, 'KILL');
-      await droppedWith(victim, /database killed/);
+      await droppedWith(victim, /database removed/);
       await waitFor('p1 backends to exit', async () => (await backends('p1')).length === 0);
       await bystander.query('SELECT 1');
       const newcomer = await appClient('p1');

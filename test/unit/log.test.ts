@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { closingBecause, configureLog, connLogger, flushLog, formatText, log, sockAddr, type LogRecord } from '../../src/log.js';
+import { closingBecause, configureLog, connLogger, flushLog, formatText, log, setVerbose, sockAddr, type LogRecord } from '../../src/log.js';
 import { parseLogLine } from '../support/suite.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpool-log-test-'));
@@ -97,6 +97,19 @@ describe('sinks: the logfile in either format', () => {
     log().trace('a noise line');
     flushLog();
     assert.match(read(noisy), /NOISE a noise line/);
+  });
+
+  it('a new verbose (reload, SET verbose) applies at once, on top of the -v count', () => {
+    const file = path.join(dir, `log-${++files}.log`);
+    configureLog({ logfile: file, format: 'text', verbose: 0, cliVerbose: 1, quiet: true });
+    log().trace('hidden');
+    log().debug('debug with -v');
+    setVerbose(1);
+    log().trace('noise with -v and verbose = 1');
+    setVerbose(0);
+    log().trace('hidden again');
+    flushLog();
+    assert.deepEqual(read(file).trimEnd().split('\n').map((l) => parseLogLine(l).msg), ['debug with -v', 'noise with -v and verbose = 1']);
   });
 
   it('lines wait for the end of the event-loop turn (one write for a burst), unless flushed at once', async () => {
