@@ -518,7 +518,7 @@ export class ClientConn implements PoolClient {
     const tls = this.tls === null ? 'no' : `${this.tls.version}/${this.tls.cipher}`;
     this.log.info(
       { method: this.authMethod, tls: this.tls?.version ?? null, cipher: this.tls?.cipher ?? null },
-      `login attempt: db=${this.dbName} user=${this.user} tls=${tls} replication=no`,
+      `login attempt: db=${this.dbName} user=${this.user} tls=${tls} replication=${this.replication?.mode ?? 'no'}`,
     );
   }
 

@@ -293,7 +293,9 @@ export class ServerConn {
         return true;
       case Backend.ErrorResponse: {
         const f = decodeErrorFields(body);
-        this.loginFailed(f.M ?? 'server login failed', f.C, f.S ?? f.V ?? 'FATAL');
+        const message = f.M ?? 'server login failed';
+        // A replication login is refused for reasons of its own (PgBouncer's reason names none).
+        this.loginFailed(message, f.C, f.S ?? f.V ?? 'FATAL', this.target.replication !== null ? 'login failed' : message);
         return false;
       }
       case Backend.ReadyForQuery:
