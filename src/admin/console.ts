@@ -9,7 +9,7 @@
 import { ADMIN_DB, type AdminConsole, type ClientConn } from '../client/client-conn.js';
 import { OVERRIDE_FILE, settingRows } from '../config/load.js';
 import { Errors, PoolerError } from '../errors.js';
-import { log } from '../log.js';
+import { flushLog, log } from '../log.js';
 import { SqlState, TxStatus } from '../protocol/codes.js';
 import * as encode from '../protocol/encode.js';
 import type { Pool } from '../pool/pool.js';
@@ -60,8 +60,9 @@ function ok(tag: string): Buffer[] {
 }
 
 function err(message: string, code: string = SqlState.ProtocolViolation): Buffer[] {
-  // PgBouncer logs every console error (admin_error) as well as sending it.
+  // PgBouncer logs every console error (admin_error) as well as sending it; the line is out first.
   log().error(message);
+  flushLog();
   return [encode.errorResponse({ severity: 'ERROR', code, message })];
 }
 

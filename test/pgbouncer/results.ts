@@ -182,9 +182,9 @@ export function compatibilityReport(results: ReadonlyMap<string, TestResult>, kn
 <!-- Written by \`npm run test:pgbouncer\` (test/pgbouncer/run.ts) after a whole run: do not edit.
      Reasons and owners come from test/pgbouncer/known-failures.tsv; edit that file instead. -->
 
-pgpool-ts is run against PgBouncer 1.24.1's own pytest suite (${run.source}), which starts a
-\`pgbouncer\` binary per test from a generated \`pgbouncer.ini\`, talks to it with psycopg and psql,
-and reads its \`logfile\`. A shim in place of that binary starts \`bin/pgpool-ts.js\` with the same
+pgpool-ts is run against PgBouncer 1.24.1's own pytest suite (${run.source}),
+which starts a \`pgbouncer\` binary per test from a generated \`pgbouncer.ini\`, talks to it with
+psycopg and psql, and reads its \`logfile\`. A shim in place of that binary starts \`bin/pgpool-ts.js\` with the same
 command line. Real PgBouncer 1.24.1 passes 229 of these 236 tests on the same machine (7 are skipped
 by the environment: no IPv6 localhost, no sudo, no LDAP).
 
