@@ -8,6 +8,8 @@
 //   json  {"level":"info","time":"…","pid":4242,"id":"C-0x1f","db":"p0","user":"app",
 //          "addr":"127.0.0.1:40560","msg":"login attempt: …", …} for log pipelines (pino).
 // Both carry the same time, pid, level, connection and message; JSON adds the call's fields.
+// Another destination (syslog) is one more Sink in configureLog's list: it gets every LogRecord,
+// and messageText() is PgBouncer's line for it without the time.
 //
 // Lines are buffered and written once per event-loop turn (one write for every line of a burst of
 // logins), not one synchronous write per line. `flushLog()` writes what is buffered at once: a
@@ -59,6 +61,8 @@ export interface Sink {
   write(rec: LogRecord): void;
   /** Write what is buffered, now. */
   flush(): void;
+  /** Flush and let go of the destination (configureLog replaced it). */
+  close(): void;
 }
 
 export type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
@@ -110,7 +114,7 @@ export function configureLog(opts: LogOptions): void {
   if (opts.logfile !== null) sinks.push(make(openLogfile(opts.logfile)));
   cliVerbose = opts.cliVerbose ?? 0;
   output = { rank: opts.least !== undefined ? RANK[opts.least] : rankOf(opts.verbose + cliVerbose), sinks };
-  for (const s of old.sinks) s.flush();
+  for (const s of old.sinks) s.close();
 }
 
 /** A new `verbose` from a reload or the console's SET takes effect at once, as in PgBouncer. */
@@ -187,17 +191,22 @@ export function sockAddr(host: string, port: number): string {
 
 /** PgBouncer's text line: `date time.ms zone [pid] LEVEL C-0x…: db/user@addr message`. */
 export function formatText(rec: LogRecord): string {
+  return `${stamp(rec.time)} [${process.pid}] ${TAG[rec.level]} ${messageText(rec)}\n`;
+}
+
+/**
+ * The line without time, pid and level: `C-0x…: db/user@addr message`, what PgBouncer hands
+ * syslog. A message of several lines (a stack trace) continues on lines that start with a tab, as
+ * PgBouncer writes them, so every line of the log still begins with a timestamp or a tab.
+ */
+export function messageText(rec: LogRecord): string {
   const c = rec.conn;
   const prefix = c === null ? '' : `${c.id}: ${c.db || '(nodb)'}/${c.user || '(nouser)'}@${c.addr ?? ''} `;
-  let msg = rec.msg;
-  // A message of several lines (a stack trace) continues on lines that start with a tab, as
-  // PgBouncer writes them, so every line of the log still begins with a timestamp or a tab.
-  if (msg.includes('\n')) msg = msg.trimEnd().replace(/\n/g, '\n\t');
-  return `${stamp(rec.time)} [${process.pid}] ${TAG[rec.level]} ${prefix}${msg}\n`;
+  return rec.msg.includes('\n') ? `${prefix}${rec.msg.trimEnd().replace(/\n/g, '\n\t')}` : `${prefix}${rec.msg}`;
 }
 
 function textSink(w: LineWriter): Sink {
-  return { write: (rec) => w.write(formatText(rec)), flush: () => w.flush() };
+  return { write: (rec) => w.write(formatText(rec)), flush: () => w.flush(), close: () => w.close() };
 }
 
 /** pino formats the JSON (and redacts secret-named fields); the writer below writes it. */
@@ -218,6 +227,7 @@ function jsonSink(w: LineWriter): Sink {
       p[rec.level](fields, rec.msg);
     },
     flush: () => w.flush(),
+    close: () => w.close(),
   };
 }
 
@@ -260,6 +270,7 @@ class LineWriter {
   private scheduled = false;
   /** Set while writes fail, so stderr hears of an outage once. */
   private failing = false;
+  private closed = false;
 
   constructor(
     private readonly fd: number,
@@ -267,7 +278,7 @@ class LineWriter {
   ) {}
 
   write(line: string): void {
-    if (this.bytes >= LOG_BACKLOG_MAX) return;
+    if (this.closed || this.bytes >= LOG_BACKLOG_MAX) return;
     this.pending.push(line);
     this.bytes += line.length;
     if (!this.scheduled) {
@@ -276,13 +287,21 @@ class LineWriter {
     }
   }
 
+  close(): void {
+    this.flush();
+    this.pending = [];
+    // A retry still scheduled then finds it closed, and writes nothing to a reused descriptor.
+    this.closed = true;
+    if (this.fd > 2) fs.closeSync(this.fd);
+  }
+
   private readonly flushLater = (): void => {
     this.scheduled = false;
     this.flush();
   };
 
   flush(): void {
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 || this.closed) return;
     const buf = Buffer.from(this.pending.length === 1 ? this.pending[0]! : this.pending.join(''));
     this.pending = [];
     this.bytes = 0;
