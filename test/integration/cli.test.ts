@@ -367,3 +367,49 @@ describe('command line', () => {
     assert.deepEqual(await c().backendPids({ user: USERS.trust.name }), []);
   });
 });
+
+describe('packaging', () => {
+  const ROOT = path.dirname(PACKAGE_JSON);
+
+  it('package-lock.json names exactly the dependencies of package.json (a stale entry made a fresh npm install rewrite it)', async () => {
+    const pkg = JSON.parse(await fs.readFile(PACKAGE_JSON, 'utf8')) as Record<string, unknown>;
+    const lock = JSON.parse(await fs.readFile(path.join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, Record<string, unknown>> };
+    const root = lock.packages[''] ?? {};
+    for (const kind of ['dependencies', 'devDependencies', 'optionalDependencies', 'peerDependencies']) {
+      assert.deepEqual(root[kind] ?? {}, pkg[kind] ?? {}, `package-lock.json's ${kind}`);
+    }
+    // Every package the root names is locked.
+    const named = { ...(pkg.dependencies as object), ...(pkg.devDependencies as object) };
+    for (const name of Object.keys(named)) assert.ok(lock.packages[`node_modules/${name}`], `${name} is locked`);
+  });
+
+  it('what npm installs from git (prepare, then pack) has a runnable bin/ and the native addon sources', async () => {
+    // The compiled pooler lives in dist/, which git does not hold: without a prepare build and a
+    // files list, an install from git left bin/pgpool-ts.js pointing at nothing.
+    const work = await fs.mkdtemp(path.join(os.tmpdir(), 'pgpool-pack-'));
+    try {
+      const src = path.join(work, 'src');
+      for (const entry of ['package.json', 'package-lock.json', 'tsconfig.json', 'README.md', 'src', 'bin', 'native', 'etc']) {
+        await fs.cp(path.join(ROOT, entry), path.join(src, entry), { recursive: true, filter: (f) => !f.includes(`${path.sep}build${path.sep}`) });
+      }
+      await fs.symlink(path.join(ROOT, 'node_modules'), path.join(src, 'node_modules'));
+      const pack = await runCommand('npm', ['pack', '--silent', '--pack-destination', work], { cwd: src, timeoutMs: 120_000 });
+      assert.equal(pack.code, 0, pack.stderr);
+      const tarball = path.join(work, pack.stdout.trim().split('\n').pop()!);
+      const out = path.join(work, 'installed');
+      await fs.mkdir(out);
+      const untar = await runCommand('tar', ['-xzf', tarball, '-C', out]);
+      assert.equal(untar.code, 0, untar.stderr);
+      const installed = path.join(out, 'package');
+      for (const f of ['bin/pgpool-ts.js', 'dist/src/main.js', 'native/build.mjs', 'native/peercred/peercred.c', 'etc/pgbouncer.ini']) {
+        await fs.access(path.join(installed, f));
+      }
+      await fs.symlink(path.join(ROOT, 'node_modules'), path.join(installed, 'node_modules'));
+      const version = await runCommand(process.execPath, [path.join(installed, 'bin/pgpool-ts.js'), '-V'], { timeoutMs: RUN_TIMEOUT_MS });
+      assert.equal(version.code, 0, version.stderr);
+      assert.match(version.stdout, /^pgpool-ts \d+\.\d+\.\d+/);
+    } finally {
+      await fs.rm(work, { recursive: true, force: true });
+    }
+  });
+});

@@ -330,6 +330,34 @@ describe('deployment files', () => {
     }
   });
 
+  it("etc/pgbouncer.ini's console command works as written, against the ini it sits in", async () => {
+    // It said `psql -p 6432 -U pgbouncer pgbouncer`: without -h, psql looks for the socket in its
+    // own default directory, not in the unix_socket_dir the file sets, and finds nothing there.
+    const text = await fsp.readFile(path.join(ROOT, 'etc/pgbouncer.ini'), 'utf8');
+    const command = /^;+\s+(psql .*)$/m.exec(text)?.[1];
+    assert.ok(command, 'etc/pgbouncer.ini prints no psql command');
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpool-console-'));
+    const port = await freePort();
+    const setting = (key: string): string => new RegExp(`^${key} = (.*)$`, 'm').exec(text)?.[1] ?? assert.fail(`no ${key}`);
+    // The file as deployed, with its paths, port and server made local.
+    const local = (s: string): string =>
+      s.replaceAll(setting('unix_socket_dir'), dir).replaceAll(setting('auth_file'), path.join(dir, 'userlist.txt')).replaceAll(setting('listen_port'), String(port));
+    await fsp.writeFile(path.join(dir, 'userlist.txt'), '"pgbouncer" "console-pass"\n');
+    const iniText = local(text)
+      .replace(/^appdb = .*$/m, `appdb = host=127.0.0.1 port=${c().port} dbname=p0`)
+      .replace(/^listen_addr = .*$/m, 'listen_addr = 127.0.0.1')
+      .replace(/^metrics_port = .*$/m, 'metrics_port = 0');
+    const p = await startPooler(iniText);
+    try {
+      const r = await runCommand('sh', ['-c', `${local(command)} -X -A -t -c 'SHOW VERSION'`], { env: { PGPASSWORD: 'console-pass' }, timeoutMs: 20_000 });
+      assert.equal(r.code, 0, `${local(command)}: ${r.stderr}`);
+      assert.match(r.stdout, /^pgpool-ts /);
+    } finally {
+      await p.stop();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('yamllint passes on etc/kubernetes', async (t) => {
     const which = await runCommand('sh', ['-c', 'command -v yamllint']);
     if (which.code !== 0) {
