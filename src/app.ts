@@ -13,6 +13,7 @@ import { log, setVerbose } from './log.js';
 import { startMetrics, type MetricsServer } from './metrics/prometheus.js';
 import { reloads } from './metrics/stats.js';
 import { listenerProblem, openListeners, type Listeners } from './net/listener.js';
+import { tcpSettingsWithoutEffect } from './net/tcp.js';
 import { trimHeap } from './net/native.js';
 import { HandshakeGate, buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
@@ -76,6 +77,7 @@ export class App implements ClientHost, AdminHost {
     this.janitor = setInterval(this.sweep, JANITOR_MS);
     // One line per socket, as PgBouncer: `listening on 127.0.0.1:6432`, `listening on unix:/tmp/.s.PGSQL.6432`.
     for (const a of this.listeners.addresses) log().info(`listening on ${a}`);
+    for (const w of tcpSettingsWithoutEffect(this.cfg)) log().warn(w);
     if (this.cfg.metricsPort > 0) {
       this.metrics = await startMetrics(this);
       log().info(`metrics on http://${this.cfg.metricsListenAddr}:${this.metrics.port}/metrics`);
@@ -272,6 +274,7 @@ export class App implements ClientHost, AdminHost {
       this.tls = tls;
       this.registry.reload(cfg, tls);
       this.peers.reload();
+      this.listeners?.retune(cfg);
       for (const c of this.clients) c.onReload();
       setVerbose(cfg.verbose);
       log().info('configuration reloaded');

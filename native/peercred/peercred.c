@@ -19,6 +19,16 @@
  * descriptor to server.listen({ fd }), which listens and owns it from then on. `address` is a
  * numeric IPv4 or IPv6 address; '::' is bound dual-stack (IPV6_V6ONLY off), as Node binds it.
  *
+ * And tcpTune(fd, keepalive, keepidle, keepintvl, keepcnt, userTimeout, socketBuffer): PgBouncer's
+ * tune_socket on a connected TCP socket, both towards clients and towards PostgreSQL: SO_KEEPALIVE
+ * and, when keepalive is on and each is non-zero, TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT
+ * (seconds, probes); TCP_USER_TIMEOUT (ms) when non-zero; SO_SNDBUF and SO_RCVBUF when
+ * socketBuffer is non-zero. Node sets only SO_KEEPALIVE and TCP_KEEPIDLE. An option this system
+ * does not know is an error naming it.
+ *
+ * And deferAccept(fd, on): TCP_DEFER_ACCEPT on a listening socket (1 second when on, as PgBouncer
+ * sets it), so accept() wakes the pooler only once the client has sent its first bytes.
+ *
  * This is the pooler's one native addon: socket options that Node does not expose belong here
  * too, one small function each.
  *
@@ -27,6 +37,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -48,6 +59,7 @@ static const char *errno_name(int err)
 	case EACCES: return "EACCES";
 	case EAFNOSUPPORT: return "EAFNOSUPPORT";
 	case EINVAL: return "EINVAL";
+	case ENOPROTOOPT: return "ENOPROTOOPT";
 	default: return NULL;
 	}
 }
@@ -210,6 +222,96 @@ fail:
 	}
 }
 
+static int set_opt(int fd, int level, int name, int32_t value)
+{
+	int v = value;
+	return setsockopt(fd, level, name, &v, sizeof(v));
+}
+
+static napi_value tcp_tune(napi_env env, napi_callback_info info)
+{
+	size_t argc = 7;
+	napi_value argv[7];
+	int32_t fd, idle, intvl, cnt, user_timeout, buffer;
+	bool keepalive;
+
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return NULL;
+	if (argc < 7 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+	    napi_get_value_bool(env, argv[1], &keepalive) != napi_ok ||
+	    napi_get_value_int32(env, argv[2], &idle) != napi_ok || idle < 0 ||
+	    napi_get_value_int32(env, argv[3], &intvl) != napi_ok || intvl < 0 ||
+	    napi_get_value_int32(env, argv[4], &cnt) != napi_ok || cnt < 0 ||
+	    napi_get_value_int32(env, argv[5], &user_timeout) != napi_ok || user_timeout < 0 ||
+	    napi_get_value_int32(env, argv[6], &buffer) != napi_ok || buffer < 0) {
+		napi_throw_type_error(env, NULL, "tcpTune(fd, keepalive, keepidle, keepintvl, keepcnt, userTimeout, socketBuffer): an fd, a boolean and five integers >= 0");
+		return NULL;
+	}
+	if (set_opt(fd, SOL_SOCKET, SO_KEEPALIVE, keepalive ? 1 : 0) != 0)
+		return throw_errno(env, "setsockopt(SO_KEEPALIVE)", errno);
+	if (keepalive) {
+#ifdef TCP_KEEPIDLE
+		if (idle > 0 && set_opt(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle) != 0)
+			return throw_errno(env, "setsockopt(TCP_KEEPIDLE)", errno);
+#elif defined(TCP_KEEPALIVE)
+		if (idle > 0 && set_opt(fd, IPPROTO_TCP, TCP_KEEPALIVE, idle) != 0)
+			return throw_errno(env, "setsockopt(TCP_KEEPALIVE)", errno);
+#endif
+#ifdef TCP_KEEPINTVL
+		if (intvl > 0 && set_opt(fd, IPPROTO_TCP, TCP_KEEPINTVL, intvl) != 0)
+			return throw_errno(env, "setsockopt(TCP_KEEPINTVL)", errno);
+#else
+		if (intvl > 0)
+			return throw_errno(env, "TCP_KEEPINTVL", ENOPROTOOPT);
+#endif
+#ifdef TCP_KEEPCNT
+		if (cnt > 0 && set_opt(fd, IPPROTO_TCP, TCP_KEEPCNT, cnt) != 0)
+			return throw_errno(env, "setsockopt(TCP_KEEPCNT)", errno);
+#else
+		if (cnt > 0)
+			return throw_errno(env, "TCP_KEEPCNT", ENOPROTOOPT);
+#endif
+	}
+	if (user_timeout > 0) {
+#ifdef TCP_USER_TIMEOUT
+		if (set_opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, user_timeout) != 0)
+			return throw_errno(env, "setsockopt(TCP_USER_TIMEOUT)", errno);
+#else
+		return throw_errno(env, "TCP_USER_TIMEOUT", ENOPROTOOPT);
+#endif
+	}
+	if (buffer > 0) {
+		if (set_opt(fd, SOL_SOCKET, SO_SNDBUF, buffer) != 0)
+			return throw_errno(env, "setsockopt(SO_SNDBUF)", errno);
+		if (set_opt(fd, SOL_SOCKET, SO_RCVBUF, buffer) != 0)
+			return throw_errno(env, "setsockopt(SO_RCVBUF)", errno);
+	}
+	return NULL;
+}
+
+static napi_value defer_accept(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	int32_t fd;
+	bool on;
+
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return NULL;
+	if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+		napi_throw_type_error(env, NULL, "deferAccept(fd, on): an fd and a boolean");
+		return NULL;
+	}
+#ifdef TCP_DEFER_ACCEPT
+	if (set_opt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, on ? 1 : 0) != 0)
+		return throw_errno(env, "setsockopt(TCP_DEFER_ACCEPT)", errno);
+#else
+	if (on)
+		return throw_errno(env, "TCP_DEFER_ACCEPT", ENOPROTOOPT);
+#endif
+	return NULL;
+}
+
 static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb)
 {
 	napi_value fn;
@@ -221,7 +323,8 @@ static int export_fn(napi_env env, napi_value exports, const char *name, napi_ca
 static napi_value init(napi_env env, napi_value exports)
 {
 	if (!export_fn(env, exports, "peercred", peercred) || !export_fn(env, exports, "trim", trim) ||
-	    !export_fn(env, exports, "tcpBind", tcp_bind))
+	    !export_fn(env, exports, "tcpBind", tcp_bind) || !export_fn(env, exports, "tcpTune", tcp_tune) ||
+	    !export_fn(env, exports, "deferAccept", defer_accept))
 		return NULL;
 	return exports;
 }

@@ -19,6 +19,7 @@ import type { Pool } from '../pool/pool.js';
 import type { PoolClient, ReplicationRequest } from '../pool/types.js';
 import type { ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type HandshakeGate, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
+import { tuneSocket } from '../net/tcp.js';
 import { isOwnUid, osUserName, peerCredAvailable, peerCredentials } from '../net/peercred.js';
 import { loginStats, type LoginRefusal } from '../metrics/stats.js';
 import { authFlow, type AuthFlow } from './auth.js';
@@ -126,7 +127,10 @@ export class ClientConn implements PoolClient {
     this.logAddr = isUnix ? `unix:${host.cfg.listenPort}` : sockAddr(this.remoteAddress, this.remotePort);
     this.log = connLogger({ id: this.label, addr: this.logAddr });
     this.framer = new Framer(STARTUP_TYPES, Math.min(host.cfg.maxPacketSize, MAX_STARTUP), true);
-    if (!isUnix) socket.setNoDelay(true);
+    if (!isUnix) {
+      socket.setNoDelay(true);
+      tuneSocket(socket, host.cfg);
+    }
     this.attach(socket);
   }
 

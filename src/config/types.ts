@@ -177,6 +177,9 @@ export interface Config {
   readonly tcpKeepidle: number;
   readonly tcpKeepintvl: number;
   readonly tcpUserTimeout: number;
+  readonly tcpDeferAccept: boolean;
+  /** SO_SNDBUF / SO_RCVBUF of every TCP socket, bytes; 0 = the system's. */
+  readonly tcpSocketBuffer: number;
 
   // --- console, logging, stats
   readonly adminUsers: readonly string[];

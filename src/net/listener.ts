@@ -17,6 +17,7 @@ import type { Config } from '../config/types.js';
 import { sockAddr } from '../log.js';
 import { socketAddress } from './address.js';
 import { nativeFunction } from './native.js';
+import { tuneListener } from './tcp.js';
 
 /** `keep`: the listener stays open while the pooler drains (see the header). */
 export type OnConnection = (socket: net.Socket, isUnix: boolean, keep: boolean) => void;
@@ -29,6 +30,8 @@ export interface Listeners {
   close(): Promise<void>;
   /** Stop accepting new clients: close every listener but those kept while draining. */
   drain(): void;
+  /** Apply tcp_defer_accept of a reloaded config to the TCP listeners. */
+  retune(cfg: Config): void;
 }
 
 /** Node 22.12+ and 23.1+ set SO_REUSEPORT themselves (listen's `reusePort`). */
@@ -99,6 +102,7 @@ async function listenTcp(server: net.Server, addr: string, port: number, backlog
 
 export async function openListeners(cfg: Config, onConnection: OnConnection): Promise<Listeners> {
   const servers: { server: net.Server; keep: boolean }[] = [];
+  const tcpServers: net.Server[] = [];
   const addresses: string[] = [];
   const unixPaths: string[] = [];
   const unixPath = cfg.unixSocketDir === '' ? null : path.join(cfg.unixSocketDir, `.s.PGSQL.${cfg.listenPort}`);
@@ -108,6 +112,8 @@ export async function openListeners(cfg: Config, onConnection: OnConnection): Pr
     const server = net.createServer({ noDelay: true }, (s) => onConnection(s, false, keep));
     servers.push({ server, keep });
     await listenTcp(server, addr, port, cfg.listenBacklog, reusePort);
+    tuneListener(server, cfg);
+    tcpServers.push(server);
     addresses.push(sockAddr(addr, port));
   };
   const unix = async (p: string): Promise<void> => {
@@ -142,6 +148,9 @@ export async function openListeners(cfg: Config, onConnection: OnConnection): Pr
     },
     drain: () => {
       for (const s of servers) if (!s.keep && s.server.listening) s.server.close();
+    },
+    retune: (next) => {
+      for (const s of tcpServers) if (s.listening) tuneListener(s, next);
     },
   };
 }

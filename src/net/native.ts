@@ -1,6 +1,7 @@
 // The optional native addon native/peercred, and the one place that loads it. Node's net cannot
-// read a unix socket's peer credentials, give glibc's heap back, or set a socket option before
-// bind(); the addon does those, one small C function each (see peercred.c).
+// read a unix socket's peer credentials, give glibc's heap back, set a socket option before
+// bind(), or set the TCP options PgBouncer tunes; the addon does those, one small C function each
+// (see peercred.c).
 //
 // Without it (no C toolchain at install, or an image built with --ignore-scripts) the pooler runs,
 // and each feature that needs it says so with the fix: peer logins are refused, so_reuseport is a
@@ -22,6 +23,10 @@ export interface NativeAddon {
   /** A TCP socket bound to a numeric address (SO_REUSEADDR, and SO_REUSEPORT when asked), not yet
    * listening: for server.listen({ fd }). */
   tcpBind(address: string, port: number, reusePort: boolean): number;
+  /** PgBouncer's tune_socket on a connected TCP socket (see peercred.c); throws naming the option. */
+  tcpTune(fd: number, keepalive: boolean, keepidle: number, keepintvl: number, keepcnt: number, userTimeoutMs: number, socketBuffer: number): void;
+  /** TCP_DEFER_ACCEPT on a listening socket. */
+  deferAccept(fd: number, on: boolean): void;
 }
 
 /** dist/src/net/native.js → <root>/native/peercred/build/Release/peercred.node */

@@ -15,6 +15,7 @@ import { Backend, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { cachedLookup, isDnsError } from '../net/dns.js';
+import { tuneSocket } from '../net/tcp.js';
 import { connectServerTls, effectiveServerMode, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config, PoolMode } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
@@ -162,7 +163,7 @@ export class ServerConn {
       if (cfg.logConnections) {
         this.log.info(unix ? 'new connection to server' : `new connection to server (from ${sockAddr(sock.localAddress ?? '', sock.localPort ?? 0)})`);
       }
-      if (!unix && cfg.tcpKeepalive) sock.setKeepAlive(true, cfg.tcpKeepidle * 1000);
+      if (!unix) tuneSocket(sock, cfg);
       if (!useTls || ctx === null) {
         this.startLogin();
         return;

@@ -59,6 +59,7 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     ignoreStartupParameters: [], trackExtraParameters: ['IntervalStyle'], applicationNameAddHost: false,
     maxPacketSize: 2147483647, pktBuf: 4096, maxPreparedStatements: 200,
     tcpKeepalive: true, tcpKeepcnt: 0, tcpKeepidle: 0, tcpKeepintvl: 0, tcpUserTimeout: 0,
+    tcpDeferAccept: true, tcpSocketBuffer: 0,
     adminUsers: [], statsUsers: [], logConnections: true, logDisconnections: true, logPoolerErrors: true,
     logStats: true, statsPeriod: 60, verbose: 0, logFormat: 'text',
     metricsListenAddr: '127.0.0.1', metricsPort: 0,

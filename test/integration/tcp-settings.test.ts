@@ -1,0 +1,140 @@
+// PgBouncer's TCP settings on live sockets of the real pooler, both towards the client and towards
+// PostgreSQL: tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, tcp_user_timeout,
+// tcp_socket_buffer, and tcp_defer_accept on the listening socket. They are read back with
+// getsockopt on the pooler's own descriptors (test/support/sockopts.py duplicates them with
+// pidfd_getfd), so what is checked is what the kernel holds, not what the pooler meant to set.
+// A reload applies new values to new connections.
+
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { connectClient } from '../support/pg-client.js';
+import { USERS } from '../support/pg-cluster.js';
+import type { IniSections, Pooler } from '../support/pooler.js';
+import { runCommand } from '../support/run-cmd.js';
+import { usePooler, useSetup } from '../support/suite.js';
+import { sleep } from '../support/wait.js';
+
+const SOCKOPTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/support/sockopts.py');
+const USER = USERS.trust.name;
+
+const setup = useSetup({ cluster: { name: 'tcp-settings' } });
+const { c } = setup;
+
+interface SockOpts {
+  local: number;
+  remote: number;
+  listen: boolean;
+  keepalive: number;
+  keepidle: number;
+  keepintvl: number;
+  keepcnt: number;
+  user_timeout: number;
+  sndbuf: number;
+  rcvbuf: number;
+  nodelay: number;
+  defer_accept: number;
+}
+
+async function sockets(p: Pooler): Promise<SockOpts[]> {
+  const r = await runCommand('python3', [SOCKOPTS, String(p.pid)]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as SockOpts[];
+}
+
+const TUNED: Record<string, string> = {
+  tcp_keepalive: '1',
+  tcp_keepidle: '31',
+  tcp_keepintvl: '7',
+  tcp_keepcnt: '4',
+  tcp_user_timeout: '12345',
+  tcp_socket_buffer: '65536',
+  tcp_defer_accept: '1',
+};
+
+function ini(tcp: Record<string, string>): IniSections {
+  return {
+    pgbouncer: { auth_type: 'trust', pool_mode: 'session', ...tcp },
+    databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0` },
+  };
+}
+
+/** A client linked to a server (session mode), and its own local port. */
+async function linkedClient(p: Pooler): Promise<{ client: pg.Client; port: number }> {
+  const client = await connectClient({ host: '127.0.0.1', port: p.port, user: USER, database: 'p0' });
+  await client.query('SELECT 1');
+  const port = (client as unknown as { connection: { stream: { localPort: number } } }).connection.stream.localPort;
+  return { client, port };
+}
+
+describe('TCP settings', () => {
+  const { p } = usePooler({ ini: () => ini(TUNED), dumpLogs: { clusters: () => [setup.cluster] } });
+
+  it('are set on the client socket, the server socket, and the listening socket', async () => {
+    const { client, port } = await linkedClient(p());
+    try {
+      const all = await sockets(p());
+      const toClient = all.find((s) => s.local === p().port && s.remote === port);
+      const toServer = all.find((s) => s.remote === c().port);
+      const listener = all.find((s) => s.listen && s.local === p().port);
+      assert.ok(toClient && toServer && listener, JSON.stringify(all));
+      for (const [side, s] of [['client', toClient], ['server', toServer]] as const) {
+        assert.deepEqual(
+          { keepalive: s.keepalive, keepidle: s.keepidle, keepintvl: s.keepintvl, keepcnt: s.keepcnt, user_timeout: s.user_timeout, nodelay: s.nodelay },
+          { keepalive: 1, keepidle: 31, keepintvl: 7, keepcnt: 4, user_timeout: 12345, nodelay: 1 },
+          `${side} side`,
+        );
+        // Linux doubles the value given to SO_SNDBUF/SO_RCVBUF for its own bookkeeping.
+        assert.equal(s.sndbuf, 2 * 65536, `${side} SO_SNDBUF`);
+        assert.equal(s.rcvbuf, 2 * 65536, `${side} SO_RCVBUF`);
+      }
+      assert.ok(listener.defer_accept > 0, `TCP_DEFER_ACCEPT ${listener.defer_accept}`);
+      assert.deepEqual((await client.query('SELECT 2 AS x')).rows, [{ x: 2 }]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('a reload applies new values to new connections and to the listener', async () => {
+    await p().writeIni(ini({ tcp_keepalive: '0', tcp_defer_accept: '0', tcp_user_timeout: '0' }));
+    p().reload();
+    await p().waitForLog(/configuration reloaded/);
+    // The earlier test's server was given back to the pool: a new one comes with the new values.
+    const old = await sockets(p());
+    const { client, port } = await linkedClient(p());
+    try {
+      const all = await sockets(p());
+      const toClient = all.find((s) => s.local === p().port && s.remote === port)!;
+      assert.equal(toClient.keepalive, 0);
+      assert.equal(toClient.user_timeout, 0);
+      assert.equal(all.find((s) => s.listen && s.local === p().port)?.defer_accept, 0);
+      // The server reused from before keeps what it was set up with.
+      const server = all.find((s) => s.remote === c().port)!;
+      assert.ok(old.some((s) => s.local === server.local && s.keepalive === 1));
+    } finally {
+      await client.end();
+    }
+  });
+});
+
+describe('TCP settings left at their defaults', () => {
+  const { p } = usePooler({ ini: () => ini({ tcp_defer_accept: '0' }) });
+
+  it('keep keepalive on with the system\'s timers, and touch nothing else', async () => {
+    const { client, port } = await linkedClient(p());
+    try {
+      await sleep(100);
+      const all = await sockets(p());
+      const system = (await runCommand('sysctl', ['-n', 'net.ipv4.tcp_keepalive_time'])).stdout.trim();
+      for (const s of [all.find((x) => x.local === p().port && x.remote === port)!, all.find((x) => x.remote === c().port)!]) {
+        assert.equal(s.keepalive, 1);
+        assert.equal(String(s.keepidle), system, 'tcp_keepidle = 0 leaves the system default');
+        assert.equal(s.user_timeout, 0);
+      }
+    } finally {
+      await client.end();
+    }
+  });
+});
