@@ -14,6 +14,7 @@ import { startMetrics, type MetricsServer } from './metrics/prometheus.js';
 import { reloads } from './metrics/stats.js';
 import { listenerProblem, openListeners, type Listeners } from './net/listener.js';
 import { tcpSettingsWithoutEffect } from './net/tcp.js';
+import { configureSyslog } from './net/syslog.js';
 import { trimHeap } from './net/native.js';
 import { HandshakeGate, buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
@@ -277,6 +278,8 @@ export class App implements ClientHost, AdminHost {
       this.listeners?.retune(cfg);
       for (const c of this.clients) c.onReload();
       setVerbose(cfg.verbose);
+      const noSyslog = configureSyslog(cfg);
+      if (noSyslog !== null) log().warn(noSyslog);
       log().info('configuration reloaded');
       reloads.ok++;
       return notice === undefined ? { ok: true } : { ok: true, notice };

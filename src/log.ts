@@ -95,6 +95,9 @@ interface Output {
   readonly sinks: readonly Sink[];
 }
 
+/** The syslog sink (net/syslog.ts) while syslog is on: kept across configureLog. */
+let syslogSink: Sink | null = null;
+
 /** The -v count, kept for setVerbose. */
 let cliVerbose = 0;
 
@@ -112,9 +115,18 @@ export function configureLog(opts: LogOptions): void {
   const sinks: Sink[] = [];
   if (!opts.quiet) sinks.push(make(new LineWriter(1, 'stdout')));
   if (opts.logfile !== null) sinks.push(make(openLogfile(opts.logfile)));
+  if (syslogSink !== null) sinks.push(syslogSink);
   cliVerbose = opts.cliVerbose ?? 0;
   output = { rank: opts.least !== undefined ? RANK[opts.least] : rankOf(opts.verbose + cliVerbose), sinks };
-  for (const s of old.sinks) s.close();
+  for (const s of old.sinks) if (s !== syslogSink) s.close();
+}
+
+/** Send lines to syslog as well, or no longer (null); the syslog sink before is closed. */
+export function setSyslogSink(sink: Sink | null): void {
+  const before = syslogSink;
+  syslogSink = sink;
+  output = { rank: output.rank, sinks: [...output.sinks.filter((s) => s !== before), ...(sink === null ? [] : [sink])] };
+  before?.close();
 }
 
 /** A new `verbose` from a reload or the console's SET takes effect at once, as in PgBouncer. */

@@ -8,6 +8,7 @@ import { App, VERSION, authRules, type ShutdownMode } from './app.js';
 import { ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { configureLog, flushLog, log } from './log.js';
+import { configureSyslog } from './net/syslog.js';
 import { listenerProblem } from './net/listener.js';
 import { buildTlsContexts } from './net/tls.js';
 
@@ -110,7 +111,9 @@ async function main(): Promise<void> {
   }
   if (args.daemon) return daemonize(cfg);
   configureLog({ logfile: cfg.logfile, format: cfg.logFormat, verbose: cfg.verbose, cliVerbose: args.verbose, quiet: args.quiet });
+  const noSyslog = configureSyslog(cfg);
   log().info(`process up: pgpool-ts ${VERSION}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
+  if (noSyslog !== null) log().warn(noSyslog);
   if (cfg.pidfile !== null) writePidfile(cfg.pidfile);
   let app: App;
   try {

@@ -29,6 +29,11 @@
  * And deferAccept(fd, on): TCP_DEFER_ACCEPT on a listening socket (1 second when on, as PgBouncer
  * sets it), so accept() wakes the pooler only once the client has sent its first bytes.
  *
+ * And dgramConnect(path) -> fd and dgramSend(fd, buffer) -> boolean: a unix-domain datagram
+ * socket connected to `path` (the syslog socket, /dev/log), which Node's dgram cannot open, and one
+ * datagram sent on it without blocking (false: the reader's queue is full and it was dropped; any
+ * other failure throws, so the caller reconnects).
+ *
  * This is the pooler's one native addon: socket options that Node does not expose belong here
  * too, one small function each.
  *
@@ -44,6 +49,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -312,6 +318,69 @@ static napi_value defer_accept(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+static napi_value dgram_connect(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	struct sockaddr_un sa;
+	size_t len;
+	int fd;
+	char what[sizeof(sa.sun_path) + 32];
+	napi_value out;
+
+	memset(&sa, 0, sizeof(sa));
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return NULL;
+	if (argc < 1 || napi_get_value_string_utf8(env, argv[0], sa.sun_path, sizeof(sa.sun_path), &len) != napi_ok ||
+	    len == 0 || len >= sizeof(sa.sun_path) - 1) {
+		napi_throw_type_error(env, NULL, "dgramConnect(path): a unix socket path shorter than sun_path");
+		return NULL;
+	}
+	sa.sun_family = AF_UNIX;
+	snprintf(what, sizeof(what), "connect %s", sa.sun_path);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return throw_errno(env, "socket(AF_UNIX, SOCK_DGRAM)", errno);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		int err = errno;
+		close(fd);
+		return throw_errno(env, what, err);
+	}
+	if (napi_create_int32(env, fd, &out) != napi_ok) {
+		close(fd);
+		return NULL;
+	}
+	return out;
+}
+
+static napi_value dgram_send(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	int32_t fd;
+	void *data;
+	size_t len;
+	napi_value out;
+
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return NULL;
+	if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+	    napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+		napi_throw_type_error(env, NULL, "dgramSend(fd, buffer): an fd and a Buffer");
+		return NULL;
+	}
+	if (send(fd, data, len, MSG_NOSIGNAL) < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
+			return throw_errno(env, "send", errno);
+		if (napi_get_boolean(env, false, &out) != napi_ok)
+			return NULL;
+		return out;
+	}
+	if (napi_get_boolean(env, true, &out) != napi_ok)
+		return NULL;
+	return out;
+}
+
 static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb)
 {
 	napi_value fn;
@@ -324,7 +393,8 @@ static napi_value init(napi_env env, napi_value exports)
 {
 	if (!export_fn(env, exports, "peercred", peercred) || !export_fn(env, exports, "trim", trim) ||
 	    !export_fn(env, exports, "tcpBind", tcp_bind) || !export_fn(env, exports, "tcpTune", tcp_tune) ||
-	    !export_fn(env, exports, "deferAccept", defer_accept))
+	    !export_fn(env, exports, "deferAccept", defer_accept) || !export_fn(env, exports, "dgramConnect", dgram_connect) ||
+	    !export_fn(env, exports, "dgramSend", dgram_send))
 		return NULL;
 	return exports;
 }

@@ -180,6 +180,11 @@ const SETTINGS: readonly Setting[] = [
   setting('verbose', count(), '0', (c) => c.verbose),
   // pgpool-ts only: PgBouncer's text lines, or JSON lines for log pipelines.
   setting('log_format', { type: 'enum', values: LOG_FORMATS }, 'text', (c) => c.logFormat, false),
+  setting('syslog', BOOL, '0', (c) => c.syslog),
+  setting('syslog_ident', STR, 'pgbouncer', (c) => c.syslogIdent),
+  setting('syslog_facility', { type: 'enum', values: SYSLOG_FACILITIES }, 'daemon', (c) => c.syslogFacility),
+  // pgpool-ts only: a container may mount the daemon's socket elsewhere.
+  setting('syslog_socket', STR, '/dev/log', (c) => c.syslogSocket),
   // TLS towards clients
   setting('client_tls_sslmode', SSLMODE, 'disable', (c) => c.clientTls.sslmode),
   setting('client_tls_key_file', FILE_IN, '', (c) => c.clientTls.keyFile),
@@ -205,9 +210,6 @@ const SETTINGS: readonly Setting[] = [
   setting('metrics_listen_addr', STR, '127.0.0.1', (c) => c.metricsListenAddr, false),
   setting('metrics_port', count(0, 65535), '0', (c) => c.metricsPort, false),
   // Real PgBouncer settings that pgpool-ts accepts (so an existing file loads) but does not act on.
-  setting('syslog', BOOL, '0', null),
-  setting('syslog_ident', STR, 'pgbouncer', null),
-  setting('syslog_facility', { type: 'enum', values: SYSLOG_FACILITIES }, 'daemon', null),
   setting('sbuf_loopcnt', count(), '5', null),
   setting('dns_zone_check_period', TIME, '0', null),
   setting('resolv_conf', STR, '', null, false),
@@ -731,6 +733,10 @@ function build(collected: Collected, mainFile: string, configFile: string | null
     statsPeriod: num('stats_period'),
     verbose: num('verbose'),
     logFormat: oneOf('log_format', LOG_FORMATS),
+    syslog: bool('syslog'),
+    syslogIdent: str('syslog_ident'),
+    syslogFacility: str('syslog_facility'),
+    syslogSocket: str('syslog_socket'),
     clientTls: {
       sslmode: clientMode,
       keyFile: opt('client_tls_key_file'),

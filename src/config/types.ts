@@ -192,6 +192,12 @@ export interface Config {
   readonly verbose: number;
   /** How the console and `logfile` lines are written (pgpool-ts only). */
   readonly logFormat: LogFormat;
+  /** Log lines of level LOG and up to the local syslog daemon as well (RFC 3164 datagrams). */
+  readonly syslog: boolean;
+  readonly syslogIdent: string;
+  readonly syslogFacility: string;
+  /** Where the syslog daemon listens (pgpool-ts only; PgBouncer's syslog(3) always uses /dev/log). */
+  readonly syslogSocket: string;
 
   // --- TLS
   readonly clientTls: ClientTls;

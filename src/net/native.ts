@@ -1,7 +1,7 @@
 // The optional native addon native/peercred, and the one place that loads it. Node's net cannot
 // read a unix socket's peer credentials, give glibc's heap back, set a socket option before
-// bind(), or set the TCP options PgBouncer tunes; the addon does those, one small C function each
-// (see peercred.c).
+// bind(), set the TCP options PgBouncer tunes, or open a unix datagram socket (syslog); the addon
+// does those, one small C function each (see peercred.c).
 //
 // Without it (no C toolchain at install, or an image built with --ignore-scripts) the pooler runs,
 // and each feature that needs it says so with the fix: peer logins are refused, so_reuseport is a
@@ -27,6 +27,10 @@ export interface NativeAddon {
   tcpTune(fd: number, keepalive: boolean, keepidle: number, keepintvl: number, keepcnt: number, userTimeoutMs: number, socketBuffer: number): void;
   /** TCP_DEFER_ACCEPT on a listening socket. */
   deferAccept(fd: number, on: boolean): void;
+  /** A non-blocking unix datagram socket connected to `path` (syslog). */
+  dgramConnect(path: string): number;
+  /** One datagram; false when the reader's queue was full and it was dropped. */
+  dgramSend(fd: number, data: Buffer): boolean;
 }
 
 /** dist/src/net/native.js → <root>/native/peercred/build/Release/peercred.node */

@@ -62,6 +62,7 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     tcpDeferAccept: true, tcpSocketBuffer: 0,
     adminUsers: [], statsUsers: [], logConnections: true, logDisconnections: true, logPoolerErrors: true,
     logStats: true, statsPeriod: 60, verbose: 0, logFormat: 'text',
+    syslog: false, syslogIdent: 'pgbouncer', syslogFacility: 'daemon', syslogSocket: '/dev/log',
     metricsListenAddr: '127.0.0.1', metricsPort: 0,
   });
   assert.deepEqual(clientTls, {
@@ -72,7 +73,6 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     sslmode: 'prefer', keyFile: null, certFile: null, caFile: null, crlFile: null,
     protocols: 'secure', ciphers: 'default', tls13Ciphers: '',
   });
-  assert.equal(otherSettings.get('syslog_ident'), 'pgbouncer');
   assert.equal(otherSettings.get('scram_iterations'), '4096');
   // An empty file is a valid config too.
   assert.equal(load('').listenPort, 6432);
@@ -136,7 +136,7 @@ test('a realistic pgbouncer.ini with %include, comments, quoted connstrs, * fall
   assert.equal(c.serverTls.sslmode, 'require');
   assert.equal(c.unixSocketMode, 0o700);
   assert.equal(c.serverLifetime, 1800.5);
-  assert.equal(c.otherSettings.get('syslog'), '1');
+  assert.equal(c.syslog, true);
   assert.deepEqual([...c.authEntries.keys()], ['app', 'admin']);
   assert.equal(c.authEntries.get('admin')?.secret, 'adminpw');
   assert.equal(
