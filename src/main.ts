@@ -36,6 +36,8 @@ interface Args {
 }
 
 function die(msg: string): never {
+  // The log's lines so far first, so the reason is the last thing said.
+  flushLog();
   process.stderr.write(`pgpool-ts: ${msg}\n`);
   process.exit(1);
 }
