@@ -35,6 +35,7 @@ import { ScramClientSession, ScramServerSession, parseScramSecret, type ScramSec
 import { decodeStartupPacket } from '../src/protocol/startup.js';
 import { configureLog } from '../src/log.js';
 import { buildTlsContexts } from '../src/net/tls.js';
+import { Peers } from '../src/pool/peer-pool.js';
 import { Registry } from '../src/pool/registry.js';
 import { ServerAuth } from '../src/server/server-auth.js';
 
@@ -1134,6 +1135,8 @@ function consoleSetup(): NonNullable<typeof consoleState> {
     clients: new Set<ClientConn>(),
     version: 'fuzz',
     stopping: false,
+    instance: null,
+    peers: new Peers(() => cfg),
     reload: () => ({ ok: false as const, error: 'not in the fuzzer' }),
     shutdown: async () => undefined,
   };

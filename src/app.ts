@@ -1,6 +1,7 @@
 // The composition root: listeners, clients, the pool registry and the janitor; start, reload and
 // shutdown. Nothing imports it but main.ts.
 import net from 'node:net';
+import path from 'node:path';
 import { refresh } from './clock.js';
 import { Console, type AdminHost } from './admin/console.js';
 import { CancelKeys, cancelKey, routeCancel, type KeyOrigin } from './client/cancel-keys.js';
@@ -8,9 +9,11 @@ import { ClientConn, type ClientHost } from './client/client-conn.js';
 import { loadAuthRules, type AuthRules } from './client/hba.js';
 import { ConfigError, formatProblem, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
+import type { ConsoleOutcome } from './admin/console.js';
+import { workerSocketDir, type WorkerHost, type WorkerLink } from './cluster/worker-link.js';
 import { Errors, type PoolerError } from './errors.js';
 import { log, setVerbose } from './log.js';
-import { startMetrics, type MetricsServer } from './metrics/prometheus.js';
+import { metricsOf, startMetrics, type MetricsServer, type WorkerSeries } from './metrics/prometheus.js';
 import { reloads } from './metrics/stats.js';
 import { listenerProblem, openListeners, type Listeners } from './net/listener.js';
 import { tcpSettingsWithoutEffect } from './net/tcp.js';
@@ -18,7 +21,7 @@ import { configureSyslog } from './net/syslog.js';
 import { trimHeap } from './net/native.js';
 import { HandshakeGate, buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
-import { Peers } from './pool/peer-pool.js';
+import { PeerPool, Peers } from './pool/peer-pool.js';
 import { zeroStats, type Pool } from './pool/pool.js';
 import { Registry } from './pool/registry.js';
 import { TxStatus } from './protocol/codes.js';
@@ -40,7 +43,7 @@ const MAX_CONCURRENT_HANDSHAKES = 32;
 const TRIM_AFTER_CLOSED = 1000;
 const TRIM_INTERVAL_MS = 10_000;
 
-export class App implements ClientHost, AdminHost {
+export class App implements ClientHost, AdminHost, WorkerHost {
   readonly version = VERSION;
   readonly console: Console;
   readonly registry: Registry;
@@ -62,27 +65,72 @@ export class App implements ClientHost, AdminHost {
   auth: AuthRules;
   readonly handshakes = new HandshakeGate(MAX_CONCURRENT_HANDSHAKES);
 
-  /** Throws when a TLS, hba or ident file is unusable (startup must fail with the reason). */
-  constructor(public cfg: Config) {
+  /** Cancel requests forwarded to the other workers of the instance, by worker index. */
+  private readonly siblings = new Map<number, PeerPool>();
+
+  /**
+   * Throws when a TLS, hba or ident file is unusable (startup must fail with the reason). `link`:
+   * this process is a worker of a multi-worker instance (cluster/), whose main process counts the
+   * limits, answers the console for the whole instance and serves the metrics.
+   */
+  constructor(
+    public cfg: Config,
+    private readonly link: WorkerLink | null = null,
+  ) {
     const problem = listenerProblem(cfg);
-    if (problem !== null) throw new ConfigError([{ file: cfg.configFile ?? '<environment>', line: 0, setting: 'so_reuseport', message: problem }]);
+    if (problem !== null) throw new ConfigError([{ file: cfg.configFile ?? '<environment>', line: 0, ...problem }]);
     this.auth = authRules(cfg);
     this.tls = buildTlsContexts(cfg, certAuthPossible(cfg, this.auth));
     this.registry = new Registry(cfg, this.tls);
+    this.registry.slots = link;
     this.console = new Console(this);
     this.exited = new Promise((r) => (this.exitResolve = r));
   }
 
+  /** The instance this process is a worker of, for the console; null when it serves alone. */
+  get instance(): WorkerLink | null {
+    return this.link;
+  }
+
   async start(): Promise<void> {
-    this.listeners = await openListeners(this.cfg, this.onConnection);
+    const link = this.link;
+    // A worker shares the TCP port with its siblings; its unix socket is its own (where they
+    // forward cancels), the instance's being the main process's.
+    const role = link === null ? null : { tcp: true, reusePort: true, unixDir: link.socketDir, ownPeer: false, pauseOnConnect: false };
+    this.listeners = await openListeners(this.cfg, this.onConnection, role);
     this.janitor = setInterval(this.sweep, JANITOR_MS);
     // One line per socket, as PgBouncer: `listening on 127.0.0.1:6432`, `listening on unix:/tmp/.s.PGSQL.6432`.
     for (const a of this.listeners.addresses) log().info(`listening on ${a}`);
     for (const w of tcpSettingsWithoutEffect(this.cfg)) log().warn(w);
-    if (this.cfg.metricsPort > 0) {
+    if (link !== null) {
+      link.attach(this, () => void this.stop('immediate'));
+      link.ready();
+    } else if (this.cfg.metricsPort > 0) {
       this.metrics = await startMetrics(this);
       log().info(`metrics on http://${this.cfg.metricsListenAddr}:${this.metrics.port}/metrics`);
     }
+  }
+
+  // ---------------------------------------------------------------- WorkerHost
+
+  runConsole(sql: string, admin: boolean): ConsoleOutcome | Promise<ConsoleOutcome> {
+    return this.console.run(null, sql, admin);
+  }
+
+  closeIdleFor(by: 'pool' | 'db' | 'user', name: string): boolean {
+    return this.registry.closeIdleFor(by, name);
+  }
+
+  private ownMetrics: ReturnType<typeof metricsOf> | null = null;
+
+  async workerMetrics(): Promise<{ series: WorkerSeries; health: string | null }> {
+    const m = (this.ownMetrics ??= metricsOf(this));
+    return { series: await m.series(), health: await m.source.health() };
+  }
+
+  acceptUnix(socket: net.Socket): void {
+    this.onConnection(socket, true, true);
+    socket.resume();
   }
 
   /** A shutdown is under way (for the console's RESUME and /healthz). */
@@ -114,18 +162,52 @@ export class App implements ClientHost, AdminHost {
     return this.registry.authQuery(dbName, user);
   }
 
-  admitClient(): boolean {
-    // The client asking is already in the set.
-    return this.clients.size <= this.cfg.maxClientConn;
+  admit(client: ClientConn): PoolerError | null | Promise<PoolerError | null> {
+    // The client asking is already in the set; the console is exempt from max_client_conn.
+    if (this.link === null && !client.admin && this.clients.size > this.cfg.maxClientConn) return Errors.tooManyClients();
+    client.counted = true;
+    const local = this.registry.countClient(client.dbName, client.user, client.admin);
+    if (this.link === null || client.admin) return local;
+    // A worker: the main process counts the whole instance; these counts are for SHOW only.
+    const admin = this.cfg.adminUsers.includes(client.user);
+    return this.link
+      .admit({
+        db: client.dbName,
+        user: client.user,
+        maxClients: this.cfg.maxClientConn,
+        maxDb: admin ? 0 : this.registry.maxDbClients(client.dbName, false),
+        maxUser: admin ? 0 : this.registry.maxUserClients(client.user),
+      })
+      .then((refusal) => {
+        if (refusal === null) {
+          // The client may have gone while the instance answered.
+          if (client.phase === 'closed') this.link?.leave(client.dbName, client.user);
+          else this.admittedByInstance.add(client);
+          return null;
+        }
+        return refusal === 'max_client_conn' ? Errors.tooManyClients() : Errors.clientLimit(refusal);
+      });
   }
 
-  countClient(client: ClientConn): PoolerError | null {
-    return this.registry.countClient(client.dbName, client.user, client.admin);
-  }
+  /** Clients the instance admitted (workers): each is let go once it closes. */
+  private readonly admittedByInstance = new Set<ClientConn>();
 
   /** Where this process is in the cancel key layout. */
   private get keyOrigin(): KeyOrigin {
-    return { peerId: this.cfg.peerId, worker: 0 };
+    return { peerId: this.cfg.peerId, worker: this.link?.index ?? 0 };
+  }
+
+  /** A cancel for a client of another worker: to that worker's own unix socket. */
+  private forwardToWorker(worker: number, key: Buffer): void {
+    const link = this.link;
+    if (link === null || worker < 1 || worker > link.count) return void log().debug({ worker }, 'cancel request names no worker of this instance');
+    let pool = this.siblings.get(worker);
+    if (pool === undefined) {
+      const address = { unix: path.join(workerSocketDir(link.dir, worker), `.s.PGSQL.${this.cfg.listenPort}`) };
+      pool = new PeerPool(worker, address, this.cfg.defaultPoolSize, () => this.cfg);
+      this.siblings.set(worker, pool);
+    }
+    pool.forward(encodeCancelRequest(key.readInt32BE(0), key.subarray(4)));
   }
 
   mintCancelKey(secretLength: number, client: ClientConn): Buffer {
@@ -140,7 +222,7 @@ export class App implements ClientHost, AdminHost {
       if (!this.peers.forward(route.peerId, packet)) log().debug({ peer: route.peerId }, 'could not find peer to forward request to');
       return;
     }
-    if (route.to === 'worker') return;
+    if (route.to === 'worker') return this.forwardToWorker(route.worker, route.key);
     const client = this.cancelKeys.get(route.key);
     // Unknown keys are ignored, as PostgreSQL does: nothing tells the sender whether it hit.
     if (client === undefined) return;
@@ -156,6 +238,7 @@ export class App implements ClientHost, AdminHost {
   onClientClosed(client: ClientConn): void {
     this.clients.delete(client);
     if (client.counted) this.registry.uncountClient(client.dbName, client.user);
+    if (this.admittedByInstance.delete(client)) this.link?.leave(client.dbName, client.user);
     this.closedSinceTrim++;
     if (client.cancelKey !== null) this.cancelKeys.delete(client.cancelKey);
     if (this.shuttingDown === 'wait_for_clients' && this.applicationClients() === 0) this.clientsDropped();
@@ -225,6 +308,7 @@ export class App implements ClientHost, AdminHost {
     }
     this.registry.sweep();
     this.peers.sweep();
+    for (const s of this.siblings.values()) s.sweep();
     this.maybeTrimHeap(t);
   };
 
@@ -291,8 +375,15 @@ export class App implements ClientHost, AdminHost {
     }
   }
 
-  /** SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]. */
+  /** The console's SHUTDOWN: this process, or every worker of the instance (through its main
+   * process, as the matching signal would). */
   async shutdown(mode: ShutdownMode): Promise<void> {
+    if (this.link !== null) return this.link.shutdown(mode);
+    return this.stop(mode);
+  }
+
+  /** Stop this process: SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS], or a signal. */
+  async stop(mode: ShutdownMode): Promise<void> {
     if (this.shuttingDown !== null && mode !== 'immediate') mode = 'immediate';
     // Suspended clients cannot finish, so a drain would never end (and RESUME is refused during a
     // shutdown): go down at once, as PgBouncer does ("suspend was in progress"), though with 0.

@@ -9,6 +9,9 @@ import { ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadCo
 import type { Config } from './config/types.js';
 import { configureLog, flushLog, log } from './log.js';
 import { configureSyslog } from './net/syslog.js';
+import { Supervisor } from './cluster/supervisor.js';
+import { WorkerLink } from './cluster/worker-link.js';
+import { stripeConnectionIds } from './ids.js';
 import { listenerProblem } from './net/listener.js';
 import { buildTlsContexts } from './net/tls.js';
 
@@ -102,7 +105,7 @@ async function main(): Promise<void> {
       die(`${cfg.configFile ?? '<environment>'}: ${(err as Error).message}`);
     }
     const listening = listenerProblem(cfg);
-    if (listening !== null) die(`${cfg.configFile ?? '<environment>'}: so_reuseport: ${listening}`);
+    if (listening !== null) die(`${cfg.configFile ?? '<environment>'}: ${listening.setting}: ${listening.message}`);
     process.stdout.write(describeConfig(cfg) + '\n');
     process.exit(0);
   }
@@ -111,31 +114,55 @@ async function main(): Promise<void> {
     const { runDemo } = await import('./demo.js');
     return runDemo();
   }
-  if (args.daemon) return daemonize(cfg);
+  // A worker of a multi-worker instance: its main process started it (cluster/supervisor.ts).
+  const link = WorkerLink.fromEnv(process.env);
+  if (args.daemon && link === null) return daemonize(cfg);
   configureLog({ logfile: cfg.logfile, format: cfg.logFormat, verbose: cfg.verbose, cliVerbose: args.verbose, quiet: args.quiet });
   const noSyslog = configureSyslog(cfg);
-  log().info(`process up: pgpool-ts ${VERSION}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
-  if (noSyslog !== null) log().warn(noSyslog);
-  if (cfg.pidfile !== null) writePidfile(cfg.pidfile);
-  let app: App;
-  try {
-    app = new App(cfg);
-  } catch (err) {
-    die((err as Error).message);
-  }
-  try {
-    await app.start();
-  } catch (err) {
-    die(`could not listen: ${(err as Error).message}`);
-  }
+  if (link === null) log().info(`process up: pgpool-ts ${VERSION}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
+  else log().info(`worker ${link.index} of ${link.count} up`);
+  if (noSyslog !== null && link === null) log().warn(noSyslog);
+  if (cfg.pidfile !== null && link === null) writePidfile(cfg.pidfile);
   const runAs = args.user ?? cfg.user;
-  if (runAs !== null) dropPrivileges(runAs);
-  installSignals(app);
-  await app.exited;
-  if (cfg.pidfile !== null) fs.rmSync(cfg.pidfile, { force: true });
+  if (cfg.workers > 1 && link === null) {
+    await runInstance(cfg, runAs);
+  } else {
+    if (link !== null) stripeConnectionIds(link.index, link.count);
+    let app: App;
+    try {
+      app = new App(cfg, link);
+    } catch (err) {
+      die((err as Error).message);
+    }
+    try {
+      await app.start();
+    } catch (err) {
+      die(`could not listen: ${(err as Error).message}`);
+    }
+    if (runAs !== null) dropPrivileges(runAs);
+    installSignals(app);
+    await app.exited;
+  }
+  if (cfg.pidfile !== null && link === null) fs.rmSync(cfg.pidfile, { force: true });
   log().info('shutdown complete');
   flushLog();
   process.exit(0);
+}
+
+/** `workers` > 1: this process starts the workers and runs the instance until it stops. */
+async function runInstance(cfg: Config, runAs: string | null): Promise<void> {
+  // The workers check their config themselves; this fails at once on what they would all fail on.
+  const problem = listenerProblem(cfg);
+  if (problem !== null) die(`${cfg.configFile ?? '<environment>'}: ${problem.setting}: ${problem.message}`);
+  const instance = new Supervisor(cfg, process.argv[1]!, process.argv.slice(2));
+  instance.installSignals();
+  try {
+    await instance.start();
+  } catch (err) {
+    die(`could not start: ${(err as Error).message}`);
+  }
+  if (runAs !== null) dropPrivileges(runAs);
+  await instance.exited;
 }
 
 function installSignals(app: App): void {
@@ -144,17 +171,17 @@ function installSignals(app: App): void {
     // A second signal during a shutdown exits at once (PgBouncer 1.23+).
     if (app.stopping) {
       log().info(`got ${signal} while shutting down, fast exit`);
-      void app.shutdown('immediate');
+      void app.stop('immediate');
       return;
     }
     log().info(`got ${signal}, shutting down, ${words}`);
-    void app.shutdown(mode);
+    void app.stop(mode);
   };
   process.on('SIGTERM', stop('SIGTERM', 'wait_for_clients', 'waiting for all clients disconnect'));
   process.on('SIGINT', stop('SIGINT', 'wait_for_servers', 'waiting for all servers connections to be released'));
   process.on('SIGQUIT', () => {
     log().info('got SIGQUIT, fast exit');
-    void app.shutdown('immediate');
+    void app.stop('immediate');
   });
   process.on('SIGHUP', () => {
     log().info('got SIGHUP, re-reading config');

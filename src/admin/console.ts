@@ -21,6 +21,9 @@ export type ShutdownMode = 'immediate' | 'wait_for_servers' | 'wait_for_clients'
 export interface AdminHost extends ShowHost {
   /** A shutdown is under way (RESUME is refused, as in PgBouncer). */
   readonly stopping: boolean;
+  /** In a multi-worker instance: runs a command in every worker and merges the answers
+   * (cluster/); null in a single process. */
+  readonly instance: { console(sql: string, admin: boolean): Promise<ConsoleOutcome> } | null;
   /** Re-read the config file, with `overrides` ([pgbouncer] key → value) over it; a bad result
    * changes nothing and says why. */
   reload(overrides?: ReadonlyMap<string, string>, opts?: { tlsOneAtATime?: boolean }): { ok: true; notice?: string } | { ok: false; error: string };
@@ -29,6 +32,14 @@ export interface AdminHost extends ShowHost {
 
 /** Messages for the client, ReadyForQuery excluded; null = no answer (SHUTDOWN, the client left). */
 type Reply = Buffer[] | null;
+
+/** What one command gives in one process: a SHOW's result set is kept apart, so the workers'
+ * answers can be merged (admin/merge.ts) before it is encoded. */
+export type ConsoleOutcome = { readonly show: string; readonly rs: ResultSet } | { readonly reply: Reply };
+
+function encodeOutcome(o: ConsoleOutcome): Reply {
+  return 'rs' in o ? resultSet(o.rs) : o.reply;
+}
 
 type Rights = 'admin' | 'stats';
 
@@ -128,35 +139,48 @@ export class Console implements AdminConsole {
   // ---------------------------------------------------------------- parsing and dispatch
 
   private execute(client: ClientConn, sql: string): Reply | Promise<Reply> {
-    if (sql.trim() === '' || sql.trim() === ';') return [encode.emptyQueryResponse];
     const admin = this.rights.get(client) === 'admin';
+    const instance = this.host.instance;
+    if (instance !== null && instanceWide(sql, admin)) return instance.console(sql, admin).then(encodeOutcome);
+    const o = this.run(client, sql, admin);
+    return o instanceof Promise ? o.then(encodeOutcome) : encodeOutcome(o);
+  }
+
+  /**
+   * A command's outcome in this process. `client` is null when another worker of the instance
+   * asked (the command acts here too): then nothing waits on a session.
+   */
+  run(client: ClientConn | null, sql: string, admin: boolean): ConsoleOutcome | Promise<ConsoleOutcome> {
+    const reply = (r: Reply | Promise<Reply>): ConsoleOutcome | Promise<ConsoleOutcome> =>
+      r instanceof Promise ? r.then((x) => ({ reply: x })) : { reply: r };
+    if (sql.trim() === '' || sql.trim() === ';') return { reply: [encode.emptyQueryResponse] };
     const cmd = COMMAND_RX.exec(sql);
     if (cmd !== null) {
       const name = unquoteWord(cmd[1]!).toLowerCase();
       const arg = cmd[2] === undefined ? '' : unquoteWord(cmd[2]);
       if (name === 'show' || name === 'select') return this.show(arg, admin, sql);
-      if (!Object.hasOwn(CONTROL, name)) return syntaxError(sql);
-      if (!admin) return adminNeeded();
-      return CONTROL[name]!.call(this, client, arg, sql);
+      if (!Object.hasOwn(CONTROL, name)) return { reply: syntaxError(sql) };
+      if (!admin) return { reply: adminNeeded() };
+      return reply(CONTROL[name]!.call(this, client, arg, sql));
     }
     const set = SET_RX.exec(sql);
-    if (set !== null) return this.set(unquoteWord(set[1]!), unquoteValue(set[2]!), admin);
-    return syntaxError(sql);
+    if (set !== null) return { reply: this.set(unquoteWord(set[1]!), unquoteValue(set[2]!), admin) };
+    return { reply: syntaxError(sql) };
   }
 
-  private show(arg: string, admin: boolean, sql: string): Reply {
+  private show(arg: string, admin: boolean, sql: string): ConsoleOutcome {
     const name = arg.toLowerCase();
     const fake = FAKE_PARAMS.get(name);
-    if (fake !== undefined) return resultSet({ columns: [{ name, typeOid: 25 }], rows: [[fake]] });
+    if (fake !== undefined) return { show: name, rs: { columns: [{ name, typeOid: 25 }], rows: [[fake]] } };
     if (name === 'help') {
-      return [encode.noticeResponse({ severity: 'NOTICE', code: '00000', message: 'Console usage', detail: HELP_TEXT }), encode.commandComplete('SHOW')];
+      return { reply: [encode.noticeResponse({ severity: 'NOTICE', code: '00000', message: 'Console usage', detail: HELP_TEXT }), encode.commandComplete('SHOW')] };
     }
     if (name === 'fds') {
-      if (!admin) return adminNeeded();
-      return err('SHOW FDS is not supported: pgpool-ts has no online restart (-R); use SHUTDOWN WAIT_FOR_CLIENTS', SqlState.FeatureNotSupported);
+      if (!admin) return { reply: adminNeeded() };
+      return { reply: err('SHOW FDS is not supported: pgpool-ts has no online restart (-R); use SHUTDOWN WAIT_FOR_CLIENTS', SqlState.FeatureNotSupported) };
     }
-    if (!Object.hasOwn(SHOW, name)) return syntaxError(sql);
-    return resultSet(SHOW[name]!(this.host, this.period));
+    if (!Object.hasOwn(SHOW, name)) return { reply: syntaxError(sql) };
+    return { show: name, rs: SHOW[name]!(this.host, this.period) };
   }
 
   // ---------------------------------------------------------------- helpers for the commands
@@ -234,7 +258,7 @@ export class Console implements AdminConsole {
     for (const p of reg.pools.values()) p.pump();
   }
 
-  async pause(client: ClientConn, db: string): Promise<Reply> {
+  async pause(client: ClientConn | null, db: string): Promise<Reply> {
     const reg = this.registry;
     if (reg.pausedAll || reg.suspended) return err('already suspended/paused', SqlState.ObjectNotInState);
     if (db === '') {
@@ -250,7 +274,7 @@ export class Console implements AdminConsole {
     return ok('PAUSE');
   }
 
-  resume(_client: ClientConn, db: string): Reply {
+  resume(_client: ClientConn | null, db: string): Reply {
     const reg = this.registry;
     if (db === '') {
       log().info('RESUME command issued');
@@ -276,7 +300,7 @@ export class Console implements AdminConsole {
    * which pgpool-ts does not offer; it is kept for scripts that SUSPEND/RESUME around other work.
    * Clients whose bytes did not leave in time are disconnected, as in PgBouncer.
    */
-  async suspend(client: ClientConn, arg: string, sql: string): Promise<Reply> {
+  async suspend(client: ClientConn | null, arg: string, sql: string): Promise<Reply> {
     if (arg !== '') return syntaxError(sql);
     const reg = this.registry;
     if (reg.pausedAll || reg.suspended) return err('already suspended/paused', SqlState.ObjectNotInState);
@@ -302,7 +326,7 @@ export class Console implements AdminConsole {
 
   // ---------------------------------------------------------------- the other control commands
 
-  disable(_client: ClientConn, db: string): Reply {
+  disable(_client: ClientConn | null, db: string): Reply {
     if (db === '') return err('a database is required');
     log().info(`DISABLE '${db}' command issued`);
     const problem = this.dbProblem(db, 'disable');
@@ -311,7 +335,7 @@ export class Console implements AdminConsole {
     return ok('DISABLE');
   }
 
-  enable(_client: ClientConn, db: string): Reply {
+  enable(_client: ClientConn | null, db: string): Reply {
     if (db === '') return err('a database is required');
     log().info(`ENABLE '${db}' command issued`);
     const problem = this.dbProblem(db, 'enable');
@@ -321,7 +345,7 @@ export class Console implements AdminConsole {
   }
 
   /** RECONNECT [db]: idle servers are closed now, linked ones when their client releases them. */
-  reconnect(_client: ClientConn, db: string): Reply {
+  reconnect(_client: ClientConn | null, db: string): Reply {
     if (db !== '') {
       const problem = this.dbProblem(db, 'reconnect');
       if (problem !== null) return problem;
@@ -333,7 +357,7 @@ export class Console implements AdminConsole {
 
   /** KILL [db]: drop the clients and servers of the database(s) now (the console's own excepted);
    * they stay paused, so new clients wait for RESUME. */
-  kill(_client: ClientConn, db: string): Reply {
+  kill(_client: ClientConn | null, db: string): Reply {
     const reg = this.registry;
     if (reg.pausedAll || reg.suspended) return err('already suspended/paused', SqlState.ObjectNotInState);
     let dbs: Set<string>;
@@ -356,7 +380,7 @@ export class Console implements AdminConsole {
 
   /** KILL_CLIENT id (the id column of SHOW CLIENTS). Its server goes back to the pool if it was
    * between transactions, and is closed otherwise. */
-  killClient(client: ClientConn, arg: string): Reply {
+  killClient(client: ClientConn | null, arg: string): Reply {
     if (!/^\d+$/.test(arg)) return err('invalid client pointer supplied');
     const id = Number(arg);
     const target = [...this.host.clients].find((c) => c.id === id && c.phase !== 'closed' && (c.pool !== null || c.admin));
@@ -366,7 +390,7 @@ export class Console implements AdminConsole {
     return target === client ? null : ok('KILL_CLIENT');
   }
 
-  reload(_client: ClientConn, arg: string, sql: string): Reply {
+  reload(_client: ClientConn | null, arg: string, sql: string): Reply {
     if (arg !== '') return syntaxError(sql);
     log().info('RELOAD command issued');
     const r = this.host.reload();
@@ -376,7 +400,7 @@ export class Console implements AdminConsole {
 
   /** WAIT_CLOSE [db]: answer once no server (of db) is still marked close_needed (RECONNECT, or a
    * RELOAD that changed its database). */
-  async waitClose(client: ClientConn, db: string): Promise<Reply> {
+  async waitClose(client: ClientConn | null, db: string): Promise<Reply> {
     if (db !== '') {
       const problem = this.dbProblem(db, 'wait in');
       if (problem !== null) return problem;
@@ -391,7 +415,7 @@ export class Console implements AdminConsole {
 
   /** SHUTDOWN exits at once (the asking session gets no answer, as in PgBouncer); the two waiting
    * modes answer first and then stop listening. */
-  shutdown(_client: ClientConn, arg: string, sql: string): Reply {
+  shutdown(_client: ClientConn | null, arg: string, sql: string): Reply {
     const mode = arg === '' ? 'immediate' : arg.toLowerCase();
     if (mode !== 'immediate' && mode !== 'wait_for_servers' && mode !== 'wait_for_clients') return syntaxError(sql);
     log().info(mode === 'immediate' ? 'SHUTDOWN command issued' : `SHUTDOWN ${mode.toUpperCase()} command issued`);
@@ -441,7 +465,23 @@ function syntaxError(sql: string): Buffer[] {
   return err(`invalid command '${sql.trim()}', use SHOW HELP;`, SqlState.SyntaxError);
 }
 
-type Control = (this: Console, client: ClientConn, arg: string, sql: string) => Reply | Promise<Reply>;
+type Control = (this: Console, client: ClientConn | null, arg: string, sql: string) => Reply | Promise<Reply>;
+
+/**
+ * Commands that act on (or show) the whole of a multi-worker instance: SHOWs of its state, the
+ * control commands (SHUTDOWN excepted: the host's shutdown() stops the instance) and SET. The
+ * rest (SHOW HELP, FDS, the fake parameters, refusals) is answered by the worker asked.
+ */
+function instanceWide(sql: string, admin: boolean): boolean {
+  const cmd = COMMAND_RX.exec(sql);
+  if (cmd !== null) {
+    const name = unquoteWord(cmd[1]!).toLowerCase();
+    if (name === 'show' || name === 'select') return cmd[2] !== undefined && Object.hasOwn(SHOW, unquoteWord(cmd[2]).toLowerCase());
+    return admin && Object.hasOwn(CONTROL, name) && name !== 'shutdown';
+  }
+  const set = SET_RX.exec(sql);
+  return set !== null && admin && !FAKE_PARAMS.has(unquoteWord(set[1]!).toLowerCase());
+}
 
 /** Control commands, admin_users only (PgBouncer's cmd_list). */
 const CONTROL: Readonly<Record<string, Control>> = {

@@ -42,11 +42,12 @@ export interface ClientHost {
   poolFor(dbName: string, user: string, scramKeys: { clientKey: Buffer; serverKey: Buffer } | null): Pool | PoolerError;
   /** The secret for a user from auth_file, or by auth_query (asynchronous), or null. */
   secretFor(dbName: string, user: string): string | null | Promise<string | null>;
-  /** Whether a new (non-console) client fits under max_client_conn. */
-  admitClient(): boolean;
-  /** Count the client against max_db_client_connections / max_user_client_connections (until it
-   * closes: onClientClosed); an error when it is over one of them. */
-  countClient(client: ClientConn): PoolerError | null;
+  /**
+   * Admit the client under max_client_conn (console logins are exempt), max_db_client_connections
+   * and max_user_client_connections, counted until it closes (onClientClosed): null, or the
+   * limit's error. Asynchronous in a multi-worker instance, where the main process counts.
+   */
+  admit(client: ClientConn): PoolerError | null | Promise<PoolerError | null>;
   /** Bounds the TLS handshakes in progress at once. */
   readonly handshakes: HandshakeGate;
   /** A shutdown is under way: only console logins are still taken (on the unix socket). */
@@ -286,10 +287,21 @@ export class ClientConn implements PoolClient {
     // Console logins are exempt from max_client_conn, so an operator can always get in.
     this.admin = this.dbName === ADMIN_DB;
     if (!this.admin && this.host.stopping) return this.fail(Errors.shuttingDown(), 'shutdown');
-    if (!this.admin && !this.host.admitClient()) return this.fail(Errors.tooManyClients());
-    this.counted = true;
-    const overLimit = this.host.countClient(this);
-    if (overLimit !== null) return this.fail(overLimit, 'client_limit');
+    const verdict = this.host.admit(this);
+    if (!(verdict instanceof Promise)) return this.admitted(verdict, minor, unsupported);
+    // The instance counts (workers): hold the client's bytes until it answers.
+    this.socket.pause();
+    void verdict.then((v) => {
+      this.socket.resume();
+      this.admitted(v, minor, unsupported);
+    });
+  }
+
+  /** The login goes on once the client is admitted (or ends with the limit it passed). */
+  private admitted(refusal: PoolerError | null, minor: number, unsupported: string[]): void {
+    if (this.phase === 'closed') return;
+    if (refusal !== null) return this.fail(refusal, refusal.sqlstate === SqlState.TooManyConnections ? undefined : 'client_limit');
+    const user = this.user;
 
     // A minor version newer than ours, or _pq_ options: offer the newest we speak and list what
     // we do not know, as PostgreSQL does; the client then goes on with that version.

@@ -10,7 +10,7 @@
 // that must not be cut. [databases]/[users] values are left to connstr.ts, which has its own quoting.
 
 import { accessSync, constants as fsConstants, readFileSync, realpathSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import ini from 'ini';
 import { parseAuthFile } from './auth-file.js';
@@ -58,7 +58,9 @@ type Kind =
   /** A Unix file mode, always read as octal (PgBouncer's strtol would read `777` as decimal). */
   | { readonly type: 'mode' }
   /** OpenSSL-style protocol list, as libusual's tls_config_parse_protocols accepts it. */
-  | { readonly type: 'protocols' };
+  | { readonly type: 'protocols' }
+  /** A process count, or `auto`: one per CPU. */
+  | { readonly type: 'workers' };
 
 interface Setting {
   readonly name: string;
@@ -73,6 +75,7 @@ interface Setting {
 }
 
 const INT_MAX = 2147483647;
+const MAX_WORKERS = 255;
 const count = (min = 0, max = INT_MAX): Kind => ({ type: 'int', min, max });
 const TIME: Kind = { type: 'time' };
 const BOOL: Kind = { type: 'bool' };
@@ -209,6 +212,8 @@ const SETTINGS: readonly Setting[] = [
   // The HTTP listener is opened once at start, like the PostgreSQL ones.
   setting('metrics_listen_addr', STR, '127.0.0.1', (c) => c.metricsListenAddr, false),
   setting('metrics_port', count(0, 65535), '0', (c) => c.metricsPort, false),
+  // Worker processes on the port (pgpool-ts only); a cancel key has one byte for the worker.
+  setting('workers', { type: 'workers' }, '1', (c) => c.workers, false),
   // Real PgBouncer settings that pgpool-ts accepts (so an existing file loads) but does not act on.
   setting('sbuf_loopcnt', count(), '5', null),
   setting('dns_zone_check_period', TIME, '0', null),
@@ -248,6 +253,8 @@ function expected(kind: Kind): string {
       return `one of ${kind.values.join(', ')}`;
     case 'mode':
       return 'an octal file mode such as 0777';
+    case 'workers':
+      return `auto or an integer 1..${MAX_WORKERS}`;
     case 'protocols':
       return `a comma- or colon-separated list of ${TLS_PROTOCOL_WORDS.join(', ')} (! negates)`;
     case 'str':
@@ -299,6 +306,12 @@ function parseValue(kind: Kind, text: string): ParsedValue {
     }
     case 'mode':
       return /^0?[0-7]{3}$/.test(text) ? { ok: true, value: parseInt(text, 8) } : bad();
+    case 'workers': {
+      if (text === '') return { ok: true, value: 1 };
+      if (text.toLowerCase() === 'auto') return { ok: true, value: Math.min(MAX_WORKERS, availableParallelism()) };
+      const n = /^\d+$/.test(text) ? Number(text) : 0;
+      return n >= 1 && n <= MAX_WORKERS ? { ok: true, value: n } : bad();
+    }
     case 'protocols': {
       if (text === '') return { ok: true, value: 'secure' };
       const words = text.split(/[\s,:]+/).filter((w) => w !== '');
@@ -761,6 +774,7 @@ function build(collected: Collected, mainFile: string, configFile: string | null
     },
     metricsListenAddr: str('metrics_listen_addr'),
     metricsPort: num('metrics_port'),
+    workers: num('workers'),
     databases,
     users,
     otherSettings,

@@ -207,6 +207,8 @@ export interface Config {
   readonly metricsListenAddr: string;
   /** 0 = no HTTP listener. */
   readonly metricsPort: number;
+  /** Worker processes sharing the port (1: this process serves; `auto` is resolved to the CPUs). */
+  readonly workers: number;
 
   readonly databases: ReadonlyMap<string, DatabaseDef>;
   readonly users: ReadonlyMap<string, UserDef>;

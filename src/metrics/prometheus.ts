@@ -7,11 +7,16 @@
 // lists and the plain-number stats, through the same records SHOW prints (admin/show.ts).
 // pgpool_* series go beyond PgBouncer: duration histograms, client logins and TLS handshakes,
 // certificate expiry, reload outcomes.
+//
+// A multi-worker instance is scraped once, at its main process, which asks every worker for its
+// series and adds them up with prom-client's cluster aggregation (AggregatorRegistry.aggregate):
+// counts and totals are summed; settings, the version and certificate expiry are taken from one
+// worker, maxwait is the longest.
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics, type Aggregator, type Metric, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { databaseRecords, listRecords, poolRecords, statsTotals, type DatabaseRecord, type PoolRecord, type ShowHost } from '../admin/show.js';
 import type { PoolStats } from '../pool/pool.js';
 import { LOGIN_REFUSALS, TLS_FAILURES, allTimings, loginStats, reloads, tlsStats, type Buckets, type DbTimings } from './stats.js';
@@ -41,12 +46,13 @@ function snapshot(h: ShowHost): Snapshot {
 
 type Labels = Record<string, string>;
 
-/** A gauge whose samples are computed on scrape. */
-function gauge(reg: Registry, name: string, help: string, labelNames: string[], read: () => [Labels, number][]): void {
+/** A gauge whose samples are computed on scrape; `aggregator` says how workers' values combine. */
+function gauge(reg: Registry, name: string, help: string, labelNames: string[], read: () => [Labels, number][], aggregator: Aggregator = 'sum'): void {
   new Gauge({
     name,
     help,
     labelNames,
+    aggregator,
     registers: [reg],
     collect() {
       this.reset();
@@ -137,16 +143,16 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
   const reg = new Registry();
   let snap = snapshot(h);
 
-  gauge(reg, 'pgbouncer_up', 'The pooler answered this scrape (always 1: the pooler is the exporter)', [], () => [[{}, 1]]);
+  gauge(reg, 'pgbouncer_up', 'The pooler answered this scrape (always 1: the pooler is the exporter)', [], () => [[{}, 1]], 'first');
   gauge(reg, 'pgbouncer_version_info', 'The pooler version, as SHOW VERSION prints it', ['version'], () => [
     [{ version: `pgpool-ts ${h.version}` }, 1],
-  ]);
+  ], 'first');
 
   // SHOW POOLS, labels {database, user}.
-  const pool = (name: string, help: string, value: (p: PoolRecord) => number): void =>
+  const pool = (name: string, help: string, value: (p: PoolRecord) => number, aggregator: Aggregator = 'sum'): void =>
     gauge(reg, `pgbouncer_pools_${name}`, help, ['database', 'user'], () =>
       snap.pools.map((p) => [{ database: p.database, user: p.user }, value(p)]),
-    );
+    aggregator);
   pool('client_active_connections', 'Client connections linked to a server or idle between transactions (cl_active)', (p) => p.clActive);
   pool('client_waiting_connections', 'Client connections waiting for a server (cl_waiting)', (p) => p.clWaiting);
   pool('client_active_cancel_connections', 'Clients whose cancel request was forwarded (cl_active_cancel_req)', () => 0);
@@ -158,7 +164,7 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
   pool('server_used_connections', 'Server connections running server_reset_query (sv_used)', (p) => p.svUsed);
   pool('server_testing_connections', 'Server connections running server_check_query (sv_tested)', (p) => p.svTested);
   pool('server_login_connections', 'Server connections logging in (sv_login)', (p) => p.svLogin);
-  pool('client_maxwait_seconds', 'Age of the oldest waiting client, in seconds (maxwait)', (p) => seconds(p.maxwaitUs));
+  pool('client_maxwait_seconds', 'Age of the oldest waiting client, in seconds (maxwait)', (p) => seconds(p.maxwaitUs), 'max');
 
   // SHOW STATS_TOTALS, label {database}; times are µs there, seconds here.
   const total = (name: string, help: string, value: (s: PoolStats) => number): void =>
@@ -178,19 +184,19 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
   total('binds_total', 'Bind messages for tracked prepared statements (not tracked: 0)', (s) => s.binds);
 
   // SHOW DATABASES, labels {name, host, port, database, force_user, pool_mode}.
-  const db = (name: string, help: string, value: (d: DatabaseRecord) => number): void =>
+  const db = (name: string, help: string, value: (d: DatabaseRecord) => number, aggregator: Aggregator = 'first'): void =>
     gauge(reg, `pgbouncer_databases_${name}`, help, ['name', 'host', 'port', 'database', 'force_user', 'pool_mode'], () =>
       snap.databases.map((d) => [
         { name: d.name, host: d.host ?? '', port: String(d.port), database: d.database, force_user: d.forceUser ?? '', pool_mode: d.poolMode ?? '' },
         value(d),
       ]),
-    );
+    aggregator);
   db('pool_size', 'Maximum number of server connections', (d) => d.poolSize);
   db('reserve_pool', 'Maximum number of additional connections for this database', (d) => d.reservePoolSize);
   db('max_connections', 'Maximum number of server connections for this database (0 = unlimited)', (d) => d.maxConnections);
-  db('current_connections', 'Current number of server connections for this database', (d) => d.currentConnections);
-  db('paused', '1 if this database is paused, else 0', (d) => (d.paused ? 1 : 0));
-  db('disabled', '1 if this database is disabled, else 0', (d) => (d.disabled ? 1 : 0));
+  db('current_connections', 'Current number of server connections for this database', (d) => d.currentConnections, 'sum');
+  db('paused', '1 if this database is paused, else 0', (d) => (d.paused ? 1 : 0), 'max');
+  db('disabled', '1 if this database is disabled, else 0', (d) => (d.disabled ? 1 : 0), 'max');
 
   // SHOW LISTS, no labels; the exporter renames the dns_* ones.
   const LISTS: [string, string, string][] = [
@@ -206,13 +212,17 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
     ['dns_zones', 'cached_dns_zones', 'Count of DNS zones in the cache'],
     ['dns_queries', 'in_flight_dns_queries', 'Count of in-flight DNS queries'],
   ];
-  for (const [list, name, help] of LISTS) gauge(reg, `pgbouncer_${name}`, help, [], () => [[{}, snap.lists.get(list) ?? 0]]);
+  // Counts of configuration (databases, users) and of pools are the same in every worker.
+  const CONFIG_LISTS = new Set(['databases', 'users', 'pools', 'dns_names', 'dns_zones']);
+  for (const [list, name, help] of LISTS) {
+    gauge(reg, `pgbouncer_${name}`, help, [], () => [[{}, snap.lists.get(list) ?? 0]], CONFIG_LISTS.has(list) ? 'max' : 'sum');
+  }
 
   // SHOW CONFIG: the two the exporter reads.
-  gauge(reg, 'pgbouncer_config_max_client_connections', 'Config maximum number of client connections', [], () => [[{}, h.cfg.maxClientConn]]);
+  gauge(reg, 'pgbouncer_config_max_client_connections', 'Config maximum number of client connections', [], () => [[{}, h.cfg.maxClientConn]], 'first');
   gauge(reg, 'pgbouncer_config_max_user_connections', 'Config maximum number of server connections per user', [], () => [
     [{}, h.cfg.maxUserConnections],
-  ]);
+  ], 'first');
 
   // Beyond PgBouncer.
   dbHistogram(reg, 'pgpool_client_wait_seconds', 'Time a client waited for a server connection', (t) => t.wait);
@@ -244,7 +254,7 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
       if (file !== null && left !== null) out.push([{ setting, file }, left]);
     }
     return out;
-  });
+  }, 'first');
   counter(reg, 'pgpool_config_reloads_total', 'Configuration reloads (SIGHUP, RELOAD, SET) by result', ['result'], () => [
     [{ result: 'success' }, reloads.ok],
     [{ result: 'failure' }, reloads.failed],
@@ -266,35 +276,72 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
 }
 
 /** Why /healthz says 503, or null while the pooler accepts and serves clients. */
-function unhealthy(h: MetricsHost): string | null {
+export function unhealthy(h: MetricsHost): string | null {
   if (h.stopping) return 'shutting down';
   if (h.registry.suspended) return 'suspended';
   if (h.registry.pausedAll) return 'paused';
   return null;
 }
 
-export function startMetrics(h: MetricsHost): Promise<MetricsServer> {
+/** What the HTTP endpoint serves: the text of /metrics, and why /healthz is 503 (or null). */
+export interface MetricsSource {
+  text(): Promise<{ contentType: string; body: string }>;
+  health(): string | null | Promise<string | null>;
+}
+
+/** A worker's series, for its instance's main process to aggregate (metricsSeries in a worker). */
+export type WorkerSeries = MetricObjectWithValues<MetricValue<string>>[];
+
+/** This process's series and health, read from `h` on each call. */
+export function metricsOf(h: MetricsHost): { source: MetricsSource; series(): Promise<WorkerSeries> } {
   const { registry, refresh } = buildRegistry(h);
+  return {
+    source: {
+      text: async () => {
+        refresh();
+        return { contentType: registry.contentType, body: await registry.metrics() };
+      },
+      health: () => unhealthy(h),
+    },
+    series: async () => {
+      refresh();
+      return (await registry.getMetricsAsJSON()) as WorkerSeries;
+    },
+  };
+}
+
+/** The workers' series added up into one exposition (prom-client's cluster aggregation). */
+export async function aggregateSeries(parts: readonly WorkerSeries[]): Promise<{ contentType: string; body: string }> {
+  const registry = AggregatorRegistry.aggregate(parts as WorkerSeries[]);
+  return { contentType: registry.contentType, body: await registry.metrics() };
+}
+
+/** The pooler's own endpoint (one process, or an instance's main process with `source`). */
+export function startMetrics(h: MetricsHost): Promise<MetricsServer> {
+  return serveMetrics(h.cfg.metricsListenAddr, h.cfg.metricsPort, metricsOf(h).source);
+}
+
+export function serveMetrics(addr: string, port: number, source: MetricsSource): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
     } else if (path === '/metrics') {
-      refresh();
-      registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text),
+      source.text().then(
+        (m) => res.writeHead(200, { 'content-type': m.contentType }).end(req.method === 'HEAD' ? undefined : m.body),
         (e: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`),
       );
     } else if (path === '/healthz') {
-      const why = unhealthy(h);
-      res.writeHead(why === null ? 200 : 503, { 'content-type': 'text/plain' }).end(`${why ?? 'ok'}\n`);
+      void Promise.resolve(source.health()).then((why) => {
+        res.writeHead(why === null ? 200 : 503, { 'content-type': 'text/plain' }).end(`${why ?? 'ok'}\n`);
+      });
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /healthz\n');
     }
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(h.cfg.metricsPort, h.cfg.metricsListenAddr, () => {
+    server.listen(port, addr, () => {
       server.removeListener('error', reject);
       resolve({
         port: (server.address() as AddressInfo).port,

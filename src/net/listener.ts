@@ -42,11 +42,15 @@ const NODE_REUSEPORT = ((): boolean => {
 
 const REUSEPORT_PURPOSE = 'so_reuseport = 1 cannot be used';
 
-/** Why this config cannot start here (so_reuseport without a way to set it), or null. */
-export function listenerProblem(cfg: Config): string | null {
-  if (!cfg.soReuseport || NODE_REUSEPORT) return null;
-  const bind = nativeFunction('tcpBind', REUSEPORT_PURPOSE);
-  return 'error' in bind ? bind.error : null;
+/** Why this config cannot start here (so_reuseport, or workers, without a way to set
+ * SO_REUSEPORT), naming the setting; or null. */
+export function listenerProblem(cfg: Config): { setting: string; message: string } | null {
+  if ((!cfg.soReuseport && cfg.workers <= 1) || NODE_REUSEPORT) return null;
+  const [setting, purpose] = cfg.soReuseport
+    ? ['so_reuseport', REUSEPORT_PURPOSE]
+    : ['workers', `workers = ${cfg.workers} cannot be used (the workers share the port with SO_REUSEPORT)`];
+  const bind = nativeFunction('tcpBind', purpose);
+  return 'error' in bind ? { setting, message: bind.error } : null;
 }
 
 /**
@@ -100,16 +104,31 @@ async function listenTcp(server: net.Server, addr: string, port: number, backlog
   }
 }
 
-export async function openListeners(cfg: Config, onConnection: OnConnection): Promise<Listeners> {
+/** How a process of a multi-worker instance listens (cluster/): a worker shares the TCP port with
+ * its siblings and has a unix socket of its own; the main process has the instance's unix socket
+ * (and [peers] address) and hands each connection to a worker without reading from it. */
+export interface ListenRole {
+  readonly tcp: boolean;
+  readonly reusePort: boolean;
+  /** The directory of the unix socket, instead of unix_socket_dir. */
+  readonly unixDir: string;
+  /** Also listen at our own [peers] address when it is none of the above. */
+  readonly ownPeer: boolean;
+  readonly pauseOnConnect: boolean;
+}
+
+export async function openListeners(cfg: Config, onConnection: OnConnection, role: ListenRole | null = null): Promise<Listeners> {
   const servers: { server: net.Server; keep: boolean }[] = [];
   const tcpServers: net.Server[] = [];
   const addresses: string[] = [];
   const unixPaths: string[] = [];
-  const unixPath = cfg.unixSocketDir === '' ? null : path.join(cfg.unixSocketDir, `.s.PGSQL.${cfg.listenPort}`);
-  const own = ownPeerListener(cfg, unixPath);
+  const unixDir = role?.unixDir ?? cfg.unixSocketDir;
+  const unixPath = unixDir === '' ? null : path.join(unixDir, `.s.PGSQL.${cfg.listenPort}`);
+  const own = role?.ownPeer === false ? { extra: null, keepTcp: ownPeerListener(cfg, unixPath).keepTcp } : ownPeerListener(cfg, unixPath);
+  const pauseOnConnect = role?.pauseOnConnect ?? false;
 
   const tcp = async (addr: string, port: number, keep: boolean, reusePort: boolean): Promise<void> => {
-    const server = net.createServer({ noDelay: true }, (s) => onConnection(s, false, keep));
+    const server = net.createServer({ noDelay: true, pauseOnConnect }, (s) => onConnection(s, false, keep));
     servers.push({ server, keep });
     await listenTcp(server, addr, port, cfg.listenBacklog, reusePort);
     tuneListener(server, cfg);
@@ -118,7 +137,7 @@ export async function openListeners(cfg: Config, onConnection: OnConnection): Pr
   };
   const unix = async (p: string): Promise<void> => {
     await removeStaleSocket(p);
-    const server = net.createServer((s) => onConnection(s, true, true));
+    const server = net.createServer({ pauseOnConnect }, (s) => onConnection(s, true, true));
     servers.push({ server, keep: true });
     await listenOne(server, { path: p, backlog: cfg.listenBacklog });
     unixPaths.push(p);
@@ -128,11 +147,11 @@ export async function openListeners(cfg: Config, onConnection: OnConnection): Pr
   };
 
   try {
-    for (const addr of cfg.listenAddr) await tcp(addr, cfg.listenPort, own.keepTcp, cfg.soReuseport);
+    if (role?.tcp !== false) for (const addr of cfg.listenAddr) await tcp(addr, cfg.listenPort, own.keepTcp, role?.reusePort ?? cfg.soReuseport);
     if (unixPath !== null) await unix(unixPath);
     if (own.extra !== null) {
       if ('unix' in own.extra) await unix(own.extra.unix);
-      else for (const addr of cfg.listenAddr) await tcp(addr, own.extra.port, true, false);
+      else if (role?.tcp !== false) for (const addr of cfg.listenAddr) await tcp(addr, own.extra.port, true, false);
     }
   } catch (err) {
     for (const s of servers) s.server.close();

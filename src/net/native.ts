@@ -41,11 +41,15 @@ const BUILD_HINT = `build it with "npm run build:native" in ${ROOT} (it needs ma
 /** undefined: not tried yet; null: could not be loaded (`loadError` says why). */
 let loaded: Partial<NativeAddon> | null | undefined;
 let loadError = '';
+/** The addon's trim(), once loaded; null without it. */
+let trim: (() => boolean) | null = null;
 
 function load(): Partial<NativeAddon> | null {
   if (loaded !== undefined) return loaded;
   try {
     loaded = createRequire(import.meta.url)(ADDON_PATH) as Partial<NativeAddon>;
+    // Kept as loaded: the janitor's trim must not allocate on its first call either.
+    trim = typeof loaded.trim === 'function' ? loaded.trim : null;
   } catch (err) {
     loaded = null;
     loadError =
@@ -72,11 +76,6 @@ export function nativeFunction<K extends keyof NativeAddon>(name: K, purpose: st
  * high-water RSS).
  */
 export function trimHeap(): boolean {
-  if (trim === undefined) {
-    const t = nativeFunction('trim', 'the heap is not trimmed');
-    trim = 'fn' in t ? t.fn : null;
-  }
+  load();
   return trim?.() ?? false;
 }
-/** Looked up once: a trim must not allocate. undefined: not yet; null: no addon. */
-let trim: (() => boolean) | null | undefined;

@@ -27,6 +27,13 @@ export interface PoolHost {
   /** True while evictIdleFor closes a server (see pump). */
   readonly evicting: boolean;
   isPaused(db: string): boolean;
+  /**
+   * In a multi-worker instance, the instance's leave to open one more server of `pool` (its
+   * limits are counted across workers); null when this process alone counts them. A granted
+   * slot is given back with releaseServerSlot once its server is gone.
+   */
+  serverSlot(pool: Pool): Promise<void> | null;
+  releaseServerSlot(pool: Pool): void;
 }
 
 export interface PoolStats {
@@ -169,6 +176,24 @@ export class Pool {
     return this.clActive.size + this.clWaiting.size + this.replWaiting.size;
   }
 
+  /** Server connections this pool may have now: pool_size, plus the reserve once the oldest
+   * waiting client has waited reserve_pool_timeout. */
+  get serverCap(): number {
+    const head = this.clWaiting.values().next().value;
+    const reserve = head !== undefined && now - head.waitStart >= this.cfg.reservePoolTimeout * 1000;
+    return reserve ? this.poolSize + this.reservePoolSize : this.poolSize;
+  }
+
+  /** max_db_connections of this pool's database; 0 = no limit. */
+  get maxDbConnections(): number {
+    return this.db.maxDbConnections ?? this.cfg.maxDbConnections;
+  }
+
+  /** max_user_connections of this pool's server user; 0 = no limit. */
+  get maxUserConnections(): number {
+    return this.cfg.users.get(this.serverUser)?.maxUserConnections ?? this.cfg.maxUserConnections;
+  }
+
   /** Seconds the oldest waiting client has waited (SHOW POOLS maxwait). */
   maxWaitMs(): number {
     let oldest = now;
@@ -243,10 +268,8 @@ export class Pool {
   /** May one more server connection be opened now? */
   private mayCreate(): boolean {
     const borrowed = this.servers.borrowed + this.acquiring + this.replServers.size;
-    let cap = this.poolSize;
     const head = this.clWaiting.values().next().value;
-    if (head !== undefined && now - head.waitStart >= this.cfg.reservePoolTimeout * 1000) cap += this.reservePoolSize;
-    if (borrowed >= cap) return false;
+    if (borrowed >= this.serverCap) return false;
     // A host list is probed with one login at a time until a server is up: logins racing to a
     // host that is down would all fail, where one failure is enough to move on to the next host.
     if (this.db.hosts.length > 1 && this.svLogin.size > 0 && this.serverCount === this.svLogin.size) return false;
@@ -264,9 +287,9 @@ export class Pool {
   /** Under max_db_connections and max_user_connections, if need be by closing an idle server of
    * another pool of the same database / server user (PgBouncer's evict_connection). */
   private withinSharedLimits(): boolean {
-    const maxDb = this.db.maxDbConnections ?? this.cfg.maxDbConnections;
+    const maxDb = this.maxDbConnections;
     if (maxDb > 0 && this.host.serverCount(this.db.name, null) >= maxDb && !this.host.evictIdleFor(this, 'db')) return false;
-    const maxUser = this.cfg.users.get(this.serverUser)?.maxUserConnections ?? this.cfg.maxUserConnections;
+    const maxUser = this.maxUserConnections;
     if (maxUser > 0 && this.host.serverCount(null, this.serverUser) >= maxUser && !this.host.evictIdleFor(this, 'user'))
       return false;
     return true;
@@ -470,11 +493,26 @@ export class Pool {
   // ---------------------------------------------------------------- servers
 
   private createServer(): Promise<ServerConn> {
+    const slot = this.host.serverSlot(this);
+    if (slot === null) return this.openServer(false);
+    return slot.then(() => this.openServer(true));
+  }
+
+  /** Servers holding an instance slot (serverSlot), until they are gone. */
+  private readonly slotted = new WeakSet<ServerConn>();
+
+  private openServer(slotted: boolean): Promise<ServerConn> {
     return new Promise((resolve) => {
       const s = new ServerConn(this, this.target(), this.dbName);
+      if (slotted) this.slotted.add(s);
       this.svLogin.add(s);
       this.logins.set(s, resolve);
     });
+  }
+
+  /** A server is gone (closed, or its login failed): give its instance slot back, once. */
+  private releaseSlot(server: ServerConn): void {
+    if (this.slotted.delete(server)) this.host.releaseServerSlot(this);
   }
 
   onServerLogin(server: ServerConn, error: LoginError | null): void {
@@ -483,6 +521,7 @@ export class Pool {
     const resolve = this.logins.get(server);
     this.logins.delete(server);
     if (error !== null) {
+      this.releaseSlot(server);
       this.svLogin.delete(server);
       this.hostFailedAt.set(server.target.host, now);
       // Another host of the list may still be up: the next server goes there (the pump opens it
@@ -539,6 +578,7 @@ export class Pool {
   }
 
   onServerClosed(server: ServerConn, reason: string): void {
+    this.releaseSlot(server);
     this.logins.get(server)?.(server);
     this.logins.delete(server);
     const repl = this.replServers.get(server);

@@ -15,6 +15,18 @@ import { Pool, type PoolHost } from './pool.js';
 
 type ScramKeys = { clientKey: Buffer; serverKey: Buffer };
 
+/** A pool's key: its database and user, or the database alone when [databases] forces a user.
+ * The same in every worker of an instance. */
+export function poolKey(dbName: string, user: string | null): string {
+  return user === null ? `${dbName}\0` : `${dbName}\0${user}`;
+}
+
+/** Server connection slots counted across the workers of an instance (cluster/worker-link.ts). */
+export interface ServerSlots {
+  acquire(pool: Pool): Promise<void>;
+  release(pool: Pool): void;
+}
+
 export class Registry implements PoolHost {
   readonly pools = new Map<string, Pool>();
   /** Databases paused by PAUSE (all of them when `pausedAll`). */
@@ -49,7 +61,7 @@ export class Registry implements PoolHost {
     // DISABLE db: new clients are refused (clients call this at login).
     if (this.disabled.has(dbName)) return Errors.databaseDisabled(dbName);
     if (keys !== null) this.scramKeys.set(user, keys);
-    const key = db.user !== null ? `${dbName}\0` : `${dbName}\0${user}`;
+    const key = poolKey(dbName, db.user !== null ? null : user);
     let pool = this.pools.get(key);
     if (pool === undefined) {
       if (!this.cfg.databases.has(dbName) && !this.hasPool(dbName)) log().info(`registered new auto-database: ${dbName}`);
@@ -163,14 +175,18 @@ export class Registry implements PoolHost {
   evicting = false;
 
   evictIdleFor(pool: Pool, by: 'db' | 'user'): boolean {
+    return this.closeIdle((p) => p !== pool && (by === 'db' ? p.db.name === pool.db.name : p.serverUser === pool.serverUser), `max_${by}_connections: making room for another pool`);
+  }
+
+  /** Close one idle server of the first pool `which` picks; false if none has one. */
+  private closeIdle(which: (p: Pool) => boolean, reason: string): boolean {
     for (const p of this.pools.values()) {
-      if (p === pool) continue;
-      if (by === 'db' ? p.db.name !== pool.db.name : p.serverUser !== pool.serverUser) continue;
+      if (!which(p)) continue;
       const idle = p.svIdle.values().next().value;
       if (idle !== undefined) {
         this.evicting = true;
         try {
-          idle.close(`max_${by}_connections: making room for another pool`);
+          idle.close(reason);
         } finally {
           this.evicting = false;
         }
@@ -178,6 +194,23 @@ export class Registry implements PoolHost {
       }
     }
     return false;
+  }
+
+  /** The instance's server slots (a multi-worker instance), or null: this process counts alone. */
+  slots: ServerSlots | null = null;
+
+  serverSlot(pool: Pool): Promise<void> | null {
+    return this.slots?.acquire(pool) ?? null;
+  }
+
+  releaseServerSlot(pool: Pool): void {
+    this.slots?.release(pool);
+  }
+
+  /** Another worker of the instance waits for a slot under this limit: close one idle server. */
+  closeIdleFor(by: 'pool' | 'db' | 'user', name: string): boolean {
+    const which = (p: Pool): boolean => (by === 'pool' ? poolKey(p.dbName, p.db.user !== null ? null : p.userName) === name : by === 'db' ? p.db.name === name : p.serverUser === name);
+    return this.closeIdle(which, `making room for another worker (${by === 'pool' ? 'pool_size' : `max_${by}_connections`})`);
   }
 
   isPaused(db: string): boolean {

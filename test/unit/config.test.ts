@@ -63,7 +63,7 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     adminUsers: [], statsUsers: [], logConnections: true, logDisconnections: true, logPoolerErrors: true,
     logStats: true, statsPeriod: 60, verbose: 0, logFormat: 'text',
     syslog: false, syslogIdent: 'pgbouncer', syslogFacility: 'daemon', syslogSocket: '/dev/log',
-    metricsListenAddr: '127.0.0.1', metricsPort: 0,
+    metricsListenAddr: '127.0.0.1', metricsPort: 0, workers: 1,
   });
   assert.deepEqual(clientTls, {
     sslmode: 'disable', keyFile: null, certFile: null, caFile: null, crlFile: null,
@@ -312,6 +312,14 @@ test('[peers]: id = host, port (6432), pool_size; so_reuseport and peer_id are r
   ]);
 });
 
+test('workers: a count 1..255 or auto (the CPUs); anything else is an error', () => {
+  assert.equal(load('[pgbouncer]\nworkers = 3\n').workers, 3);
+  const auto = load('[pgbouncer]\nworkers = auto\n').workers;
+  assert.ok(auto >= 1 && auto <= 255);
+  const f = write('[pgbouncer]\nworkers = 0\n');
+  assert.deepEqual(problemsOf(() => loadConfig(f)), [`${f}:2: workers: invalid value '0' (expected auto or an integer 1..255)`]);
+});
+
 test('TLS and auth_type cross-checks point at the setting that needs the missing piece', () => {
   const key = write('key', 'server.key');
   const cert = write('cert', 'server.crt');
@@ -401,6 +409,7 @@ test('settingRows lists every setting alphabetically, as SHOW CONFIG prints it',
     'disable_pqexec', 'job_name', 'listen_addr', 'listen_backlog', 'listen_port', 'log_format', 'metrics_listen_addr', 'metrics_port',
     'pidfile', 'pkt_buf', 'resolv_conf',
     'service_name', 'so_reuseport', 'track_extra_parameters', 'unix_socket_dir', 'unix_socket_group', 'unix_socket_mode', 'user',
+    'workers',
   ]);
   // With nothing set, every value is its default.
   for (const r of settingRows(load(''))) assert.equal(r.value, r.default, r.key);
