@@ -360,6 +360,7 @@ static napi_value dgram_send(napi_env env, napi_callback_info info)
 	int32_t fd;
 	void *data;
 	size_t len;
+	bool sent;
 	napi_value out;
 
 	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
@@ -369,14 +370,10 @@ static napi_value dgram_send(napi_env env, napi_callback_info info)
 		napi_throw_type_error(env, NULL, "dgramSend(fd, buffer): an fd and a Buffer");
 		return NULL;
 	}
-	if (send(fd, data, len, MSG_NOSIGNAL) < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
-			return throw_errno(env, "send", errno);
-		if (napi_get_boolean(env, false, &out) != napi_ok)
-			return NULL;
-		return out;
-	}
-	if (napi_get_boolean(env, true, &out) != napi_ok)
+	sent = send(fd, data, len, MSG_NOSIGNAL) >= 0;
+	if (!sent && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
+		return throw_errno(env, "send", errno);
+	if (napi_get_boolean(env, sent, &out) != napi_ok)
 		return NULL;
 	return out;
 }
