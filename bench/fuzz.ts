@@ -756,7 +756,7 @@ const authFlowTarget: Target = {
     let method = secretKind === 'plain-scram' ? 'scram-sha-256' : r.pick(['plain', 'md5', 'scram-sha-256', 'trust', 'any', 'cert'] as const);
     if (secretKind === 'plain' && method === 'scram-sha-256') method = 'md5';
     ctx.input = { method, secretKind, user };
-    const flow = authFlow(method, user, secret);
+    const flow = authFlow(method, user, secret, 4096);
     const start = flow.start();
     if ('ok' in start) {
       check(method === 'trust' || method === 'any', `${method} logged in without a password`);

@@ -7,7 +7,7 @@ import { Console, type AdminHost } from './admin/console.js';
 import { CancelKeys, cancelKey, routeCancel, type KeyOrigin } from './client/cancel-keys.js';
 import { ClientConn, type ClientHost } from './client/client-conn.js';
 import { loadAuthRules, type AuthRules } from './client/hba.js';
-import { ConfigError, formatProblem, loadConfig } from './config/load.js';
+import { ConfigError, formatProblem, loadConfig, settingsWithoutEffect } from './config/load.js';
 import type { Config } from './config/types.js';
 import type { ConsoleOutcome } from './admin/console.js';
 import { workerSocketDir, type WorkerHost, type WorkerLink } from './cluster/worker-link.js';
@@ -101,7 +101,7 @@ export class App implements ClientHost, AdminHost, WorkerHost {
     this.janitor = setInterval(this.sweep, JANITOR_MS);
     // One line per socket, as PgBouncer: `listening on 127.0.0.1:6432`, `listening on unix:/tmp/.s.PGSQL.6432`.
     for (const a of this.listeners.addresses) log().info(`listening on ${a}`);
-    for (const w of tcpSettingsWithoutEffect(this.cfg)) log().warn(w);
+    this.warnWithoutEffect(this.cfg);
     if (link !== null) {
       link.attach(this, () => void this.stop('immediate'));
       link.ready();
@@ -131,6 +131,17 @@ export class App implements ClientHost, AdminHost, WorkerHost {
   acceptUnix(socket: net.Socket): void {
     this.onConnection(socket, true, true);
     socket.resume();
+  }
+
+  /** Settings of the config pgpool-ts cannot act on, already named in the log. */
+  private warned = new Set<string>();
+
+  /** Name each setting that asks for something pgpool-ts cannot do, once (at start, and on a
+   * reload that brings a new one). */
+  private warnWithoutEffect(cfg: Config): void {
+    const current = new Set([...settingsWithoutEffect(cfg), ...tcpSettingsWithoutEffect(cfg)]);
+    for (const w of current) if (!this.warned.has(w)) log().warn(w);
+    this.warned = current;
   }
 
   /** A shutdown is under way (for the console's RESUME and /healthz). */
@@ -362,6 +373,7 @@ export class App implements ClientHost, AdminHost, WorkerHost {
       this.listeners?.retune(cfg);
       for (const c of this.clients) c.onReload();
       setVerbose(cfg.verbose);
+      this.warnWithoutEffect(cfg);
       const noSyslog = configureSyslog(cfg);
       if (noSyslog !== null) log().warn(noSyslog);
       log().info('configuration reloaded');

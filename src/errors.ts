@@ -50,6 +50,8 @@ export const Errors = {
   databaseDisabled: (db: string) => fatal(SqlState.CannotConnectNow, `database "${db}" is disabled`),
   queryTimeout: () => fatal(SqlState.QueryCanceled, 'query_timeout'),
   featureNotSupported: (why: string) => fatal(SqlState.FeatureNotSupported, why),
+  // disable_pqexec: PgBouncer's wording and default SQLSTATE.
+  pqexecDisallowed: () => fatal(SqlState.ProtocolViolation, 'PQexec disallowed'),
   // server_fast_close ended the session (PgBouncer's wording and default SQLSTATE).
   databaseChanged: () => fatal(SqlState.ProtocolViolation, 'database configuration changed'),
   pooler: (why: string) => fatal(SqlState.InternalError, why),

@@ -32,8 +32,9 @@ export interface AuthFlow {
 /** Fake SCRAM salts for unknown users are derived from this per-process key. */
 const FAKE_KEY = crypto.randomBytes(32);
 
-/** Build the flow for one login. `secret` is the auth_file / auth_query secret, or null. */
-export function authFlow(method: AuthType | 'reject', user: string, secret: string | null): AuthFlow {
+/** Build the flow for one login. `secret` is the auth_file / auth_query secret, or null;
+ * `scramIterations` (scram_iterations) is used for a SCRAM verifier made from a plain password. */
+export function authFlow(method: AuthType | 'reject', user: string, secret: string | null, scramIterations: number): AuthFlow {
   switch (method) {
     case 'trust':
     case 'any':
@@ -42,10 +43,10 @@ export function authFlow(method: AuthType | 'reject', user: string, secret: stri
       return new PlainFlow(user, secret);
     case 'md5':
       // PgBouncer's rule: md5 auth with a SCRAM secret authenticates with SCRAM.
-      if (secret !== null && parseScramSecret(secret) !== null) return new ScramFlow(user, secret);
+      if (secret !== null && parseScramSecret(secret) !== null) return new ScramFlow(user, secret, scramIterations);
       return new Md5Flow(user, secret);
     case 'scram-sha-256':
-      return new ScramFlow(user, secret);
+      return new ScramFlow(user, secret, scramIterations);
     default:
       return new RejectFlow(method, user);
   }
@@ -132,19 +133,21 @@ class Md5Flow implements AuthFlow {
 }
 
 /**
- * SCRAM secrets derived from plaintext auth_file passwords, one per password for the life of the
- * process: PBKDF2 with 4096 iterations costs about a millisecond of CPU, which every login would
- * otherwise pay (the salt is random per process, as a stored verifier's is per role).
+ * SCRAM secrets derived from plaintext auth_file passwords, one per password and iteration count
+ * for the life of the process: PBKDF2 with 4096 iterations costs about a millisecond of CPU, which
+ * every login would otherwise pay (the salt is random per process, as a stored verifier's is per
+ * role).
  */
 const derived = new Map<string, ScramSecret>();
 
-function derivedSecret(password: string): ScramSecret {
-  let s = derived.get(password);
+function derivedSecret(password: string, iterations: number): ScramSecret {
+  const key = `${iterations}:${password}`;
+  let s = derived.get(key);
   if (s === undefined) {
     // Bounded: one entry per distinct password seen; a reload that changes passwords adds a few.
     if (derived.size >= 10_000) derived.clear();
-    s = makeScramSecret(password);
-    derived.set(password, s);
+    s = makeScramSecret(password, undefined, iterations);
+    derived.set(key, s);
   }
   return s;
 }
@@ -159,15 +162,17 @@ class ScramFlow implements AuthFlow {
   constructor(
     private readonly user: string,
     secret: string | null,
+    iterations: number,
   ) {
     let parsed: ScramSecret | null = null;
     if (secret !== null) {
       parsed = parseScramSecret(secret);
       // A plaintext secret can serve SCRAM; an md5 hash cannot (as in PostgreSQL).
-      if (parsed === null && !/^md5[0-9a-f]{32}$/.test(secret)) parsed = derivedSecret(secret);
+      if (parsed === null && !/^md5[0-9a-f]{32}$/.test(secret)) parsed = derivedSecret(secret, iterations);
     }
     this.known = parsed !== null;
-    this.scramSecret = parsed ?? ScramServerSession.fakeSecret(user, FAKE_KEY);
+    // An unknown user is offered the iteration count a known one with a plain password gets.
+    this.scramSecret = parsed ?? ScramServerSession.fakeSecret(user, FAKE_KEY, iterations);
     this.session = new ScramServerSession(this.scramSecret);
   }
 

@@ -475,7 +475,7 @@ export class ClientConn implements PoolClient {
     if (method === 'trust' && secret === null && (this.host.cfg.authFile !== null || this.host.cfg.authUser !== null)) {
       return this.fail(Errors.authFailed(this.user));
     }
-    this.flow = authFlow(method, this.user, secret);
+    this.flow = authFlow(method, this.user, secret, this.host.cfg.scramIterations);
     this.authMethod = this.flow.method;
     this.onAuthResult(this.flow.start());
   }
@@ -667,7 +667,8 @@ export class ClientConn implements PoolClient {
     const stop = this.framer.feed(chunk, 0, this.onClientMessage);
     if (stop === FRAMER_STOPPED) return this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
     if (this.phase === 'closed') {
-      // A message refused the client (a prepared statement it does not hold): nothing goes on.
+      // A message refused the client (a prepared statement it does not hold, a Query under
+      // disable_pqexec): nothing goes on.
       this.pieces.length = 0;
       return;
     }
@@ -721,6 +722,11 @@ export class ClientConn implements PoolClient {
     if (server.owed === 0 && !this.inExtendedQuery && type !== Frontend.Terminate && this.pool !== null) this.pool.stats.queries++;
     switch (type) {
       case Frontend.Query:
+        if (this.host.cfg.disablePqexec) {
+          this.log.error('client used "Query" packet type');
+          this.fail(Errors.pqexecDisallowed());
+          return false;
+        }
         if (this.stmts !== null) {
           if (this.sqlDeallocate(end, server)) return true;
           // An error in a simple query must not take replies owed to a later batch with it.

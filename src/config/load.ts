@@ -72,6 +72,9 @@ interface Setting {
   readonly reload: boolean;
   /** Where the value lives in Config; null = accepted but not acted on (Config.otherSettings). */
   readonly get: ((c: Config) => Value) | null;
+  /** Why pgpool-ts does not act on it (get is null): a value other than the default is named in a
+   * warning at startup and on reload (settingsWithoutEffect). */
+  readonly noEffect?: string;
 }
 
 const INT_MAX = 2147483647;
@@ -100,6 +103,13 @@ const DEFAULT_AUTH_QUERY =
 function setting(name: string, kind: Kind, def: string, get: ((c: Config) => Value) | null, reload = true): Setting {
   return { name, kind, def, reload, get };
 }
+
+/** A PgBouncer setting pgpool-ts validates (so an existing file loads) but does not act on, and why. */
+function inert(name: string, kind: Kind, def: string, noEffect: string, reload = true): Setting {
+  return { name, kind, def, reload, get: null, noEffect };
+}
+
+const WINDOWS_SERVICE = 'it names the Windows service, which pgpool-ts does not have (PgBouncer ignores it outside Windows too)';
 
 const SETTINGS: readonly Setting[] = [
   // listening and process
@@ -162,7 +172,7 @@ const SETTINGS: readonly Setting[] = [
   setting('track_extra_parameters', LIST, 'IntervalStyle', (c) => c.trackExtraParameters, false),
   setting('application_name_add_host', BOOL, '0', (c) => c.applicationNameAddHost),
   setting('max_packet_size', count(1), '2147483647', (c) => c.maxPacketSize),
-  setting('pkt_buf', count(1), '4096', (c) => c.pktBuf, false),
+  inert('pkt_buf', count(1), '4096', 'Node sizes its own read buffers; startup packets of up to 10000 bytes and messages of up to max_packet_size are read whatever it says', false),
   setting('max_prepared_statements', count(), '200', (c) => c.maxPreparedStatements),
   // network
   setting('tcp_keepalive', BOOL, '1', (c) => c.tcpKeepalive),
@@ -214,17 +224,17 @@ const SETTINGS: readonly Setting[] = [
   setting('metrics_port', count(0, 65535), '0', (c) => c.metricsPort, false),
   // Worker processes on the port (pgpool-ts only); a cancel key has one byte for the worker.
   setting('workers', { type: 'workers' }, '1', (c) => c.workers, false),
-  // Real PgBouncer settings that pgpool-ts accepts (so an existing file loads) but does not act on.
-  setting('sbuf_loopcnt', count(), '5', null),
-  setting('dns_zone_check_period', TIME, '0', null),
-  setting('resolv_conf', STR, '', null, false),
-  setting('disable_pqexec', BOOL, '0', null, false),
+  setting('disable_pqexec', BOOL, '0', (c) => c.disablePqexec, false),
   setting('autodb_idle_timeout', TIME, '3600', (c) => c.autodbIdleTimeout),
-  setting('scram_iterations', count(1), '4096', null),
-  setting('auth_ldap_options', STR, '', null),
-  setting('conffile', STR, '', null),
-  setting('service_name', STR, 'pgbouncer', null, false),
-  setting('job_name', STR, 'pgbouncer', null, false),
+  setting('scram_iterations', count(1), '4096', (c) => c.scramIterations),
+  // Real PgBouncer settings that pgpool-ts accepts (so an existing file loads) but does not act on.
+  inert('sbuf_loopcnt', count(), '5', 'Node reads each socket as its data comes; there is no read loop to bound'),
+  inert('dns_zone_check_period', TIME, '0', 'zone serial checks need c-ares; host names are resolved with getaddrinfo and looked up again after dns_max_ttl'),
+  inert('resolv_conf', STR, '', 'host names are resolved with the system resolver (getaddrinfo), which reads /etc/resolv.conf', false),
+  inert('auth_ldap_options', STR, '', 'LDAP authentication is not supported'),
+  inert('conffile', STR, '', 'RELOAD and SIGHUP always read the file given with -c'),
+  inert('service_name', STR, 'pgbouncer', WINDOWS_SERVICE, false),
+  inert('job_name', STR, 'pgbouncer', WINDOWS_SERVICE, false),
 ];
 
 const SETTING_BY_NAME: ReadonlyMap<string, Setting> = new Map(SETTINGS.map((s) => [s.name, s]));
@@ -724,11 +734,12 @@ function build(collected: Collected, mainFile: string, configFile: string | null
     suspendTimeout: num('suspend_timeout'),
     cancelWaitTimeout: num('cancel_wait_timeout'),
     autodbIdleTimeout: num('autodb_idle_timeout'),
+    disablePqexec: bool('disable_pqexec'),
+    scramIterations: num('scram_iterations'),
     ignoreStartupParameters: list('ignore_startup_parameters'),
     trackExtraParameters: list('track_extra_parameters'),
     applicationNameAddHost: bool('application_name_add_host'),
     maxPacketSize: num('max_packet_size'),
-    pktBuf: num('pkt_buf'),
     maxPreparedStatements: num('max_prepared_statements'),
     tcpKeepalive: bool('tcp_keepalive'),
     tcpKeepcnt: num('tcp_keepcnt'),
@@ -873,6 +884,22 @@ export function describeConfig(c: Config): string {
     ...(c.peerId > 0 || c.peers.size > 0 ? [`peer_id=${c.peerId} of ${plural(c.peers.size, 'peer')}`] : []),
   ];
   return `${name}: OK (${parts.join(', ')})`;
+}
+
+/** Values pgpool-ts takes but cannot honour as PgBouncer does, and what it does instead. */
+const VALUE_CAVEATS: Readonly<Record<string, Readonly<Record<string, string>>>> = {
+  client_tls_dheparams: { legacy: "works as auto: OpenSSL 3 refuses PgBouncer's 1024-bit DH group" },
+};
+
+/** A warning for each setting pgpool-ts does not act on that is set to something else than its
+ * default (`pkt_buf = 8192 has no effect: …`), and for each value it honours otherwise. */
+export function settingsWithoutEffect(c: Config): string[] {
+  return settingRows(c).flatMap((r) => {
+    const why = SETTING_BY_NAME.get(r.key)?.noEffect;
+    if (why !== undefined && r.value !== r.default) return [`${r.key} = ${r.value} has no effect: ${why}`];
+    const caveat = VALUE_CAVEATS[r.key]?.[r.value];
+    return caveat === undefined ? [] : [`${r.key} = ${r.value} ${caveat}`];
+  });
 }
 
 export interface SettingRow {

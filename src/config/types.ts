@@ -168,8 +168,11 @@ export interface Config {
   readonly trackExtraParameters: readonly string[];
   readonly applicationNameAddHost: boolean;
   readonly maxPacketSize: number;
-  readonly pktBuf: number;
   readonly maxPreparedStatements: number;
+  /** Refuse the simple query protocol: a client that sends Query is closed (PQexec disallowed). */
+  readonly disablePqexec: boolean;
+  /** PBKDF2 iterations of the SCRAM verifier made from a plain-text auth_file password. */
+  readonly scramIterations: number;
 
   // --- network
   readonly tcpKeepalive: boolean;

@@ -174,7 +174,10 @@ export function buildTlsContexts(cfg: Config, certAuthPossible: boolean): TlsCon
   if (c.sslmode !== 'disable') {
     const extra: tls.SecureContextOptions = {};
     if (c.ecdhCurve !== 'auto' && c.ecdhCurve !== 'none') extra.ecdhCurve = c.ecdhCurve;
-    if (c.dheParams !== 'auto' && c.dheParams !== 'none' && c.dheParams !== 'legacy') extra.dhparam = readPem(c.dheParams, 'DH parameters file');
+    // client_tls_dheparams: auto offers the DHE suites with OpenSSL's well-known groups of 2048
+    // bits and up; none leaves them out. legacy asks for PgBouncer's 1024-bit group, which
+    // OpenSSL 3 refuses: it gets auto's (a warning says so, see settingsWithoutEffect).
+    if (c.dheParams !== 'none') extra.dhparam = 'auto';
     const verifyMode = c.sslmode === 'verify-ca' || c.sslmode === 'verify-full';
     client = {
       side: c,

@@ -462,7 +462,7 @@ export class Pool {
     const head = this.clWaiting.values().next().value;
     const checkEveryReuse = this.cfg.serverCheckQuery !== '' && this.cfg.serverCheckDelay <= 0;
     if (head !== undefined && !checkEveryReuse && !this.closed && !this.host.isPaused(this.dbName)) return this.assign(server, head);
-    this.servers.release(server);
+    this.servers.release(server, this.cfg.serverRoundRobin);
     this.pump();
   }
 

@@ -46,8 +46,8 @@ export class Registry implements PoolHost {
    * to the close (PgBouncer's client_connection_count; SHOW DATABASES / SHOW USERS). */
   readonly dbClients = new Map<string, number>();
   readonly userClients = new Map<string, number>();
-  /** When each empty `*` pool was first seen empty by the janitor. */
-  private readonly unusedSince = new Map<Pool, number>();
+  /** When each database known only through `*` was first seen with no client (autodb_idle_timeout). */
+  private readonly unusedSince = new Map<string, number>();
 
   constructor(
     public cfg: Config,
@@ -218,23 +218,31 @@ export class Registry implements PoolHost {
   }
 
   sweep(): void {
-    for (const [key, p] of this.pools) {
+    // A database known only through `*` (PgBouncer's autodb) that no client has used for
+    // autodb_idle_timeout goes, its pools and their servers with it: anyone can name a database
+    // before proving who they are, and every name would otherwise keep a pool for good.
+    const inUse = new Set<string>();
+    for (const p of this.pools.values()) {
       p.sweep();
-      // A pool of a database known only through `*` (PgBouncer's autodb) goes once unused for
-      // autodb_idle_timeout: anyone can name a database before proving who they are, and every
-      // name would otherwise keep a pool for good.
-      if (this.cfg.databases.has(p.dbName) || p.clientCount > 0 || p.serverCount > 0) {
-        this.unusedSince.delete(p);
+      if (p.clientCount > 0) inUse.add(p.dbName);
+    }
+    const dropped = new Set<string>();
+    for (const [key, p] of this.pools) {
+      if (this.cfg.databases.has(p.dbName) || inUse.has(p.dbName)) {
+        this.unusedSince.delete(p.dbName);
         continue;
       }
-      const since = this.unusedSince.get(p);
-      if (since === undefined) this.unusedSince.set(p, now);
+      const since = this.unusedSince.get(p.dbName);
+      if (since === undefined) this.unusedSince.set(p.dbName, now);
       else if (now - since >= this.cfg.autodbIdleTimeout * 1000) {
-        this.unusedSince.delete(p);
         this.pools.delete(key);
         p.close();
-        if (!this.hasPool(p.dbName)) log().warn(`dropping database '${p.dbName}' as it does not exist anymore or inactive auto-database`);
+        dropped.add(p.dbName);
       }
+    }
+    for (const db of dropped) {
+      this.unusedSince.delete(db);
+      log().warn(`dropping database '${db}' as it does not exist anymore or inactive auto-database`);
     }
   }
 

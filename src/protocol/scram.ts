@@ -123,10 +123,10 @@ export class ScramServerSession {
    * the pooler. The client then sees the same exchange (and the same salt on every attempt) as
    * for a wrong password, so probing cannot tell the two apart; PostgreSQL does the same.
    */
-  static fakeSecret(user: string, key: Buffer): ScramSecret {
+  static fakeSecret(user: string, key: Buffer, iterations = DEFAULT_ITERATIONS): ScramSecret {
     const derive = (label: string) => hmac(key, Buffer.from(`${label}\0${user}`, 'utf8'));
     return {
-      iterations: DEFAULT_ITERATIONS,
+      iterations,
       salt: derive('salt').subarray(0, SALT_LEN),
       storedKey: derive('stored-key'),
       serverKey: derive('server-key'),

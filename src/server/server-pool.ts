@@ -29,7 +29,7 @@ export class ServerPool {
         max: Math.max(1, max),
         min: 0,
         // LIFO, as PgBouncer's default (server_round_robin = 0): the hottest server is reused and
-        // the others age out by server_idle_timeout.
+        // the others age out by server_idle_timeout. release() can ask for round robin instead.
         fifo: false,
         testOnBorrow: true,
         autostart: true,
@@ -43,7 +43,15 @@ export class ServerPool {
     return this.gp.acquire();
   }
 
-  release(server: ServerConn): void {
+  /**
+   * Take a server back. `roundRobin` (server_round_robin) queues it behind the other idle ones, so
+   * they are handed out in turn, instead of in front. generic-pool reads its `fifo` option at each
+   * release and has no setter, so it is set here, on the one pool this module owns (a version
+   * without it keeps LIFO; tests/integration/round-robin.test.ts would say so).
+   */
+  release(server: ServerConn, roundRobin: boolean): void {
+    const options = (this.gp as unknown as { _config?: { fifo: boolean } })._config;
+    if (options !== undefined) options.fifo = roundRobin;
     void this.gp.release(server).catch(() => undefined);
   }
 

@@ -4,7 +4,7 @@ import { mkdtempSync, mkdirSync, realpathSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadConfig, settingRows,
+  ConfigError, configFromEnv, describeConfig, generatedIniFromEnv, loadConfig, settingRows, settingsWithoutEffect,
 } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 
@@ -57,7 +57,7 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     transactionTimeout: 0, queryWaitNotify: 5,
     suspendTimeout: 10, cancelWaitTimeout: 10, autodbIdleTimeout: 3600,
     ignoreStartupParameters: [], trackExtraParameters: ['IntervalStyle'], applicationNameAddHost: false,
-    maxPacketSize: 2147483647, pktBuf: 4096, maxPreparedStatements: 200,
+    maxPacketSize: 2147483647, maxPreparedStatements: 200, disablePqexec: false, scramIterations: 4096,
     tcpKeepalive: true, tcpKeepcnt: 0, tcpKeepidle: 0, tcpKeepintvl: 0, tcpUserTimeout: 0,
     tcpDeferAccept: true, tcpSocketBuffer: 0,
     adminUsers: [], statsUsers: [], logConnections: true, logDisconnections: true, logPoolerErrors: true,
@@ -73,7 +73,12 @@ test('defaults are PgBouncer 1.25 defaults', () => {
     sslmode: 'prefer', keyFile: null, certFile: null, caFile: null, crlFile: null,
     protocols: 'secure', ciphers: 'default', tls13Ciphers: '',
   });
-  assert.equal(otherSettings.get('scram_iterations'), '4096');
+  assert.equal(otherSettings.get('pkt_buf'), '4096');
+  assert.deepEqual(settingsWithoutEffect(load('')), []);
+  assert.deepEqual(settingsWithoutEffect(load('[pgbouncer]\npkt_buf = 8192\nsbuf_loopcnt = 5\nclient_tls_dheparams = legacy\n')), [
+    "client_tls_dheparams = legacy works as auto: OpenSSL 3 refuses PgBouncer's 1024-bit DH group",
+    'pkt_buf = 8192 has no effect: Node sizes its own read buffers; startup packets of up to 10000 bytes and messages of up to max_packet_size are read whatever it says',
+  ]);
   // An empty file is a valid config too.
   assert.equal(load('').listenPort, 6432);
 });
