@@ -134,13 +134,15 @@ async function main(): Promise<void> {
     } catch (err) {
       die((err as Error).message);
     }
+    // Before the port opens: a SIGTERM sent as soon as it accepts (an orchestrator, a test) must
+    // find the shutdown handler, not Node's default of dying by the signal.
+    installSignals(app);
     try {
       await app.start();
     } catch (err) {
       die(`could not listen: ${(err as Error).message}`);
     }
     if (runAs !== null) dropPrivileges(runAs);
-    installSignals(app);
     await app.exited;
   }
   if (cfg.pidfile !== null && link === null) fs.rmSync(cfg.pidfile, { force: true });
