@@ -12,7 +12,7 @@ import type { Config } from './config/types.js';
 import type { ConsoleOutcome } from './admin/console.js';
 import { workerSocketDir, type WorkerHost, type WorkerLink } from './cluster/worker-link.js';
 import { Errors, type PoolerError } from './errors.js';
-import { log, setVerbose } from './log.js';
+import { log, setVerbose, type Logger } from './log.js';
 import { metricsOf, startMetrics, type MetricsServer, type WorkerSeries } from './metrics/prometheus.js';
 import { reloads } from './metrics/stats.js';
 import { listenerProblem, openListeners, type Listeners } from './net/listener.js';
@@ -23,7 +23,7 @@ import { HandshakeGate, buildTlsContexts, type TlsContexts } from './net/tls.js'
 import { encodeCancelRequest } from './protocol/startup.js';
 import { PeerPool, Peers } from './pool/peer-pool.js';
 import { zeroStats, type Pool } from './pool/pool.js';
-import { Registry } from './pool/registry.js';
+import { Registry, type AuthLookup } from './pool/registry.js';
 import { TxStatus } from './protocol/codes.js';
 
 export const VERSION = '0.1.0';
@@ -165,12 +165,10 @@ export class App implements ClientHost, AdminHost, WorkerHost {
     return this.registry.poolFor(dbName, user, keys);
   }
 
-  secretFor(dbName: string, user: string): string | null | Promise<string | null> {
+  secretFor(dbName: string, user: string, clientLog: Logger): string | null | AuthLookup | PoolerError {
     const entry = this.cfg.authEntries.get(user);
     if (entry !== undefined) return entry.secret;
-    const db = this.cfg.databases.get(dbName) ?? this.cfg.databases.get('*');
-    if ((db?.authUser ?? this.cfg.authUser) === null) return null;
-    return this.registry.authQuery(dbName, user);
+    return this.registry.authLookup(dbName, user, clientLog);
   }
 
   admit(client: ClientConn): PoolerError | null | Promise<PoolerError | null> {
@@ -278,7 +276,7 @@ export class App implements ClientHost, AdminHost, WorkerHost {
     const cfg = this.cfg;
     for (const c of this.clients) {
       if (c.phase === 'startup' || c.phase === 'auth' || c.phase === 'welcome') {
-        if (cfg.clientLoginTimeout > 0 && t - c.connectTime >= cfg.clientLoginTimeout * 1000) c.fail(Errors.loginTimeout(), 'timeout');
+        if (cfg.clientLoginTimeout > 0 && t - c.connectTime >= cfg.clientLoginTimeout * 1000) c.fail(Errors.loginTimeout(c.pool?.waitDetail()), 'timeout');
         continue;
       }
       if (c.phase !== 'ready') continue;
@@ -305,7 +303,7 @@ export class App implements ClientHost, AdminHost, WorkerHost {
         continue;
       }
       const it = user?.idleTransactionTimeout ?? cfg.idleTransactionTimeout;
-      if (it > 0 && s.owed === 0 && s.txStatus !== TxStatus.Idle && t - c.lastActivity >= it * 1000) {
+      if (it > 0 && s.owed === 0 && s.txStatus !== TxStatus.Idle && t - s.readyTime >= it * 1000) {
         s.close('idle transaction timeout');
         c.fail(Errors.idleTransactionTimeout());
         continue;

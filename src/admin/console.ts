@@ -351,7 +351,7 @@ export class Console implements AdminConsole {
       if (problem !== null) return problem;
     }
     log().info(db === '' ? 'RECONNECT command issued' : `RECONNECT '${db}' command issued`);
-    for (const p of this.poolsOf(db === '' ? null : db)) p.closeServers('database configuration changed', false);
+    for (const p of this.poolsOf(db === '' ? null : db)) p.reconnect('database configuration changed');
     return ok('RECONNECT');
   }
 

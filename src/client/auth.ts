@@ -1,6 +1,8 @@
 // Client authentication: one AuthFlow per login, behind one interface, for each auth_type.
 // An unknown user runs the same exchange as a wrong password and gets the same answer, so user
-// names cannot be probed (PostgreSQL's rule; for SCRAM a deterministic fake salt).
+// names cannot be probed (PostgreSQL's rule; for SCRAM a deterministic fake salt). A known user
+// whose secret is empty (an empty auth_file entry, a NULL auth_query password) is let in by trust
+// and matched by no password, as in PgBouncer.
 import crypto from 'node:crypto';
 import type { AuthType } from '../config/types.js';
 import { Errors, type PoolerError } from '../errors.js';
@@ -32,9 +34,13 @@ export interface AuthFlow {
 /** Fake SCRAM salts for unknown users are derived from this per-process key. */
 const FAKE_KEY = crypto.randomBytes(32);
 
-/** Build the flow for one login. `secret` is the auth_file / auth_query secret, or null;
- * `scramIterations` (scram_iterations) is used for a SCRAM verifier made from a plain password. */
-export function authFlow(method: AuthType | 'reject', user: string, secret: string | null, scramIterations: number): AuthFlow {
+/**
+ * Build the flow for one login. `known` is the auth_file / auth_query secret, '' for a known user
+ * without one, or null for an unknown user (both go through the exchange and fail it);
+ * `scramIterations` (scram_iterations) is used for a SCRAM verifier made from a plain password.
+ */
+export function authFlow(method: AuthType | 'reject', user: string, known: string | null, scramIterations: number): AuthFlow {
+  const secret = known === '' ? null : known;
   switch (method) {
     case 'trust':
     case 'any':
@@ -159,11 +165,7 @@ class ScramFlow implements AuthFlow {
   private readonly known: boolean;
   private step = 0;
 
-  constructor(
-    private readonly user: string,
-    secret: string | null,
-    iterations: number,
-  ) {
+  constructor(user: string, secret: string | null, iterations: number) {
     let parsed: ScramSecret | null = null;
     if (secret !== null) {
       parsed = parseScramSecret(secret);
@@ -200,7 +202,8 @@ class ScramFlow implements AuthFlow {
     if (this.step === 1) {
       this.step = 2;
       const r = this.session.handleClientFinal(body);
-      if (!r.ok || !this.known) return { error: Errors.authFailed(this.user) };
+      // PgBouncer's words for any SCRAM failure, an unknown user's included.
+      if (!r.ok || !this.known) return { error: Errors.saslFailed() };
       return {
         ok: true,
         scramKeys: { clientKey: r.clientKey, serverKey: this.scramSecret.serverKey },

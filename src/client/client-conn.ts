@@ -8,7 +8,7 @@
 import type net from 'node:net';
 import { now, refresh } from '../clock.js';
 import { nextConnectionId } from '../ids.js';
-import type { AuthType, Config } from '../config/types.js';
+import { ADMIN_DB, type AuthType, type Config } from '../config/types.js';
 import { Errors, PoolerError } from '../errors.js';
 import { closingBecause, connLogger, flushLog, sockAddr, type Logger } from '../log.js';
 import { Frontend, SqlState } from '../protocol/codes.js';
@@ -16,8 +16,9 @@ import * as encode from '../protocol/encode.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { decodeStartupPacket, parseStartupOptions } from '../protocol/startup.js';
 import type { Pool } from '../pool/pool.js';
+import type { AuthLookup } from '../pool/registry.js';
 import type { PoolClient, ReplicationRequest } from '../pool/types.js';
-import type { ServerConn } from '../server/server-conn.js';
+import type { QueryResult, ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type HandshakeGate, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { tuneSocket } from '../net/tcp.js';
 import { isOwnUid, osUserName, peerCredAvailable, peerCredentials } from '../net/peercred.js';
@@ -40,8 +41,11 @@ export interface ClientHost {
   readonly console: AdminConsole;
   /** Find or create the pool for a login, or say why not. */
   poolFor(dbName: string, user: string, scramKeys: { clientKey: Buffer; serverKey: Buffer } | null): Pool | PoolerError;
-  /** The secret for a user from auth_file, or by auth_query (asynchronous), or null. */
-  secretFor(dbName: string, user: string): string | null | Promise<string | null>;
+  /**
+   * A user's secret from the auth_file ('' = known, no password), null for an unknown user, the
+   * auth_query lookup to run, or why the login is refused; reasons are logged to `log`.
+   */
+  secretFor(dbName: string, user: string, log: Logger): string | null | AuthLookup | PoolerError;
   /**
    * Admit the client under max_client_conn (console logins are exempt), max_db_client_connections
    * and max_user_client_connections, counted until it closes (onClientClosed): null, or the
@@ -69,8 +73,7 @@ export interface AdminConsole {
   settled(client: ClientConn): Promise<void>;
 }
 
-/** The virtual database of the admin console. */
-export const ADMIN_DB = 'pgbouncer';
+export { ADMIN_DB };
 
 /** Startup parameters the pooler understands; anything else needs ignore_startup_parameters. */
 const KNOWN_STARTUP = new Set(['user', 'database', 'replication']);
@@ -89,7 +92,7 @@ export class ClientConn implements PoolClient {
   /** High-resolution accept time, for the login duration histogram (the cached clock is too
    * coarse for logins that take a millisecond). */
   private readonly acceptedAt = performance.now();
-  /** Last time the client sent anything (client_idle_timeout, idle_transaction_timeout). */
+  /** Last time the client sent anything (client_idle_timeout). */
   lastActivity = now;
   /** The parameter values this client's session should have (variable cache). */
   readonly params = new Map<string, string>();
@@ -321,17 +324,15 @@ export class ClientConn implements PoolClient {
     const { method, map } = chosen;
     if (method === 'cert') return this.certAuth(map);
     if (method === 'peer') return this.peerAuth(map);
-    const found = this.host.secretFor(this.dbName, user);
-    if (!(found instanceof Promise)) return this.beginAuth(method, found);
-    // auth_query: hold the client's bytes until the secret is known.
+    const found = this.host.secretFor(this.dbName, user, this.log);
+    if (found instanceof PoolerError) return this.fail(found);
+    if (found === null || typeof found === 'string') return this.beginAuth(method, found);
+    // auth_query: the client waits in the auth pool for a server, like any client (PgBouncer's
+    // CL_WAITING_LOGIN), its bytes held until the secret is known.
+    this.lookup = { method, found };
+    this.pool = found.pool;
     this.socket.pause();
-    found.then(
-      (secret) => {
-        this.socket.resume();
-        this.beginAuth(method, secret);
-      },
-      (err: Error) => this.fail(Errors.serverConnFailed(err.message)),
-    );
+    found.pool.requestServer(this);
   }
 
   /**
@@ -366,6 +367,43 @@ export class ClientConn implements PoolClient {
     }
     return unsupported;
   }
+
+  /** The auth_query this client waits for a server to run, and the method to start after it. */
+  private lookup: { method: AuthType; found: AuthLookup } | null = null;
+
+  /** The auth pool lent a server: run auth_query on it. Counted as an extended query in flight,
+   * so a client leaving meanwhile has that server closed rather than reused mid-reply. */
+  private runLookup(server: ServerConn): void {
+    this.inExtendedQuery = true;
+    void server.queryRows(this.lookup!.found.sql, [this.user]).then(this.onLookup);
+  }
+
+  /** auth_query answered (PgBouncer's handle_auth_query_response). */
+  private readonly onLookup = (r: QueryResult): void => {
+    const lookup = this.lookup;
+    // Closed meanwhile: its server was closed with it.
+    if (this.phase !== 'auth' || lookup === null) return;
+    this.lookup = null;
+    this.inExtendedQuery = false;
+    // Done with the auth pool: its server goes back there.
+    this.pool?.removeClient(this);
+    this.pool = null;
+    const row = r.rows[0];
+    if (r.error !== null || (row !== undefined && row.length !== 2)) {
+      this.log.error(r.error !== null ? `error in auth_query: ${r.error}` : `expected 2 columns from auth_query, not ${row?.length}`);
+      return this.fail(Errors.bouncerConfig());
+    }
+    if (row === undefined) {
+      lookup.found.remember(null);
+      this.log.info(`no such user: ${this.user}`);
+      return this.fail(Errors.noSuchUser());
+    }
+    // A NULL password: the user exists and has none (trust lets it in, no password matches).
+    const secret = row[1] ?? '';
+    lookup.found.remember(secret);
+    this.socket.resume();
+    this.beginAuth(lookup.method, secret);
+  };
 
   /** The auth method for this connection: auth_type, or the first matching hba line. */
   private chooseMethod(): { method: AuthType | 'peer'; map: string | null } | null {
@@ -470,10 +508,9 @@ export class ClientConn implements PoolClient {
   }
 
   private beginAuth(method: AuthType, secret: string | null): void {
-    if (this.phase !== 'auth') return;
     // PgBouncer's trust still requires the user to be known, when users are listed somewhere.
     if (method === 'trust' && secret === null && (this.host.cfg.authFile !== null || this.host.cfg.authUser !== null)) {
-      return this.fail(Errors.authFailed(this.user));
+      return this.fail(Errors.trustFailed());
     }
     this.flow = authFlow(method, this.user, secret, this.host.cfg.scramIterations);
     this.authMethod = this.flow.method;
@@ -835,6 +872,7 @@ export class ClientConn implements PoolClient {
   // ---------------------------------------------------------------- pool callbacks
 
   onLinked(server: ServerConn): void {
+    if (this.lookup !== null) return this.runLookup(server);
     if (this.phase === 'welcome') {
       this.welcome(server.params);
       // A session keeps its server; otherwise this server only taught us the parameters.
@@ -938,7 +976,8 @@ export class ClientConn implements PoolClient {
   }
 
   onServerLost(reason: string): void {
-    this.fail(Errors.serverConnFailed(reason));
+    // Its auth_query server went away: PgBouncer's answer to a client not logged in yet.
+    this.fail(this.inLogin ? Errors.bouncerConfig() : Errors.serverConnFailed(reason));
   }
 
   // ---------------------------------------------------------------- closing

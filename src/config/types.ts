@@ -2,6 +2,9 @@
 // deep-freezes it; everything else only reads it. Times are seconds as floats, as in PgBouncer.
 // Imports nothing, so any layer may import it.
 
+/** The virtual database of the admin console; no [databases] entry may take its name. */
+export const ADMIN_DB = 'pgbouncer';
+
 export type PoolMode = 'session' | 'transaction' | 'statement';
 export type LogFormat = 'text' | 'json';
 export type AuthType = 'trust' | 'any' | 'plain' | 'md5' | 'scram-sha-256' | 'cert' | 'hba';

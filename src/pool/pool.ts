@@ -90,9 +90,11 @@ export class Pool {
 
   readonly stats: PoolStats = zeroStats();
 
-  /** The server's parameters as a new client sees them (from the first server login). */
+  /** The server's parameters as a new client sees them (from the first server login, learned
+   * again after RECONNECT or a changed database: PgBouncer's welcome_msg_ready). */
   welcome: ReadonlyMap<string, string> | null = null;
-  /** The last server login failure; within server_login_retry of it, no new login is tried. */
+  /** The last server login failure, until a login succeeds; within server_login_retry of it no
+   * new login is tried (PgBouncer's last_connect_failed). */
   lastLoginError: LoginError | null = null;
   lastLoginFailAt = 0;
   /** Index in a multi-host database's host list where the next server goes (load_balance_hosts). */
@@ -111,7 +113,7 @@ export class Pool {
     public db: DatabaseDef,
     /** The database name clients use (for '*' pools, the requested one). */
     readonly dbName: string,
-    /** The user clients log in as; the server user is db.user when forced. */
+    /** The pool's user: the forced db.user, or the user its clients log in as. */
     readonly userName: string,
     private readonly target: () => ServerTarget,
   ) {
@@ -215,6 +217,7 @@ export class Pool {
   /** The client has something to send and no server: wait for one. */
   requestServer(client: PoolClient): void {
     if (this.closed) return client.fail(Errors.shuttingDown());
+    if (this.failingFast()) return client.fail(Errors.serverLoginFailing(this.lastLoginError!));
     this.clActive.delete(client);
     this.clWaiting.add(client);
     client.waitStart = now;
@@ -265,32 +268,46 @@ export class Pool {
     }
   }
 
+  /**
+   * PgBouncer's check_fast_fail: a pool whose server it once knew, with no server left and logins
+   * failing since, refuses a client at once rather than queue it. A pool still learning its
+   * server (new, or after RECONNECT) queues clients instead, until the retry or their timeout.
+   * After server_login_retry a login is started with no client, to learn whether the server is back.
+   */
+  private failingFast(): boolean {
+    if (this.welcome === null || this.lastLoginError === null || this.serverCount > this.svLogin.size) return false;
+    if (this.svLogin.size === 0 && this.acquiring === 0 && this.mayCreate()) this.openIdle(1);
+    return true;
+  }
+
   /** May one more server connection be opened now? */
   private mayCreate(): boolean {
     const borrowed = this.servers.borrowed + this.acquiring + this.replServers.size;
     const head = this.clWaiting.values().next().value;
-    if (borrowed >= this.serverCap) return false;
+    if (borrowed >= this.serverCap || this.retryPending()) return false;
     // A host list is probed with one login at a time until a server is up: logins racing to a
     // host that is down would all fail, where one failure is enough to move on to the next host.
     if (this.db.hosts.length > 1 && this.svLogin.size > 0 && this.serverCount === this.svLogin.size) return false;
-    if (this.lastLoginError !== null && now - this.lastLoginFailAt < this.cfg.serverLoginRetry * 1000) {
-      // Within server_login_retry of a failure: tell the waiting clients why, now (PgBouncer
-      // 1.24+ passes on the original error), instead of letting them time out.
-      if (this.serverCount === 0) this.failWaiting(this.lastLoginError);
-      return false;
-    }
     if (!this.withinSharedLimits()) return false;
     if (borrowed >= this.poolSize) head?.log.warn('taking connection from reserve_pool');
     return true;
   }
 
-  /** Under max_db_connections and max_user_connections, if need be by closing an idle server of
-   * another pool of the same database / server user (PgBouncer's evict_connection). */
-  private withinSharedLimits(): boolean {
+  /** Within server_login_retry of a failed login: clients wait for the retry (or their timeout). */
+  private retryPending(): boolean {
+    return this.lastLoginError !== null && now - this.lastLoginFailAt < this.cfg.serverLoginRetry * 1000;
+  }
+
+  /**
+   * Under max_db_connections and max_user_connections. At a cap, with `evict`, an idle server of
+   * another pool of the same database / server user is closed to make room (PgBouncer's
+   * evict_connection; min_pool_size never evicts).
+   */
+  private withinSharedLimits(evict = true): boolean {
     const maxDb = this.maxDbConnections;
-    if (maxDb > 0 && this.host.serverCount(this.db.name, null) >= maxDb && !this.host.evictIdleFor(this, 'db')) return false;
+    if (maxDb > 0 && this.host.serverCount(this.db.name, null) >= maxDb && !(evict && this.host.evictIdleFor(this, 'db'))) return false;
     const maxUser = this.maxUserConnections;
-    if (maxUser > 0 && this.host.serverCount(null, this.serverUser) >= maxUser && !this.host.evictIdleFor(this, 'user'))
+    if (maxUser > 0 && this.host.serverCount(null, this.serverUser) >= maxUser && !(evict && this.host.evictIdleFor(this, 'user')))
       return false;
     return true;
   }
@@ -368,6 +385,7 @@ export class Pool {
    * them if the pool mode allows it now.
    */
   onServerReady(server: ServerConn): void {
+    server.readyTime = now;
     const client = server.client as PoolClient | null;
     if (client === null) return;
     this.countTimes(server);
@@ -472,22 +490,25 @@ export class Pool {
   }
 
   /**
-   * Run a pooler query (auth_query) on a server of this pool. It takes a server outside the
-   * waiting list, as a login must not queue behind the clients it would let in.
+   * What a client whose wait for a server timed out is told besides PgBouncer's message: why the
+   * logins failed meanwhile (a TLS verification error, a refused connection), which PgBouncer
+   * leaves to its log.
    */
-  async queryRows(sql: string, params: string[]): Promise<{ rows: (string | null)[][]; error: string | null }> {
-    if (this.lastLoginError !== null && now - this.lastLoginFailAt < this.cfg.serverLoginRetry * 1000) {
-      return { rows: [], error: this.lastLoginError.message };
+  waitDetail(): string | undefined {
+    return this.lastLoginError === null ? undefined : `server login failed: ${this.lastLoginError.message}`;
+  }
+
+  /** Open `n` servers for nobody: they join the idle list (min_pool_size, a login after a
+   * failing one). Borrowed through the library, which hands out its idle ones first. */
+  private openIdle(n: number): void {
+    for (let i = 0; i < n; i++) {
+      this.acquiring++;
+      this.servers.acquire().then((s) => {
+        this.acquiring--;
+        if (s.state === 'closed') this.servers.destroy(s);
+        else this.giveBack(s, false);
+      }, this.onAcquireFailed);
     }
-    const server = await this.servers.acquire();
-    if (server.state === 'closed') {
-      this.servers.destroy(server);
-      return { rows: [], error: this.lastLoginError?.message ?? 'server login failed' };
-    }
-    server.setState('active');
-    const result = await server.queryRows(sql, params);
-    this.giveBack(server, false);
-    return result;
   }
 
   // ---------------------------------------------------------------- servers
@@ -532,7 +553,9 @@ export class Pool {
       }
       this.lastLoginError = error;
       this.lastLoginFailAt = now;
-      if (this.serverCount === 0) this.failWaiting(error);
+      // The clients waiting would get the same refusal: tell them now, unless servers of a known
+      // welcome can still serve them (PgBouncer's kill_pool_logins).
+      if (error.refused && (this.welcome === null || this.serverCount === this.svLogin.size)) this.failWaiting(error);
     } else {
       this.hostFailedAt.delete(server.target.host);
       this.lastLoginError = null;
@@ -660,34 +683,41 @@ export class Pool {
       s.close(err.message);
       client.fail(err);
     }
-    // Waiting clients: query_wait_timeout; and the reserve pool opens after reserve_pool_timeout.
-    // query_wait_notify tells a client, once per wait, that it is queued.
+    // Waiting clients: query_timeout counts the wait too, then query_wait_timeout (PgBouncer's
+    // pool_client_maint); query_wait_notify tells a client, once per wait, that it is queued; and
+    // the reserve pool opens after reserve_pool_timeout.
     for (const c of [...this.clWaiting]) {
       const waited = t - c.waitStart;
-      if (cfg.queryWaitTimeout > 0 && waited >= cfg.queryWaitTimeout * 1000) c.fail(Errors.queryWaitTimeout());
+      if (cfg.queryTimeout > 0 && waited >= cfg.queryTimeout * 1000) c.fail(Errors.queryTimeout(this.waitDetail()));
+      else if (cfg.queryWaitTimeout > 0 && waited >= cfg.queryWaitTimeout * 1000) c.fail(Errors.queryWaitTimeout(this.waitDetail()));
       else if (cfg.queryWaitNotify > 0 && waited >= cfg.queryWaitNotify * 1000 && !c.waitNotified) c.waitNotified = c.notifyQueued();
     }
-    // min_pool_size: only for pools that have clients or a forced user (PgBouncer 1.21+).
+    // min_pool_size, for pools that have clients or a forced user (PgBouncer's check_pool_size):
+    // one login at a time, never past pool_size or the caps, never evicting for it.
     if (
       this.minPoolSize > 0 &&
       this.clWaiting.size === 0 &&
       this.acquiring === 0 &&
+      this.svLogin.size === 0 &&
       (this.clientCount > 0 || this.db.user !== null) &&
-      this.serverCount < this.minPoolSize &&
-      this.mayCreate()
+      this.serverCount < Math.min(this.minPoolSize, this.poolSize) &&
+      !this.host.isPaused(this.dbName) &&
+      !this.retryPending() &&
+      this.withinSharedLimits(false)
     ) {
-      // Borrowing every idle server plus the shortfall makes the library open new ones.
-      const n = this.svIdle.size + this.minPoolSize - this.serverCount;
-      for (let i = 0; i < n; i++) {
-        this.acquiring++;
-        this.servers.acquire().then((s) => {
-          this.acquiring--;
-          if (s.state === 'closed') this.servers.destroy(s);
-          else this.giveBack(s, false);
-        }, this.onAcquireFailed);
-      }
+      // Borrowing every idle server plus one makes the library open one new one.
+      this.openIdle(this.svIdle.size + 1);
     }
     this.pump();
+  }
+
+  /**
+   * RECONNECT, or a changed database definition (PgBouncer's tag_pool_dirty): every server is
+   * replaced, and the parameters a client is welcomed with are learned again from a new one.
+   */
+  reconnect(reason: string): void {
+    this.welcome = null;
+    this.closeServers(reason, false);
   }
 
   /** Close every idle server now (PAUSE, RECONNECT, KILL); linked ones when they come back. */

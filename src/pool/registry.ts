@@ -4,9 +4,9 @@
 // servers marked close_needed, so they are replaced as they come back.
 import path from 'node:path';
 import { now } from '../clock.js';
-import type { Config, DatabaseDef, LoadBalanceHosts } from '../config/types.js';
+import { ADMIN_DB, type Config, type DatabaseDef, type LoadBalanceHosts } from '../config/types.js';
 import { Errors, type PoolerError } from '../errors.js';
-import { log } from '../log.js';
+import { log, type Logger } from '../log.js';
 import { parseScramSecret } from '../protocol/scram.js';
 import { serverTlsIdentity, type TlsContexts } from '../net/tls.js';
 import type { ServerCredentials } from '../server/server-auth.js';
@@ -26,6 +26,16 @@ export interface ServerSlots {
   acquire(pool: Pool): Promise<void>;
   release(pool: Pool): void;
 }
+
+/** An auth_query to run for one login, on a server of the auth pool, with the user name as $1. */
+export interface AuthLookup {
+  readonly pool: Pool;
+  readonly sql: string;
+  /** What it found: the secret ('' when its password is NULL), or null for no row. */
+  remember(secret: string | null): void;
+}
+
+const RESERVED_AUTH_DB = `cannot use the reserved "${ADMIN_DB}" database as an auth_dbname`;
 
 export class Registry implements PoolHost {
   readonly pools = new Map<string, Pool>();
@@ -52,7 +62,9 @@ export class Registry implements PoolHost {
   constructor(
     public cfg: Config,
     public tls: TlsContexts,
-  ) {}
+  ) {
+    this.checkConfig(cfg);
+  }
 
   /** The pool for a login, created on first use, or the reason there is none. */
   poolFor(dbName: string, user: string, keys: ScramKeys | null): Pool | PoolerError {
@@ -65,7 +77,8 @@ export class Registry implements PoolHost {
     let pool = this.pools.get(key);
     if (pool === undefined) {
       if (!this.cfg.databases.has(dbName) && !this.hasPool(dbName)) log().info(`registered new auto-database: ${dbName}`);
-      pool = new Pool(this, db, dbName, user, () => this.target(pool!));
+      // A forced user's pool is that user's: its [users] settings apply, not the first client's.
+      pool = new Pool(this, db, dbName, db.user ?? user, () => this.target(pool!));
       this.pools.set(key, pool);
     }
     return pool;
@@ -140,28 +153,51 @@ export class Registry implements PoolHost {
     if (parseScramSecret(secret) !== null) {
       // A SCRAM secret can only log in by passing through the client's own keys.
       const keys = db.user === null ? this.scramKeys.get(user) : undefined;
-      return keys !== undefined ? { kind: 'scram-keys', ...keys } : { kind: 'none' };
+      return keys !== undefined ? { kind: 'scram-keys', ...keys } : { kind: 'scram-secret' };
     }
     if (/^md5[0-9a-f]{32}$/.test(secret)) return { kind: 'md5', hash: secret };
     return { kind: 'password', password: secret };
   }
 
   /**
-   * Look a user's secret up with auth_query, as auth_user, in auth_dbname (or the database the
-   * client asked for). Null when the user is unknown, cannot log in, or has expired.
+   * How a user missing from the auth_file is looked up (PgBouncer's set_pool and
+   * prepare_auth_database): null when no auth_user applies or the database is not configured
+   * (the user is then unknown), else the auth_query to run in the auth pool, or why the login is
+   * refused. The reasons go to `clientLog`, the client's logger, as PgBouncer logs them.
    */
-  async authQuery(dbName: string, user: string): Promise<string | null> {
-    const db = this.databaseDef(dbName);
+  authLookup(dbName: string, user: string, clientLog: Logger): AuthLookup | PoolerError | null {
+    const isConsole = dbName === ADMIN_DB;
+    const db = isConsole ? null : this.databaseDef(dbName);
+    if (!isConsole && db === null) return null;
     const authUser = db?.authUser ?? this.cfg.authUser;
     if (authUser === null) return null;
-    const pool = this.poolFor(db?.authDbname ?? this.cfg.authDbname ?? dbName, authUser, null);
-    if (!(pool instanceof Pool)) return null;
-    const r = await pool.queryRows(db?.authQuery ?? this.cfg.authQuery, [user]);
-    if (r.error !== null) throw new Error(`auth_query failed: ${r.error}`);
-    const secret = r.rows[0]?.[1] ?? null;
-    if (secret !== null) this.queriedSecrets.set(user, secret);
-    else this.queriedSecrets.delete(user);
-    return secret;
+    const authDb = db?.authDbname ?? this.cfg.authDbname ?? dbName;
+    if (authDb === ADMIN_DB) {
+      clientLog.error(RESERVED_AUTH_DB);
+      return Errors.bouncerConfig();
+    }
+    if (this.databaseDef(authDb) === null) {
+      clientLog.error(`authentication database "${authDb}" is not configured.`);
+      return Errors.bouncerConfig();
+    }
+    if (this.disabled.has(authDb)) return Errors.authDatabaseDisabled(authDb);
+    const pool = this.poolFor(authDb, authUser, null);
+    if (!(pool instanceof Pool)) return pool;
+    return {
+      pool,
+      sql: db?.authQuery ?? this.cfg.authQuery,
+      // The secret also logs the user in to PostgreSQL, as PgBouncer does with its dynamic users.
+      remember: (secret) => {
+        if (secret === null) this.queriedSecrets.delete(user);
+        else this.queriedSecrets.set(user, secret);
+      },
+    };
+  }
+
+  /** PgBouncer refuses auth_dbname = pgbouncer when the config is loaded; here the logins it would
+   * serve are refused (the console is no database to query), and the load says why. */
+  private checkConfig(cfg: Config): void {
+    if (cfg.authDbname === ADMIN_DB) log().error(RESERVED_AUTH_DB);
   }
 
   serverCount(db: string | null, user: string | null): number {
@@ -218,6 +254,11 @@ export class Registry implements PoolHost {
   }
 
   sweep(): void {
+    // min_pool_size of a database with a forced user holds before any client comes (PgBouncer
+    // 1.21+ creates those pools in its janitor); other pools fill once they have clients.
+    for (const db of this.cfg.databases.values()) {
+      if (db.user !== null && db.name !== '*' && (db.minPoolSize ?? this.cfg.minPoolSize) > 0) this.poolFor(db.name, db.user, null);
+    }
     // A database known only through `*` (PgBouncer's autodb) that no client has used for
     // autodb_idle_timeout goes, its pools and their servers with it: anyone can name a database
     // before proving who they are, and every name would otherwise keep a pool for good.
@@ -253,6 +294,7 @@ export class Registry implements PoolHost {
     // linked ones when their client lets go.
     const tlsChanged = serverTlsIdentity(this.tls.server) !== serverTlsIdentity(tls.server);
     this.cfg = cfg;
+    this.checkConfig(cfg);
     this.tls = tls;
     for (const p of this.pools.values()) {
       const before = old.databases.get(p.db.name);
@@ -260,7 +302,7 @@ export class Registry implements PoolHost {
       const defChanged = JSON.stringify(before) !== JSON.stringify(after);
       if (!defChanged && !tlsChanged) continue;
       if (after !== undefined) p.db = after;
-      p.closeServers('database configuration changed', false);
+      p.reconnect('database configuration changed');
     }
     for (const p of this.pools.values()) p.pump();
   }

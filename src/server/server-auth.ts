@@ -42,9 +42,16 @@ export type ServerCredentials =
   /** An md5 secret from auth_file: usable for md5 auth only. */
   | { kind: 'md5'; hash: string }
   /** SCRAM pass-through: the keys recovered from the client's own SCRAM exchange. */
-  | { kind: 'scram-keys'; clientKey: Buffer; serverKey: Buffer };
+  | { kind: 'scram-keys'; clientKey: Buffer; serverKey: Buffer }
+  /** A SCRAM verifier without the client's keys (a forced user, a client that did not use
+   * SCRAM): it answers no challenge. */
+  | { kind: 'scram-secret' };
 
-export type AuthStep = { reply: Buffer } | { done: true } | { wait: true } | { error: string };
+/** `error` is what the waiting clients are told; `log` says more, for the log. */
+export type AuthStep = { reply: Buffer } | { done: true } | { wait: true } | { error: string; log?: string };
+
+/** PgBouncer's answer when the stored secret cannot serve the method the server asks for. */
+const WRONG_PASSWORD_TYPE = 'server login failed: wrong password type';
 
 /** One server login's authentication exchange: fed each 'R' message body, returns what to send. */
 export class ServerAuth {
@@ -69,6 +76,9 @@ export class ServerAuth {
       case AuthCode.MD5Password: {
         if (body.length < 8) return { error: 'invalid MD5 request from server' };
         const salt = body.subarray(4, 8);
+        if (this.creds.kind === 'scram-secret' || this.creds.kind === 'scram-keys') {
+          return { error: WRONG_PASSWORD_TYPE, log: 'cannot do MD5 authentication: wrong password type' };
+        }
         const secret = this.creds.kind === 'md5' ? this.creds.hash : this.plainPassword();
         if (secret === null) return { error: `server asked for an MD5 password for user "${this.user}" but none is known` };
         return { reply: serialize.password(md5Response(secret, this.user, salt)) };
@@ -79,6 +89,12 @@ export class ServerAuth {
         if (this.creds.kind === 'password') this.scram = new ScramClientSession({ password: this.creds.password });
         else if (this.creds.kind === 'scram-keys')
           this.scram = new ScramClientSession({ clientKey: this.creds.clientKey, serverKey: this.creds.serverKey });
+        else if (this.creds.kind === 'scram-secret')
+          return {
+            error: WRONG_PASSWORD_TYPE,
+            log: 'cannot do SCRAM authentication: password is SCRAM secret but client authentication did not provide SCRAM keys',
+          };
+        else if (this.creds.kind === 'md5') return { error: WRONG_PASSWORD_TYPE, log: 'cannot do SCRAM authentication: wrong password type' };
         else
           return {
             error: `server asked for SCRAM authentication for user "${this.user}" but no password or SCRAM keys are known`,

@@ -11,7 +11,7 @@ import type { TLSSocket } from 'node:tls';
 import { now, refresh } from '../clock.js';
 import { nextConnectionId } from '../ids.js';
 import { closingBecause, connLogger, sockAddr, type Logger } from '../log.js';
-import { Backend, TxStatus } from '../protocol/codes.js';
+import { Backend, SqlState, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { cachedLookup, isDnsError } from '../net/dns.js';
@@ -47,9 +47,33 @@ export interface ServerPeer {
 }
 
 export interface LoginError {
+  /** What waiting clients are told. */
   readonly message: string;
   /** The server's SQLSTATE when it sent an ErrorResponse, else a connection-failure code. */
   readonly sqlstate: string;
+  /**
+   * PostgreSQL refused the login, or the pooler cannot answer its authentication request: every
+   * login fails the same way until something changes, so the clients waiting for one are told
+   * now (PgBouncer's kill_pool_logins). False when the connection failed or timed out, or the
+   * server is starting up or shutting down (57P03): the next try may work, and clients wait.
+   */
+  readonly refused: boolean;
+}
+
+/**
+ * How a failed login is logged: `detail` after "server login failed: " when it says more than the
+ * clients are told, the server's severity before it, and `why`, PgBouncer's reason on the closing
+ * line (both default to the error's message).
+ */
+interface LoginLog {
+  readonly detail?: string;
+  readonly severity?: string;
+  readonly why?: string;
+}
+
+/** A login that failed on the way (connect, TLS, a dead socket, a timeout): worth retrying. */
+function connectFailure(message: string): LoginError {
+  return { message, sqlstate: SqlState.ConnectionFailure, refused: false };
 }
 
 /** A replication connection's kind, as the startup parameter says it: logical or physical. */
@@ -101,6 +125,9 @@ export class ServerConn {
   lastUsed = now;
   /** When the linked client's current request started (query_timeout). */
   requestTime = 0;
+  /** When it last answered everything it owed, set by the pool: idle_transaction_timeout counts
+   * from there (PgBouncer: from the server's idle information, not the client's last message). */
+  readyTime = 0;
 
   private readonly framer: Framer;
   private auth: ServerAuth;
@@ -152,8 +179,8 @@ export class ServerConn {
     const useTls = !unix && ctx !== null && (effectiveServerMode(ctx.side) !== 'allow' || this.allowRetry);
     sock.once('error', (err: NodeJS.ErrnoException) =>
       isDnsError(err)
-        ? this.loginFailed(`server DNS lookup failed: ${host} (${err.code ?? err.message})`, undefined, undefined, 'server DNS lookup failed')
-        : this.loginFailed(`could not connect to server: ${err.message}`, undefined, undefined, 'connect failed'),
+        ? this.loginFailed(connectFailure(`server DNS lookup failed: ${host} (${err.code ?? err.message})`), { why: 'server DNS lookup failed' })
+        : this.loginFailed(connectFailure(`could not connect to server: ${err.message}`), { why: 'connect failed' }),
     );
     const onConnect = (): void => {
       sock.removeAllListeners('error');
@@ -170,7 +197,7 @@ export class ServerConn {
       }
       connectServerTls(sock, ctx, host).then(
         (r) => {
-          if ('error' in r) return this.loginFailed(r.error);
+          if ('error' in r) return this.loginFailed(connectFailure(r.error));
           if (r.socket) {
             this.socket = r.socket;
             this.tls = r.info;
@@ -178,7 +205,7 @@ export class ServerConn {
           }
           this.startLogin();
         },
-        (err: Error) => this.loginFailed(`TLS: ${err.message}`),
+        (err: Error) => this.loginFailed(connectFailure(`TLS: ${err.message}`)),
       );
     };
     if (unix) sock.connect({ path: host }, onConnect);
@@ -207,7 +234,7 @@ export class ServerConn {
   };
 
   private readonly onClose = (): void => {
-    if (!this.loginDone) this.loginFailed('server closed the connection unexpectedly');
+    if (!this.loginDone) this.loginFailed(connectFailure('server closed the connection unexpectedly'));
     else this.closed('server conn crashed?');
   };
 
@@ -264,7 +291,7 @@ export class ServerConn {
 
   private loginData(chunk: Buffer): void {
     const stop = this.framer.feed(chunk, 0, this.onLoginMessage);
-    if (stop === FRAMER_STOPPED) return this.loginFailed(`protocol error from server: ${this.framer.error}`);
+    if (stop === FRAMER_STOPPED) return this.loginFailed(connectFailure(`protocol error from server: ${this.framer.error}`));
     if (this.loginDone && stop < chunk.length) this.relay(chunk.subarray(stop));
   }
 
@@ -275,7 +302,8 @@ export class ServerConn {
         const step = this.auth.onAuthentication(body);
         if ('reply' in step) this.socket.write(step.reply);
         else if ('error' in step) {
-          this.loginFailed(step.error);
+          // No answer the pooler could give would do: the next login fails the same way.
+          this.loginFailed({ message: step.error, sqlstate: SqlState.ConnectionFailure, refused: true }, { detail: step.log });
           return false;
         }
         return true;
@@ -286,7 +314,7 @@ export class ServerConn {
       case Backend.BackendKeyData:
         // A reply shorter than its pid is a broken server, not a reason to crash the pooler.
         if (body.length < 4) {
-          this.loginFailed('invalid BackendKeyData from server');
+          this.loginFailed(connectFailure('invalid BackendKeyData from server'));
           return false;
         }
         this.backendPid = body.readInt32BE(0);
@@ -294,9 +322,14 @@ export class ServerConn {
         return true;
       case Backend.ErrorResponse: {
         const f = decodeErrorFields(body);
+        if (this.retryWithTls(f.M)) return false;
         const message = f.M ?? 'server login failed';
-        // A replication login is refused for reasons of its own (PgBouncer's reason names none).
-        this.loginFailed(message, f.C, f.S ?? f.V ?? 'FATAL', this.target.replication !== null ? 'login failed' : message);
+        const sqlstate = f.C ?? SqlState.ConnectionFailure;
+        this.loginFailed(
+          { message, sqlstate, refused: sqlstate !== SqlState.CannotConnectNow },
+          // A replication login is refused for reasons of its own (PgBouncer's reason names none).
+          { severity: f.S ?? f.V ?? 'FATAL', why: this.target.replication !== null ? 'login failed' : message },
+        );
         return false;
       }
       case Backend.ReadyForQuery:
@@ -313,35 +346,39 @@ export class ServerConn {
 
   /** server_connect_timeout passed before the login finished: a failed login, as PgBouncer. */
   loginTimedOut(): void {
-    this.loginFailed(`server_connect_timeout: no login within ${this.owner.cfg.serverConnectTimeout} s`, undefined, undefined, 'connect timeout');
+    this.loginFailed(connectFailure('connect timeout'), { detail: `connect timeout (server_connect_timeout ${this.owner.cfg.serverConnectTimeout} s)` });
   }
 
   /**
-   * The login failed with `message` (what waiting clients are told). `severity` is the server's,
-   * when it sent an ErrorResponse; `why` is PgBouncer's reason on the closing line.
+   * server_tls_sslmode=allow: plain text first; if the server refuses it (an error, not a dead
+   * socket), the same login again over TLS (libpq). True when that retry started.
    */
-  private loginFailed(message: string, sqlstate = '08006', severity?: string, why = message): void {
-    if (this.loginDone || this.closing) return;
-    // allow: plain text first; if the server refuses it (an error, not a dead socket), try TLS.
+  private retryWithTls(reason: string | undefined): boolean {
     const side = this.owner.tls.server?.side;
-    if (side !== undefined && effectiveServerMode(side) === 'allow' && !this.allowRetry && !this.target.unix && sqlstate !== '08006') {
-      this.allowRetry = true;
-      this.log.debug({ reason: message }, 'plain connection refused, retrying with TLS (server_tls_sslmode=allow)');
-      this.detachSocket();
-      this.framer.reset();
-      this.auth = new ServerAuth(this.target.user, this.target.creds);
-      this.params.clear();
-      this.socket = new net.Socket();
-      this.connect();
-      return;
-    }
+    if (side === undefined || effectiveServerMode(side) !== 'allow' || this.allowRetry || this.target.unix) return false;
+    this.allowRetry = true;
+    this.log.debug({ reason }, 'plain connection refused, retrying with TLS (server_tls_sslmode=allow)');
+    this.detachSocket();
+    this.framer.reset();
+    this.auth = new ServerAuth(this.target.user, this.target.creds);
+    this.params.clear();
+    this.socket = new net.Socket();
+    this.connect();
+    return true;
+  }
+
+  /** The login cannot complete: log it (see LoginLog), and let the pool decide what its waiting
+   * clients hear. */
+  private loginFailed(error: LoginError, logged: LoginLog = {}): void {
+    if (this.loginDone || this.closing) return;
     this.closing = true;
-    this.log.warn({ reason: message }, `server login failed: ${severity === undefined ? '' : `${severity} `}${message}`);
-    this.logClosing(why);
+    const text = logged.detail ?? error.message;
+    this.log.warn({ reason: text }, `server login failed: ${logged.severity === undefined ? '' : `${logged.severity} `}${text}`);
+    this.logClosing(logged.why ?? error.message);
     this.socket.destroy();
     this.state = 'closed';
-    this.loginError = { message, sqlstate };
-    this.owner.onServerLogin(this, this.loginError);
+    this.loginError = error;
+    this.owner.onServerLogin(this, error);
   }
 
   private storeParameter(body: Buffer): [string, string] | null {

@@ -15,13 +15,14 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
 import { cstr, int32, msg, startupPacket, V3 } from '../support/bytes.js';
-import { queryOnce as queryOnceWith, type PgError } from '../support/pg-client.js';
+import { connectClient, queryOnce as queryOnceWith, type PgError } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type IniSections, type Pooler } from '../support/pooler.js';
 import { errorFields, RawConn, scramExchange, type BackendMessage } from '../support/raw-client.js';
 import { psql } from '../support/run-cmd.js';
 import { md5Secret, scramSecret } from '../support/secrets.js';
-import { dumpLogsOnFailure, required } from '../support/suite.js';
+import { dumpLogsOnFailure, logSince, messageOf, required } from '../support/suite.js';
+import { waitFor } from '../support/wait.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 10_000;
@@ -41,6 +42,14 @@ function passwordFailed(user: string) {
     assert.equal(e.message, `password authentication failed for user "${user}"`);
     return true;
   };
+}
+
+/** PgBouncer's answer to a failed SCRAM exchange, whether the user exists or not. */
+function saslFailed(e: PgError): boolean {
+  assert.equal(e.code, '28P01', `SQLSTATE of: ${e.message}`);
+  assert.equal(e.severity, 'FATAL');
+  assert.equal(e.message, 'SASL authentication failed');
+  return true;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -110,18 +119,19 @@ describe('authentication', () => {
       assert.deepEqual(rows, [{ u: USERS.md5.name }]);
     });
 
-    it('refuses a user that is not in the auth_file', async () => {
-      // PgBouncer: '"trust" authentication failed' for a user it does not know.
+    it('refuses a user that is not in the auth_file with PgBouncer\'s "trust" authentication failed', async () => {
       await assert.rejects(
         queryOnce({ host: '127.0.0.1', port: port(), user: USERS.scram.name, database: 'p0' }, 'SELECT 1'),
         (e: PgError) => {
           assert.equal(e.severity, 'FATAL', e.message);
+          assert.equal(e.code, '28000', e.message);
+          assert.equal(e.message, '"trust" authentication failed');
           return true;
         },
       );
       const r = await psql(`postgresql://nobody@127.0.0.1:${port()}/p0`, 'SELECT 1');
       assert.notEqual(r.code, 0);
-      assert.match(r.stderr, /FATAL/);
+      assert.match(r.stderr, /FATAL: +"trust" authentication failed/);
     });
 
     describe('login-phase protocol (raw socket)', () => {
@@ -344,7 +354,7 @@ describe('authentication', () => {
       }
       const rows = await queryOnce<{ u: string }>({ host: '127.0.0.1', port: port(), user: 'scramlocal', password: 'localpass', database: 'p0' }, 'SELECT current_user AS u');
       assert.deepEqual(rows, [{ u: 'scramlocal' }]);
-      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: 'scramlocal', password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed('scramlocal'));
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: 'scramlocal', password: 'wrong', database: 'p0' }, 'SELECT 1'), saslFailed);
     });
 
     it('logs in to PostgreSQL with the password from [databases] (forced md5 and SCRAM users)', async () => {
@@ -376,7 +386,7 @@ describe('authentication', () => {
       assert.deepEqual(rows, [{ u: USERS.scram.name }]);
       await assert.rejects(
         queryOnce({ host: '127.0.0.1', port: port(), user: USERS.scram.name, password: 'wrong', database: 'p0' }, 'SELECT 1'),
-        passwordFailed(USERS.scram.name),
+        saslFailed,
       );
     });
   });
@@ -407,15 +417,15 @@ describe('authentication', () => {
       assert.equal(r.stdout.trim(), USERS.scram.name);
     });
 
-    it('refuses a wrong password and an unknown user with the same FATAL 28P01', async () => {
-      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: USERS.scram.name, password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed(USERS.scram.name));
-      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: 'ghost', password: 'wrong', database: 'p0' }, 'SELECT 1'), passwordFailed('ghost'));
+    it('refuses a wrong password and an unknown user with the same FATAL 28P01, in PgBouncer\'s words', async () => {
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: USERS.scram.name, password: 'wrong', database: 'p0' }, 'SELECT 1'), saslFailed);
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: 'ghost', password: 'wrong', database: 'p0' }, 'SELECT 1'), saslFailed);
       const r = await psql(`postgresql://ghost@127.0.0.1:${port()}/p0`, 'SELECT 1', { env: { PGPASSWORD: 'wrong' } });
-      assert.match(r.stderr, /FATAL: +password authentication failed for user "ghost"/);
+      assert.match(r.stderr, /FATAL: +SASL authentication failed/);
     });
 
     it('refuses a user whose secret is an md5 hash', async () => {
-      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: USERS.trust.name, password: 'trustpass', database: 'p0' }, 'SELECT 1'), passwordFailed(USERS.trust.name));
+      await assert.rejects(queryOnce({ host: '127.0.0.1', port: port(), user: USERS.trust.name, password: 'trustpass', database: 'p0' }, 'SELECT 1'), saslFailed);
     });
 
     it('runs the whole SCRAM exchange for an unknown user, with a stable salt, before refusing', async () => {
@@ -535,5 +545,128 @@ describe('authentication', () => {
       });
       assert.equal(await viaPostgresJs(USERS.md5.name, USERS.md5.password), USERS.md5.name);
     });
+  });
+
+  // PgBouncer's answers (client.c set_pool, prepare_auth_database, handle_auth_query_response):
+  // no row is "no such user"; a row with a NULL password is a user without one, whom trust lets
+  // in and no password matches; an auth database that cannot be used is "bouncer config error"
+  // with the reason in the log.
+  describe('auth_query and the auth database, as PgBouncer answers', () => {
+    const target = (dbname: string, extra = ''): string => `host=127.0.0.1 port=${c().port} dbname=${dbname} ${extra}`;
+    const authDbs = (): Record<string, string> => ({
+      p0: target('p0'),
+      authdb: target('p1'),
+      via_authdb: target('p0', 'auth_dbname=authdb'),
+      via_nodb: target('p0', 'auth_dbname=nodb'),
+      via_console: target('p0', 'auth_dbname=pgbouncer'),
+      bad_query: target('p0', "auth_query='SELECT usename, passwd FROM not_pg_shadow WHERE usename = $1'"),
+    });
+    const authIni = (auth_type: string, extra: Record<string, string> = {}): IniSections => ({
+      pgbouncer: { auth_type, pool_mode: 'session', auth_user: 'postgres', admin_users: 'postgres', ...extra },
+      databases: authDbs(),
+    });
+    let trust: Pooler | undefined;
+    const t = required(() => trust, 'pooler');
+    before(async () => {
+      // Only the auth user is in the auth_file; PostgreSQL trusts it over TCP here.
+      trust = await pooler(authIni('trust'), { postgres: '' });
+    });
+    const login = (p: Pooler, user: string, database: string, password?: string) =>
+      queryOnce<{ u: string }>({ host: '127.0.0.1', port: p.port, user, password, database }, 'SELECT current_user AS u');
+    const refusedWith = (code: string, message: string) => (e: PgError): boolean => {
+      assert.equal(e.severity, 'FATAL', e.message);
+      assert.equal(e.message, message);
+      assert.equal(e.code, code, e.message);
+      return true;
+    };
+
+    it('trust: a user auth_query finds with a NULL password is let in; one it does not find is "no such user"', async () => {
+      // plainuser has no password in PostgreSQL: the default auth_query returns its row with NULL.
+      assert.deepEqual(await login(t(), USERS.trust.name, 'p0'), [{ u: USERS.trust.name }]);
+      await assert.rejects(login(t(), 'ghost', 'p0'), refusedWith('28000', 'no such user'));
+    });
+
+    it('md5: a user with a NULL password matches no password; one auth_query does not find is "no such user"', async () => {
+      const md5 = await pooler(authIni('md5'), { postgres: '' });
+      await assert.rejects(login(md5, USERS.trust.name, 'p0', 'anything'), passwordFailed(USERS.trust.name));
+      await assert.rejects(login(md5, 'ghost', 'p0', 'anything'), refusedWith('28000', 'no such user'));
+      assert.deepEqual(await login(md5, USERS.md5.name, 'p0', USERS.md5.password), [{ u: USERS.md5.name }]);
+    });
+
+    it('auth_dbname naming a database that is not configured: "bouncer config error", and the log says which', async () => {
+      const from = t().logs().length;
+      await assert.rejects(login(t(), USERS.trust.name, 'via_nodb'), refusedWith('08P01', 'bouncer config error'));
+      await logSince(t(), from, /^authentication database "nodb" is not configured\.$/);
+      assert.deepEqual(await login(t(), USERS.trust.name, 'via_authdb'), [{ u: USERS.trust.name }]);
+    });
+
+    it('the console as auth database, per database or by default for a console login: "bouncer config error"', async () => {
+      const from = t().logs().length;
+      await assert.rejects(login(t(), USERS.trust.name, 'via_console'), refusedWith('08P01', 'bouncer config error'));
+      // A console login looked up by auth_query with no auth_dbname would query the console itself.
+      await assert.rejects(login(t(), USERS.trust.name, 'pgbouncer'), refusedWith('08P01', 'bouncer config error'));
+      await waitFor('two log lines', async () =>
+        t().logs().slice(from).filter((l) => /cannot use the reserved "pgbouncer" database as an auth_dbname/.test(messageOf(l))).length === 2);
+    });
+
+    it('a global auth_dbname = pgbouncer is reported when the config is loaded, and refuses the logins it would serve', async () => {
+      const p = await pooler(authIni('trust', { auth_dbname: 'pgbouncer' }), { postgres: '' });
+      await logSince(p, 0, /cannot use the reserved "pgbouncer" database as an auth_dbname/);
+      await assert.rejects(login(p, USERS.trust.name, 'p0'), refusedWith('08P01', 'bouncer config error'));
+      // The auth_file's users do not need the auth database.
+      assert.deepEqual(await login(p, 'postgres', 'p0'), [{ u: 'postgres' }]);
+    });
+
+    it('a DISABLEd auth database refuses its logins with PgBouncer\'s message', async () => {
+      const con = await connectClient({ host: '127.0.0.1', port: t().port, user: 'postgres', database: 'pgbouncer' });
+      try {
+        await con.query('DISABLE authdb');
+        await assert.rejects(login(t(), USERS.trust.name, 'via_authdb'), refusedWith('08P01', 'authentication database "authdb" is disabled'));
+        await con.query('ENABLE authdb');
+        assert.deepEqual(await login(t(), USERS.trust.name, 'via_authdb'), [{ u: USERS.trust.name }]);
+      } finally {
+        await con.end();
+      }
+    });
+
+    it('an auth_query that fails in PostgreSQL: "bouncer config error", and the server\'s error in the log', async () => {
+      const from = t().logs().length;
+      await assert.rejects(login(t(), USERS.trust.name, 'bad_query'), refusedWith('08P01', 'bouncer config error'));
+      await logSince(t(), from, /error in auth_query: relation "not_pg_shadow" does not exist/);
+      // The server that answered it serves the next lookup.
+      assert.deepEqual(await login(t(), USERS.trust.name, 'p0'), [{ u: USERS.trust.name }]);
+    });
+
+    it('after a RELOAD that changed the auth database, auth_query runs on a new server, not a closed one', async () => {
+      const p = await pooler(authIni('md5'), { postgres: '' });
+      assert.deepEqual(await login(p, USERS.md5.name, 'via_authdb', USERS.md5.password), [{ u: USERS.md5.name }]);
+      await p.writeIni({ ...authIni('md5'), databases: { ...authDbs(), authdb: target('p1', 'application_name=changed') } });
+      const from = p.logs().length;
+      p.reload();
+      await logSince(p, from, /configuration reloaded/);
+      assert.deepEqual(await login(p, USERS.md5.name, 'via_authdb', USERS.md5.password), [{ u: USERS.md5.name }]);
+    });
+  });
+
+  it('a forced user whose auth_file secret is a SCRAM verifier, with no client SCRAM keys: "wrong password type" for every waiting client', async () => {
+    const p = await pooler(
+      {
+        pgbouncer: { auth_type: 'trust', pool_mode: 'session' },
+        databases: { nokeys: `host=127.0.0.1 port=${c().port} dbname=p0 user=${USERS.scram.name}` },
+      },
+      { [USERS.trust.name]: '', [USERS.scram.name]: scramuserRolpassword },
+    );
+    const from = p.logs().length;
+    const attempts = [0, 1, 2].map(() =>
+      queryOnce({ host: '127.0.0.1', port: p.port, user: USERS.trust.name, database: 'nokeys' }, 'SELECT 1').then(
+        () => assert.fail('logged in without a usable server password'),
+        (e: PgError) => e,
+      ),
+    );
+    for (const e of await Promise.all(attempts)) {
+      assert.equal(e.message, 'server login failed: wrong password type');
+      assert.equal(e.severity, 'FATAL');
+    }
+    await logSince(p, from, /cannot do SCRAM authentication: password is SCRAM secret but client authentication did not provide SCRAM keys/);
   });
 });

@@ -152,7 +152,7 @@ describe('PostgreSQL stalled by the fault proxy', () => {
   let proxy: FaultProxy | undefined;
   after(() => proxy?.close());
 
-  it('query_timeout ends the stalled query, server_connect_timeout fails the client behind it; nobody hangs', async () => {
+  it('query_timeout ends the stalled query and the wait of the client behind it (as PgBouncer counts it); nobody hangs', async () => {
     proxy = await startFaultProxy({ host: c().host, port: c().port });
     const p = await pooler({
       pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', query_timeout: '1', server_connect_timeout: '2', query_wait_timeout: '10', server_login_retry: '1' },
@@ -175,7 +175,8 @@ describe('PostgreSQL stalled by the fault proxy', () => {
       console.log(`hardening: stalled PostgreSQL: query_timeout after ${msA} ms (${ea?.message}); the waiting client failed after ${msB} ms (${eb?.message})`);
       assert.match(ea?.message ?? 'no error', /query_timeout/);
       assert.ok(eb instanceof Error, 'the waiting client got an answer from a stalled server');
-      assert.match(eb.message, /server_connect_timeout|server login/);
+      // query_timeout counts a client's wait for a server too (PgBouncer's pool_client_maint).
+      assert.match(eb.message, /query_timeout/);
     } finally {
       proxy.unstall();
       await a.end().catch(() => undefined);

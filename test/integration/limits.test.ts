@@ -2,8 +2,10 @@
 // pg_stat_activity, sampled while real clients load the pool. PgBouncer's rules (reference §1.2):
 // max_client_conn refuses the N+1th client with 53300; default_pool_size, a [databases] pool_size,
 // max_db_connections (across users) and max_user_connections (across databases) cap the servers;
-// min_pool_size fills a pool that has a client; the reserve pool opens only to clients that waited
-// reserve_pool_timeout; query_wait_timeout ends a client that waited too long for a server.
+// min_pool_size fills a pool that has a client, and a forced user's pool from startup, within the
+// caps; [users] settings of a forced user's database are that user's; the reserve pool opens only
+// to clients that waited reserve_pool_timeout; query_wait_timeout ends a client that waited too
+// long for a server.
 //
 // Each limit gets its own roles, so one test's idle servers never count in another's samples.
 
@@ -20,7 +22,10 @@ const QUERY_TIMEOUT_MS = 20_000;
 const SAMPLE_EVERY_MS = 25;
 
 /** Roles created for this file (trusted by the harness hba's `host all all all trust`). */
-const ROLES = ['r_default', 'r_sized', 'r_min', 'r_mdb1', 'r_mdb2', 'r_muc', 'r_reserve', 'r_wait', 'r_maxcl', 'r_lowered'];
+const ROLES = [
+  'r_default', 'r_sized', 'r_min', 'r_mdb1', 'r_mdb2', 'r_muc', 'r_reserve', 'r_wait', 'r_maxcl', 'r_lowered',
+  'r_minf', 'r_minmdb', 'r_minmu', 'r_forced', 'r_fsmall', 'r_small',
+];
 
 const setup = useSetup({ cluster: { name: 'limits' }, roles: ROLES });
 const c = setup.c;
@@ -136,8 +141,13 @@ describe('pool sizes and server connection caps', () => {
       mdb: target('p0', 'pool_size=5 max_db_connections=2'),
       mu0: target('p0', 'pool_size=5'),
       mu1: target('p1', 'pool_size=5'),
+      minforced: target('p0', 'user=r_minf pool_size=5 min_pool_size=2'),
+      minmdb: target('p0', 'pool_size=5 min_pool_size=5 max_db_connections=2'),
+      minmu: target('p1', 'pool_size=5 min_pool_size=5'),
+      forced: target('p0', 'user=r_forced pool_size=2'),
+      forcedsmall: target('p1', 'user=r_fsmall pool_size=3'),
     },
-    { r_muc: 'max_user_connections=2' },
+    { r_muc: 'max_user_connections=2', r_minmu: 'max_user_connections=2', r_small: 'pool_size=1', r_fsmall: 'pool_size=1' },
   ));
 
   it('never opens more than default_pool_size servers for ten busy clients of one user and database', async () => {
@@ -166,6 +176,32 @@ describe('pool sizes and server connection caps', () => {
     } finally {
       await client.end();
     }
+  });
+
+  it('opens min_pool_size servers of a database with a forced user at startup, before any client (PgBouncer 1.21+)', async () => {
+    let seen = 0;
+    await waitFor('min_pool_size=2 servers of r_minf', async () => (seen = await backendCount(['r_minf'])) >= 2, 3_000)
+      .catch((e: Error) => assert.fail(`${e.message}: PostgreSQL saw ${seen} backends of r_minf`));
+    await sleep(1_000);
+    assert.equal(await backendCount(['r_minf']), 2);
+  });
+
+  it('fills min_pool_size only up to max_db_connections and max_user_connections, evicting nothing', async () => {
+    for (const [user, db] of [['r_minmdb', 'minmdb'], ['r_minmu', 'minmu']] as const) {
+      const from = p().logs().length;
+      const { sustained, samples } = await sampleWhile([user], () => load(p(), user, db, 1, 'SELECT pg_sleep(1.5)'));
+      assert.equal(sustained, 2, `${db}: min_pool_size=5 under a cap of 2: PostgreSQL saw ${JSON.stringify(samples)}`);
+      assert.ok(!p().logs().slice(from).some((l) => l.includes('making room for another pool')), `${db}: min_pool_size evicted a server`);
+    }
+  });
+
+  it('sizes a forced user\'s pool by that user\'s [users] pool_size, not by the client\'s', async () => {
+    // r_small (pool_size=1) is only the client: the pool is r_forced's, sized by its database (2).
+    const forced = await sampleWhile(['r_forced'], () => load(p(), 'r_small', 'forced', 5, 'SELECT pg_sleep(0.3)'));
+    assert.equal(forced.max, 2, `PostgreSQL saw ${JSON.stringify(forced.samples)}`);
+    // r_fsmall's own pool_size=1 beats its database's pool_size=3, whoever the clients are.
+    const small = await sampleWhile(['r_fsmall'], () => load(p(), 'r_default', 'forcedsmall', 5, 'SELECT pg_sleep(0.3)'));
+    assert.equal(small.max, 1, `PostgreSQL saw ${JSON.stringify(small.samples)}`);
   });
 
   it('caps the servers of one database across two users at max_db_connections', async () => {

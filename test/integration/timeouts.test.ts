@@ -1,8 +1,8 @@
 // Timeouts through the real pooler (reference §1.3-1.4), each with its own pooler whose ini sets
 // just that timeout, small (1 s), so the test is quick. What is asserted is the PgBouncer contract:
 // the client gets an error (never a hang) within the timeout plus janitor slack, the server
-// connection involved is closed and never reused mid-transaction, idle servers go away, and a
-// server that cannot be reached fails clients promptly, also during server_login_retry.
+// connection involved is closed and never reused mid-transaction, idle servers go away, and
+// server logins fail and are retried as PgBouncer's are (server_connect_timeout, server_login_retry).
 //
 // Upper bounds are semantic ("within timeout + 2 s"), not speed claims; lower bounds check that
 // nothing fires before its timeout.
@@ -14,7 +14,7 @@ import { cstr, msg } from '../support/bytes.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { backendPid, type PgError, watchedClient, type Watched } from '../support/pg-client.js';
 import { freePort, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
-import { useSetup } from '../support/suite.js';
+import { logSince, useSetup } from '../support/suite.js';
 import { sleep, waitFor, within } from '../support/wait.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -22,7 +22,7 @@ const QUERY_TIMEOUT_MS = 20_000;
 /** Janitor rounds are 1/3 s; a timeout may fire up to this much after it is due. */
 const SLACK_MS = 2_000;
 
-const ROLES = ['t_query', 't_cidle', 't_itx', 't_life', 't_sidle', 't_conn', 't_retry'];
+const ROLES = ['t_query', 't_cidle', 't_itx', 't_life', 't_sidle', 't_conn', 't_retry', 't_strand'];
 
 const setup = useSetup({ cluster: { name: 'timeouts' }, roles: ROLES });
 const c = setup.c;
@@ -45,6 +45,16 @@ async function withPooler(config: IniSections, body: (p: Pooler) => Promise<void
     // How the pooler shuts down is not under test here; SIGKILL after 3 s keeps a stuck
     // shutdown from eating the file's time budget.
     await p.stop('SIGTERM', 3_000);
+  }
+}
+
+/** One query through a new client, which is then closed. */
+async function queryOnce(p: Pooler, sql: string, user = 't_retry', db = 'flaky'): Promise<void> {
+  const { client } = await connect(p, user, db);
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end().catch(() => undefined);
   }
 }
 
@@ -71,10 +81,10 @@ async function backendPids(user: string): Promise<number[]> {
 }
 
 /**
- * A stand-in PostgreSQL that refuses every login the way a starting-up server does: 'N' to an
- * SSLRequest, then FATAL 57P03 to the StartupMessage. Counts the StartupMessages it saw.
+ * A stand-in PostgreSQL that refuses every login: 'N' to an SSLRequest, then FATAL `sqlstate` to the
+ * StartupMessage. Counts the StartupMessages it saw.
  */
-async function startRefusingServer(): Promise<{ port: number; attempts(): number; close(): Promise<void> }> {
+async function startRefusingServer(sqlstate: string, message: string): Promise<{ port: number; attempts(): number; close(): Promise<void> }> {
   let attempts = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
@@ -93,8 +103,7 @@ async function startRefusingServer(): Promise<{ port: number; attempts(): number
           continue;
         }
         attempts++;
-        sock.end(msg('E', 'S', cstr('FATAL'), 'V', cstr('FATAL'), 'C', cstr('57P03'),
-          'M', cstr('the database system is starting up'), [0]));
+        sock.end(msg('E', 'S', cstr('FATAL'), 'V', cstr('FATAL'), 'C', cstr(sqlstate), 'M', cstr(message), [0]));
         return;
       }
     });
@@ -190,6 +199,21 @@ describe('client-side timeouts', () => {
         await a.client.end().catch(() => undefined);
       }
     }));
+
+  it('idle_transaction_timeout counts from the server going idle in the transaction, not from the client\'s last message', () =>
+    withPooler(ini({ idle_transaction_timeout: '1' }), async (p) => {
+      // PgBouncer GH #125: a statement longer than the timeout inside a transaction is not idleness.
+      const a = await connect(p, 't_itx');
+      try {
+        await a.client.query('BEGIN');
+        await a.client.query('SELECT pg_sleep(1.5)');
+        await sleep(400);
+        assert.deepEqual((await a.client.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+        await a.client.query('COMMIT');
+      } finally {
+        await a.client.end().catch(() => undefined);
+      }
+    }));
 });
 
 describe('server connection lifecycle', () => {
@@ -226,75 +250,172 @@ describe('server connection lifecycle', () => {
       }
     }));
 
-  it('server_connect_timeout fails a client whose server accepts but never answers, and counts as a failed login', async () => {
+  // Server logins as PgBouncer runs them (objects.c launch_new_connection, server.c
+  // kill_pool_logins, check_fast_fail): a login that fails on the way (refused connection, no
+  // answer, TLS) is retried after server_login_retry while clients wait for their own timeouts; a
+  // login PostgreSQL refuses fails the waiting clients at once with its error.
+
+  it('server_connect_timeout: a server that never answers fails the login, the client waits on until its query_timeout', async () => {
     const proxy = await startFaultProxy({ host: c().host, port: c().port }, { blackhole: true });
     try {
       await withPooler(
-        ini({ server_connect_timeout: '1', query_wait_timeout: '30', client_login_timeout: '30' }, { hang: `host=127.0.0.1 port=${proxy.port} dbname=p0` }),
+        ini({ server_connect_timeout: '1', query_timeout: '3', query_wait_timeout: '30', client_login_timeout: '30' }, { hang: `host=127.0.0.1 port=${proxy.port} dbname=p0` }),
         async (p) => {
-          const t0 = Date.now();
+          const { err, ms } = await within(3_000 + SLACK_MS + 2_000, 'a client of a server that never answers',
+            failure('login through a server that never answers', () => connect(p, 't_conn', 'hang')));
+          await logSince(p, 0, /server login failed: connect timeout/);
+          assert.match(err.message, /query_timeout/);
+          assert.ok(ms >= 2_500, `the client got "${err.message}" after ${ms} ms: before its query_timeout (3 s), when only the server login had timed out`);
           // A connect timeout is a failed login: within server_login_retry (15 s by default) the
-          // pooler must not open another connection (PgBouncer: last_connect_failed).
-          const attemptsIn3s = sleep(3_000).then(() => proxy.accepted);
-          const outcome = await Promise.race([
-            connect(p, 't_conn', 'hang').then(
-              ({ client }) => {
-                void client.end();
-                return 'logged in through a server that never answers';
-              },
-              (e: PgError) => e,
-            ),
-            sleep(8_000).then(() => null),
-          ]);
-          const ms = Date.now() - t0;
-          const attempts = await attemptsIn3s;
-          const seen = outcome === null ? 'no error after 8 s' : outcome instanceof Error ? `"${outcome.message}" after ${ms} ms` : outcome;
-          assert.ok(outcome instanceof Error && ms < 1_000 + SLACK_MS,
-            `with server_connect_timeout=1 the client got ${seen}; the pooler connected ${attempts} times in the first 3 s`);
-          assert.equal(attempts, 1, `the pooler connected ${attempts} times in 3 s although server_login_retry is 15 s`);
+          // pooler does not open another connection.
+          assert.equal(proxy.accepted, 1, `the pooler connected ${proxy.accepted} times although server_login_retry is 15 s`);
         });
     } finally {
       await proxy.close();
     }
   });
 
-  it('server_login_retry: a closed port fails the first client promptly, and a second one during the retry window too', async () => {
-    const closedPort = await freePort();
+  it('server_login_retry: a refused connection keeps the client waiting, and the retry gets it in once the server is up', async () => {
+    const port = await freePort();
     await withPooler(
-      ini({ server_login_retry: '5', query_wait_timeout: '30' }, { down: `host=127.0.0.1 port=${closedPort} dbname=p0` }),
+      ini({ server_login_retry: '2', query_wait_timeout: '30' }, { later: `host=127.0.0.1 port=${port} dbname=p0` }),
       async (p) => {
-        const first = await within(8_000, 'the first client of an unreachable server',
-          failure('login to an unreachable server', () => connect(p, 't_retry', 'down')));
-        assert.ok(first.ms < SLACK_MS, `the first client got "${first.err.message}" only after ${first.ms} ms`);
-        // Inside server_login_retry=5 s the pooler does not try again; the client must not wait for it.
-        const second = await within(8_000, 'a second client within server_login_retry',
-          failure('login during server_login_retry', () => connect(p, 't_retry', 'down')));
-        assert.ok(second.ms < SLACK_MS, `the second client got "${second.err.message}" only after ${second.ms} ms`);
+        const t0 = Date.now();
+        const pending = connect(p, 't_retry', 'later');
+        await logSince(p, 0, /server login failed: could not connect to server/);
+        // PostgreSQL appears where the database points.
+        const proxy = await startFaultProxy({ host: c().host, port: c().port }, {}, port);
+        try {
+          const { client } = await within(2_000 + SLACK_MS + 2_000, 'the client waiting for the retry', pending);
+          const ms = Date.now() - t0;
+          try {
+            assert.deepEqual((await client.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+          } finally {
+            await client.end();
+          }
+          assert.ok(ms >= 1_500, `logged in after ${ms} ms, before server_login_retry (2 s) had passed`);
+          assert.equal(proxy.accepted, 1, 'one login after the retry');
+        } finally {
+          await proxy.close();
+        }
       });
   });
 
-  it('server_login_retry: no new login attempt within the retry window, one after it', async () => {
-    const refuser = await startRefusingServer();
+  it('server_login_retry: a login PostgreSQL refuses fails the waiting clients at once; a client in the retry window waits for the retry', async () => {
+    const refuser = await startRefusingServer('28000', 'role "t_retry" is not permitted to log in');
     try {
       await withPooler(
         ini({ server_login_retry: '2', query_wait_timeout: '30' }, { refuse: `host=127.0.0.1 port=${refuser.port} dbname=p0` }),
         async (p) => {
-          const first = await within(8_000, 'the first client of a server refusing logins',
+          const first = await within(8_000, 'two clients of a server refusing logins',
+            Promise.all([0, 1].map(() => failure('login', () => connect(p, 't_retry', 'refuse')))));
+          for (const f of first) {
+            assert.equal(f.err.message, 'role "t_retry" is not permitted to log in');
+            assert.equal(f.err.code, '28000');
+            assert.ok(f.ms < SLACK_MS, `a waiting client got the refusal only after ${f.ms} ms`);
+          }
+          // One login per waiting client was started; let the last of them be refused too.
+          await sleep(300);
+          const attempts = refuser.attempts();
+          // Inside the window no login is tried: the client waits for the retry, then hears the
+          // refusal of that new login.
+          const second = await within(2_000 + SLACK_MS + 2_000, 'a client within server_login_retry',
             failure('login', () => connect(p, 't_retry', 'refuse')));
-          assert.match(first.err.message, /the database system is starting up/, 'the server\'s own error is passed on');
-          const failedAt = Date.now();
-          await within(8_000, 'a second client within server_login_retry', failure('login', () => connect(p, 't_retry', 'refuse')));
-          // Well inside the 2 s window: still only the first attempt.
-          await sleep(Math.max(0, failedAt + 1_000 - Date.now()));
-          assert.equal(refuser.attempts(), 1,
-            `the pooler logged in ${refuser.attempts()} times within 1 s of a failed login, with server_login_retry=2`);
-          // After the window a new client makes the pooler try again.
-          await sleep(Math.max(0, failedAt + 2_500 - Date.now()));
-          await within(8_000, 'a client after server_login_retry', failure('login', () => connect(p, 't_retry', 'refuse')));
-          assert.ok(refuser.attempts() >= 2, 'no new attempt after server_login_retry');
+          assert.equal(second.err.message, 'role "t_retry" is not permitted to log in');
+          assert.ok(second.ms >= 1_000, `the client within server_login_retry (2 s) was refused after ${second.ms} ms, without a new login`);
+          assert.equal(refuser.attempts(), attempts + 1, 'one new login after the retry window');
         });
     } finally {
       await refuser.close();
     }
   });
+
+  it('a pool whose server is gone and whose logins fail: waiting clients wait for the retry, a new one is refused at once with the cached error', async () => {
+    const port = await freePort();
+    let proxy = await startFaultProxy({ host: c().host, port: c().port }, {}, port);
+    try {
+      await withPooler(
+        ini({ server_login_retry: '1', query_wait_timeout: '30' }, { flaky: `host=127.0.0.1 port=${port} dbname=p0` }),
+        async (p) => {
+          const a = await connect(p, 't_retry', 'flaky');
+          const b = await connect(p, 't_retry', 'flaky');
+          const d = await connect(p, 't_retry', 'flaky');
+          try {
+            assert.deepEqual((await a.client.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+            // PostgreSQL goes away, and its server connection with it.
+            await proxy.close();
+            await logSince(p, 0, /closing because: server conn crashed/);
+            const from = p.logs().length;
+            const waiting = a.client.query('SELECT 2 AS x');
+            await logSince(p, from, /server login failed: could not connect to server/);
+            // PgBouncer's check_fast_fail: no server left and logins failing.
+            await assert.rejects(b.client.query('SELECT 3 AS x'), (e: PgError) => {
+              assert.match(e.message, /^server login has been failing, cached error: could not connect to server: .*\(server_login_retry\)$/);
+              return true;
+            });
+            proxy = await startFaultProxy({ host: c().host, port: c().port }, {}, port);
+            assert.deepEqual((await within(1_000 + SLACK_MS + 2_000, 'the waiting client', waiting)).rows, [{ x: 2 }]);
+            assert.deepEqual((await d.client.query('SELECT 4 AS x')).rows, [{ x: 4 }]);
+          } finally {
+            await Promise.all([a, b, d].map(({ client }) => client.end().catch(() => undefined)));
+          }
+        });
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('after server_login_retry, a refused client starts a login with nobody waiting, and the next client gets in', async () => {
+    const port = await freePort();
+    let proxy = await startFaultProxy({ host: c().host, port: c().port }, {}, port);
+    try {
+      await withPooler(
+        ini({ server_login_retry: '1', query_wait_timeout: '30', query_timeout: '1' }, { flaky: `host=127.0.0.1 port=${port} dbname=p0` }),
+        async (p) => {
+          const a = await connect(p, 't_retry', 'flaky');
+          try {
+            assert.deepEqual((await a.client.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+            await proxy.close();
+            await logSince(p, 0, /closing because: server conn crashed/);
+            // The one client waiting through a failed login gives up (query_timeout): nobody waits.
+            await assert.rejects(a.client.query('SELECT 2 AS x'), /query_timeout/);
+          } finally {
+            await a.client.end().catch(() => undefined);
+          }
+          proxy = await startFaultProxy({ host: c().host, port: c().port }, {}, port);
+          await sleep(1_200);
+          const accepted = proxy.accepted;
+          await assert.rejects(queryOnce(p, 'SELECT 3'), /server login has been failing, cached error/);
+          await waitFor('a login with no client waiting', async () => proxy.accepted > accepted, 2_000);
+          await waitFor('the next client to get in', () => queryOnce(p, 'SELECT 4').then(() => true, () => false), 3_000);
+        });
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('after RECONNECT, a refused login fails the waiting clients although a server is still linked (none is stranded)', () =>
+    withPooler(ini({ default_pool_size: '1', admin_users: 't_strand' }), async (p) => {
+      const holder = await connect(p, 't_strand');
+      const con = await connect(p, 't_strand', 'pgbouncer');
+      const waiters: Watched[] = [];
+      try {
+        await holder.client.query('BEGIN');
+        await holder.client.query('SELECT 1');
+        // New logins of this role now fail in PostgreSQL.
+        await c().query('ALTER ROLE t_strand NOLOGIN', 'postgres');
+        waiters.push(await connect(p, 't_strand'), await connect(p, 't_strand'));
+        const queries = waiters.map(({ client }) => client.query('SELECT 2').then(() => null, (e: PgError) => e));
+        // The pool's one server is held; RECONNECT marks it for closing, a larger pool logs in.
+        await con.client.query('RECONNECT');
+        await con.client.query('SET default_pool_size = 2');
+        for (const e of await within(SLACK_MS + 3_000, 'the clients waiting behind the held server', Promise.all(queries))) {
+          assert.match(e?.message ?? 'no error', /role "t_strand" is not permitted to log in/);
+        }
+        await holder.client.query('COMMIT');
+      } finally {
+        await c().query('ALTER ROLE t_strand LOGIN', 'postgres');
+        await Promise.all([holder, con, ...waiters].map(({ client }) => client.end().catch(() => undefined)));
+      }
+    }));
 });

@@ -48,7 +48,8 @@ interface Pair {
 
 const DEFAULTS: Required<FaultOptions> = { blackhole: false, delayMs: 0, cutAfterBytes: null, cutWith: 'close' };
 
-export async function startFaultProxy(target: { host: string; port: number }, initial: FaultOptions = {}): Promise<FaultProxy> {
+/** `port`: listen there (a server that comes back where it was), else on a free one. */
+export async function startFaultProxy(target: { host: string; port: number }, initial: FaultOptions = {}, port = 0): Promise<FaultProxy> {
   let opts: Required<FaultOptions> = { ...DEFAULTS, ...initial };
   const pairs = new Set<Pair>();
   let accepted = 0;
@@ -135,10 +136,10 @@ export async function startFaultProxy(target: { host: string; port: number }, in
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(port, '127.0.0.1', () => resolve());
   });
   const addr = server.address();
-  if (addr === null || typeof addr !== 'object') throw new Error('fault proxy: listen(0) returned no port');
+  if (addr === null || typeof addr !== 'object') throw new Error(`fault proxy: listen(${port}) returned no port`);
 
   return {
     host: '127.0.0.1',
