@@ -235,13 +235,8 @@ export class App implements ClientHost, AdminHost, WorkerHost {
     const client = this.cancelKeys.get(route.key);
     // Unknown keys are ignored, as PostgreSQL does: nothing tells the sender whether it hit.
     if (client === undefined) return;
-    const server = client.server;
-    if (server === null) return;
-    const t = server.target;
-    const sock = t.unix ? net.connect({ path: t.host }) : net.connect({ host: t.host, port: t.port });
-    sock.on('error', () => sock.destroy());
-    sock.on('connect', () => sock.end(encodeCancelRequest(server.backendPid, server.backendSecret)));
-    sock.setTimeout(this.cfg.cancelWaitTimeout * 1000 || 10_000, () => sock.destroy());
+    // Only a query running for this client now: a server it no longer holds serves someone else.
+    client.server?.sendCancel(this.cfg.cancelWaitTimeout * 1000 || 10_000);
   }
 
   onClientClosed(client: ClientConn): void {

@@ -73,6 +73,7 @@ export interface PoolRecord {
   readonly svIdle: number;
   readonly svUsed: number;
   readonly svTested: number;
+  readonly svBeingCanceled: number;
   readonly svLogin: number;
   /** How long the oldest waiting client has waited, in µs. */
   readonly maxwaitUs: number;
@@ -83,7 +84,7 @@ export interface PoolRecord {
 export function poolRecords(h: ShowHost): PoolRecord[] {
   const admin: PoolRecord = {
     database: ADMIN_DB, user: ADMIN_DB, clActive: consoleClients(h).length, clWaiting: 0,
-    svActive: 0, svIdle: 0, svUsed: 0, svTested: 0, svLogin: 0, maxwaitUs: 0, poolMode: 'statement', loadBalanceHosts: null,
+    svActive: 0, svIdle: 0, svUsed: 0, svTested: 0, svBeingCanceled: 0, svLogin: 0, maxwaitUs: 0, poolMode: 'statement', loadBalanceHosts: null,
   };
   const pools = sortedPools(h.registry).map((p): PoolRecord => ({
     database: p.dbName,
@@ -94,6 +95,7 @@ export function poolRecords(h: ShowHost): PoolRecord[] {
     svIdle: p.svIdle.size,
     svUsed: p.svUsed.size,
     svTested: p.svTested.size,
+    svBeingCanceled: p.svBeingCanceled.size,
     svLogin: p.svLogin.size,
     maxwaitUs: Math.max(0, p.maxWaitMs()) * 1000,
     poolMode: p.mode,
@@ -327,7 +329,7 @@ function showPools(h: ShowHost): ResultSet {
   return {
     columns: POOLS,
     rows: poolRecords(h).map((p) => [
-      p.database, p.user, p.clActive, p.clWaiting, 0, 0, p.svActive, 0, 0, p.svIdle, p.svUsed, p.svTested, p.svLogin,
+      p.database, p.user, p.clActive, p.clWaiting, 0, 0, p.svActive, 0, p.svBeingCanceled, p.svIdle, p.svUsed, p.svTested, p.svLogin,
       int(p.maxwaitUs / 1e6), int(p.maxwaitUs % 1e6), p.poolMode, p.loadBalanceHosts,
     ]),
   };
@@ -469,11 +471,12 @@ function showClients(h: ShowHost): ResultSet {
   return { columns: CLIENTS, rows };
 }
 
-const SERVER_LISTS: [keyof Pick<Pool, 'svActive' | 'svIdle' | 'svUsed' | 'svTested' | 'svLogin'>, string, string][] = [
+const SERVER_LISTS: [keyof Pick<Pool, 'svActive' | 'svIdle' | 'svUsed' | 'svTested' | 'svBeingCanceled' | 'svLogin'>, string, string][] = [
   ['svActive', 'active', 'sv_active'],
   ['svIdle', 'idle', 'sv_idle'],
   ['svUsed', 'used', 'sv_used'],
   ['svTested', 'tested', 'sv_tested'],
+  ['svBeingCanceled', 'being_canceled', 'sv_being_canceled'],
   ['svLogin', 'new', 'sv_login'],
 ];
 

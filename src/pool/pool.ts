@@ -82,6 +82,8 @@ export class Pool {
   readonly svActive = new Set<ServerConn>();
   readonly svUsed = new Set<ServerConn>();
   readonly svTested = new Set<ServerConn>();
+  /** Back from a client while cancels sent for it are still on their way (see giveBack). */
+  readonly svBeingCanceled = new Set<ServerConn>();
   /** Replication clients waiting for a server of their own, in order (cl_waiting with clWaiting). */
   readonly replWaiting = new Set<PoolClient>();
   /** Dedicated replication servers, logging in or linked, and their client: they take pool_size
@@ -171,7 +173,7 @@ export class Pool {
 
   /** Live server connections (any state but closed). */
   get serverCount(): number {
-    return this.svLogin.size + this.svIdle.size + this.svActive.size + this.svUsed.size + this.svTested.size;
+    return this.svLogin.size + this.svIdle.size + this.svActive.size + this.svUsed.size + this.svTested.size + this.svBeingCanceled.size;
   }
 
   get clientCount(): number {
@@ -442,6 +444,12 @@ export class Pool {
 
   /** A server comes back from a client: reset it if asked, then make it idle (or close it). */
   private giveBack(server: ServerConn, reset: boolean): void {
+    if (server.cancelsInFlight > 0 && server.usable) {
+      // A cancel for the client it served is still on its way: no one else's query (not even the
+      // reset query) runs on it until PostgreSQL has taken it.
+      server.setState('being_canceled');
+      return;
+    }
     if (!server.usable || now - server.connectTime >= this.serverLifetime * 1000) {
       if (server.state !== 'closed') server.close(server.closeNeeded ? 'close_needed' : 'server lifetime over');
       this.servers.destroy(server);
@@ -546,8 +554,10 @@ export class Pool {
       this.svLogin.delete(server);
       this.hostFailedAt.set(server.target.host, now);
       // Another host of the list may still be up: the next server goes there (the pump opens it
-      // when the failed one is destroyed), and no client is failed for this host.
-      if (this.db.hosts.some((h) => !this.hostDown(h))) {
+      // when the failed one is destroyed), and no client is failed for this host. (A single host
+      // is never "another": with server_login_retry = 0 it would be tried again in a loop.)
+      const failed = server.target.host;
+      if (this.db.hosts.length > 1 && this.db.hosts.some((h) => h !== failed && !this.hostDown(h))) {
         resolve?.(server);
         return;
       }
@@ -595,9 +605,15 @@ export class Pool {
     return at !== undefined && now - at < this.cfg.serverLoginRetry * 1000;
   }
 
+  onCancelsDone(server: ServerConn): void {
+    if (server.state === 'being_canceled') this.giveBack(server, this.mode === 'session' || this.cfg.serverResetQueryAlways);
+  }
+
   onServerState(server: ServerConn, from: ServerState, to: ServerState): void {
     this.listOf(from)?.delete(server);
     this.listOf(to)?.add(server);
+    // Held for its cancels, it is still lent out by the library: closed, it is given back there.
+    if (from === 'being_canceled' && to === 'closed') this.servers.destroy(server);
   }
 
   onServerClosed(server: ServerConn, reason: string): void {
@@ -626,6 +642,8 @@ export class Pool {
         return this.svUsed;
       case 'tested':
         return this.svTested;
+      case 'being_canceled':
+        return this.svBeingCanceled;
       case 'closed':
         return null;
     }
@@ -722,7 +740,7 @@ export class Pool {
 
   /** Close every idle server now (PAUSE, RECONNECT, KILL); linked ones when they come back. */
   closeServers(reason: string, linkedToo: boolean): void {
-    for (const s of [...this.svIdle, ...this.svUsed, ...this.svTested, ...this.svLogin]) s.close(reason);
+    for (const s of [...this.svIdle, ...this.svUsed, ...this.svTested, ...this.svBeingCanceled, ...this.svLogin]) s.close(reason);
     for (const s of this.svActive) {
       if (linkedToo) s.close(reason);
       else s.markCloseNeeded();

@@ -14,6 +14,7 @@ import { closingBecause, connLogger, sockAddr, type Logger } from '../log.js';
 import { Backend, SqlState, TxStatus } from '../protocol/codes.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
+import { encodeCancelRequest } from '../protocol/startup.js';
 import { cachedLookup, isDnsError } from '../net/dns.js';
 import { tuneSocket } from '../net/tcp.js';
 import { connectServerTls, effectiveServerMode, type TlsContexts, type TlsInfo } from '../net/tls.js';
@@ -22,7 +23,7 @@ import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
 import { Reply, ReplyQueue, invalidate, type Statement } from '../client/prepared.js';
 
 /** Each state is a list in the owning pool (SHOW POOLS counts are those lists' sizes). */
-export type ServerState = 'login' | 'idle' | 'active' | 'used' | 'tested' | 'closed';
+export type ServerState = 'login' | 'idle' | 'active' | 'used' | 'tested' | 'being_canceled' | 'closed';
 
 /** What the server connection needs from its pool and its linked client (kept as types only, so
  * imports point down the layers). */
@@ -33,6 +34,8 @@ export interface ServerOwner {
   onServerState(server: ServerConn, from: ServerState, to: ServerState): void;
   onServerLogin(server: ServerConn, error: LoginError | null): void;
   onServerClosed(server: ServerConn, reason: string): void;
+  /** The last cancel sent for this server's backend has finished (see sendCancel). */
+  onCancelsDone(server: ServerConn): void;
   /** A linked server reached a point where the client may be unlinked (ReadyForQuery, owed = 0). */
   onServerReady(server: ServerConn): void;
 }
@@ -528,6 +531,27 @@ export class ServerConn {
     if (this.client !== null) this.client.socket.removeListener('drain', this.resume);
     this.client = null;
     if (this.socket.isPaused()) this.socket.resume();
+  }
+
+  /**
+   * Cancel requests sent for this backend whose connection has not closed yet. Until PostgreSQL
+   * has taken the last of them, the server serves nobody else: a late one would cancel the next
+   * client's query (PgBouncer's SV_BEING_CANCELED).
+   */
+  cancelsInFlight = 0;
+
+  /** Send a client's cancel to this server's backend, over a connection of its own. */
+  sendCancel(timeoutMs: number): void {
+    const t = this.target;
+    this.cancelsInFlight++;
+    const sock = t.unix ? net.connect({ path: t.host }) : net.connect({ host: t.host, port: t.port });
+    sock.on('error', () => sock.destroy());
+    sock.on('connect', () => sock.end(encodeCancelRequest(this.backendPid, this.backendSecret)));
+    sock.setTimeout(timeoutMs, () => sock.destroy());
+    // PostgreSQL closes the connection once it has signalled the backend.
+    sock.on('close', () => {
+      if (--this.cancelsInFlight === 0) this.owner.onCancelsDone(this);
+    });
   }
 
   /** Close for a reason of the pooler's (timeout, reload, kill); sends Terminate first. */

@@ -2,17 +2,20 @@
 // BackendKeyData; a CancelRequest with that key must reach the PostgreSQL backend the client is
 // linked to at that moment, which ends the query with 57014. Checked with node-postgres (the key
 // sent over a raw socket, as libpq does), with psql (SIGINT makes it send the CancelRequest), with
-// keys that match nothing (ignored: the query runs on and the pooler is unharmed), and in
-// transaction mode with two clients whose queries run on two servers at once.
+// keys that match nothing (ignored: the query runs on and the pooler is unharmed), in transaction
+// mode with two clients whose queries run on two servers at once, and with cancels still on their
+// way when their client's server goes to another client (they must not cancel that one's query).
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { backendPid, connectClient, type PgError } from '../support/pg-client.js';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
+import { startPooler, type Pooler } from '../support/pooler.js';
 import { sendCancelRequest } from '../support/raw-client.js';
-import { useSetup } from '../support/suite.js';
-import { sleep } from '../support/wait.js';
+import { required, useSetup } from '../support/suite.js';
+import { sleep, waitFor, within } from '../support/wait.js';
 
 const USER = 'k_cancel';
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -212,6 +215,84 @@ describe('cancel through the pooler', () => {
     } finally {
       await a.end().catch(() => undefined);
       await b.end().catch(() => undefined);
+    }
+  });
+});
+
+// PgBouncer's test_cancel_race: a cancel aimed at one client, still on its way to PostgreSQL when
+// that client's query has ended and its server went to the next client, must not cancel the next
+// client's query. PgBouncer keeps such a server out of use (SV_BEING_CANCELED) until every cancel
+// sent for it has finished. Here PostgreSQL is behind a fault proxy that delays the pooler's cancel
+// connections, so a cancel can be made to land while the server would already run another query.
+describe('a late cancel never reaches the next client of the server', () => {
+  let proxy: FaultProxy | undefined;
+  let pooler: Pooler | undefined;
+  const px = required(() => proxy, 'proxy');
+  const pp = required(() => pooler, 'pooler');
+  before(async () => {
+    proxy = await startFaultProxy({ host: c().host, port: c().port });
+    pooler = await startPooler({
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1' },
+      databases: { slowcancel: `host=127.0.0.1 port=${proxy.port} dbname=p0` },
+    });
+  });
+  after(async () => {
+    await pooler?.stop('SIGTERM', 3_000);
+    await proxy?.close();
+  });
+
+  const client = () => connectClient({ connectionString: pp().url(USER, '', 'slowcancel'), connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+
+  /** Send a CancelRequest whose forwarded connection the proxy delays by `delayMs`; resolves once
+   * the pooler has opened that connection (later ones get other delays). */
+  async function cancelDelayed(key: { pid: number; secret: Buffer }, delayMs: number): Promise<void> {
+    const accepted = px().accepted;
+    px().set({ delayMs });
+    await sendCancelRequest(pp().port, key.pid, key.secret);
+    await waitFor('the pooler to forward the cancel', async () => px().accepted > accepted, 2_000);
+  }
+
+  /** One round: A's long query is canceled by the cancels `send` sends, while B waits for the
+   * pool's one server with a query of `bSleepS`; B's query must succeed. */
+  async function round(a: pg.Client, b: pg.Client, bSleepS: number, send: () => Promise<void>): Promise<void> {
+    const qa = a.query(`SELECT pg_sleep(${SLEEP_S}) /* race-a */`).then(() => null, (e: PgError) => e);
+    await waitActive('race-a');
+    const qb = b.query(`SELECT pg_sleep(${bSleepS}) AS slept`).then((r) => r.rows, (e: PgError) => e);
+    await send();
+    px().set({ delayMs: 0, jitterMs: 0 });
+    const ea = await within(10_000, "A's canceled query", qa);
+    assert.equal(ea?.code, '57014', `A: ${ea?.message ?? 'not canceled'}`);
+    const rb = await within(10_000, "B's query", qb);
+    assert.ok(!(rb instanceof Error), `a cancel sent for A canceled B's query on the reused server: ${rb instanceof Error ? rb.message : ''}`);
+  }
+
+  it('a cancel landing after the first one ended the query waits with the server until it is done', async () => {
+    const [a, b] = [await client(), await client()];
+    try {
+      // The first cancel lands after 100 ms, the second after 700 ms: by then the server would run
+      // B's one-second query.
+      await round(a, b, 1, async () => {
+        await cancelDelayed(keyOf(a), 100);
+        await cancelDelayed(keyOf(a), 700);
+      });
+      assert.deepEqual((await a.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+    } finally {
+      await Promise.all([a.end().catch(() => undefined), b.end().catch(() => undefined)]);
+    }
+  });
+
+  it('hammered: 10 rounds of 20 cancels at once, landing over 600 ms, cancel only the client they were for', async () => {
+    const [a, b] = [await client(), await client()];
+    try {
+      for (let r = 0; r < 10; r++) {
+        await round(a, b, 0.3, async () => {
+          px().set({ jitterMs: 600 });
+          const key = keyOf(a);
+          await Promise.all(Array.from({ length: 20 }, () => sendCancelRequest(pp().port, key.pid, key.secret)));
+        });
+      }
+    } finally {
+      await Promise.all([a.end().catch(() => undefined), b.end().catch(() => undefined)]);
     }
   });
 });

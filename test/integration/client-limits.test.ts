@@ -29,6 +29,9 @@ const setup = useSetup({
         stats_users: 'r_stats',
         max_db_client_connections: '3',
         max_user_client_connections: '4',
+        // Each client of `gone` makes the pooler try (and fail) a server login at once, rather than
+        // wait for the retry after the last refusal, as clients of a pool that never had a server do.
+        server_login_retry: '0',
       },
       databases: {
         p0: target('p0'),

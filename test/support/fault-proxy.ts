@@ -12,6 +12,9 @@ export interface FaultOptions {
   blackhole?: boolean;
   /** Hold every chunk this long before passing it on, in both directions. */
   delayMs?: number;
+  /** Add to each connection's delay a random share of this (fixed per connection, so its bytes
+   * keep their order): connections opened together then land at scattered times. */
+  jitterMs?: number;
   /** Server→client bytes after which the connection is cut on both sides (null = never). */
   cutAfterBytes?: number | null;
   /** How a cut ends the client side: FIN after the last byte, or RST. */
@@ -46,7 +49,7 @@ interface Pair {
   cutting: boolean;
 }
 
-const DEFAULTS: Required<FaultOptions> = { blackhole: false, delayMs: 0, cutAfterBytes: null, cutWith: 'close' };
+const DEFAULTS: Required<FaultOptions> = { blackhole: false, delayMs: 0, jitterMs: 0, cutAfterBytes: null, cutWith: 'close' };
 
 /** `port`: listen there (a server that comes back where it was), else on a free one. */
 export async function startFaultProxy(target: { host: string; port: number }, initial: FaultOptions = {}, port = 0): Promise<FaultProxy> {
@@ -68,7 +71,7 @@ export async function startFaultProxy(target: { host: string; port: number }, in
     pairs.delete(pair);
   };
 
-  const server = net.createServer((client) => {
+  const server = net.createServer({ allowHalfOpen: true }, (client) => {
     accepted++;
     const mine = opts;
     const pair: Pair = { client, upstream: null, timers: new Set(), cutting: false };
@@ -77,6 +80,7 @@ export async function startFaultProxy(target: { host: string; port: number }, in
     client.on('close', () => destroyPair(pair));
     if (stalled) client.pause();
     if (mine.blackhole) {
+      client.on('end', () => destroyPair(pair));
       // Read and drop whatever the pooler sends (its StartupMessage); never answer.
       client.on('data', () => undefined);
       return;
@@ -87,15 +91,20 @@ export async function startFaultProxy(target: { host: string; port: number }, in
     upstream.on('error', () => { if (!pair.cutting) destroyPair(pair); });
     upstream.on('close', () => { if (!pair.cutting) destroyPair(pair); });
 
+    const delayMs = mine.delayMs + Math.random() * mine.jitterMs;
     /** Pass a chunk on now or after the delay; timers of equal length fire in order. */
     const later = (fn: () => void): void => {
-      if (mine.delayMs <= 0) return fn();
+      if (delayMs <= 0) return fn();
       const t = setTimeout(() => {
         pair.timers.delete(t);
         fn();
-      }, mine.delayMs);
+      }, delayMs);
       pair.timers.add(t);
     };
+
+    // A client that ends its side after its last bytes (a cancel request) has them delivered
+    // first; its side stays open until the server closes, as with a real server.
+    client.on('end', () => later(() => upstream.end()));
 
     // Client bytes queue in Node until the upstream connects; net.Socket buffers writes made
     // before 'connect'.
