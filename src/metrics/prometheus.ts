@@ -159,7 +159,7 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
   pool('client_waiting_cancel_connections', 'Clients whose cancel request waits to be forwarded (cl_waiting_cancel_req)', () => 0);
   pool('server_active_connections', 'Server connections linked to a client (sv_active)', (p) => p.svActive);
   pool('server_active_cancel_connections', 'Server connections forwarding a cancel request (sv_active_cancel)', () => 0);
-  pool('server_being_canceled_connections', 'Servers waiting for cancel requests against them to finish (sv_being_canceled)', () => 0);
+  pool('server_being_canceled_connections', 'Servers waiting for cancel requests against them to finish (sv_being_canceled)', (p) => p.svBeingCanceled);
   pool('server_idle_connections', 'Server connections idle and ready for a client (sv_idle)', (p) => p.svIdle);
   pool('server_used_connections', 'Server connections running server_reset_query (sv_used)', (p) => p.svUsed);
   pool('server_testing_connections', 'Server connections running server_check_query (sv_tested)', (p) => p.svTested);
