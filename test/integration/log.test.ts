@@ -23,7 +23,10 @@ const c = setup.c;
 
 function ini(extra: Record<string, string> = {}): IniSections {
   return {
-    pgbouncer: { auth_type: 'md5', logfile: 'pooler.log', ...extra },
+    // server_login_retry = 0: each client of `gone` gets a server login of its own, refused at once,
+    // rather than waiting for the retry after the last refusal (PgBouncer's rule for a pool that
+    // never had a server).
+    pgbouncer: { auth_type: 'md5', logfile: 'pooler.log', server_login_retry: '0', ...extra },
     databases: {
       p0: `host=127.0.0.1 port=${c().port} dbname=p0`,
       // PostgreSQL has no such database: the server login fails with its FATAL.
