@@ -9,6 +9,7 @@ import { TARGET_LABEL, TARGET_ORDER, type TargetName } from './targets.js';
 
 const COLORS: Record<TargetName, string> = {
   'pgpool-ts': '#2b6cb0',
+  'pgpool-ts-w2': '#63b3ed',
   pgbouncer: '#dd6b20',
   direct: '#718096',
   floor: '#805ad5',

@@ -40,6 +40,11 @@ function treeTicks(pid: number): number {
   return childrenStats(pid).reduce((n, f) => n + ticks(f, false), ticks(statFields(pid), true));
 }
 
+/** Ticks of `pid` (its reaped children included) and of each live child, `pid` first. */
+export function processTreeTicks(pid: number): number[] {
+  return [ticks(statFields(pid), true), ...childrenStats(pid).map((f) => ticks(f, false))];
+}
+
 /**
  * Wait (≤ `maxMs`) until the postmaster has reaped the backends of a finished run. A backend in
  * the middle of exiting is neither a live child nor yet in the postmaster's cutime, so sampling

@@ -198,17 +198,25 @@ async function runOne(
     await target.start();
   }
   const proc = target.proc;
-  const before = proc?.cpuTicks() ?? null;
+  const before = target.cpuTicks();
   const machineBefore = cpu.sample();
   const startedAt = new Date().toISOString();
   const metrics = await scenario.run(target, ctx);
-  const after = proc?.cpuTicks() ?? null;
+  const after = target.cpuTicks();
   await waitForBackendsGone(cpu.postmaster, 5_000);
   const load = otherLoad(machineBefore, cpu.sample());
   if (proc !== null && !proc.alive()) {
     metrics.error ??= `${target.name} exited during the run (${JSON.stringify(proc.status)})`;
   }
-  const poolerCpuS = before !== null && after !== null ? (after - before) / CLK_TCK : null;
+  const sum = (t: number[]): number => t.reduce((a, b) => a + b, 0);
+  const poolerCpuS = before !== null && after !== null ? (sum(after) - sum(before)) / CLK_TCK : null;
+  // A multi-process pooler: the CPU of each process per transaction of the whole run (the main
+  // process first), so the cost of one more worker on a larger machine can be read off.
+  if (before !== null && after !== null && after.length > 1 && after.length === before.length && metrics.transactions) {
+    const each = after.map((t, i) => (((t - before[i]!) / CLK_TCK) * 1e6) / metrics.transactions!);
+    const per = `pooler CPU µs/tx by process: main ${each[0]!.toFixed(1)}, workers ${each.slice(1).map((x) => x.toFixed(1)).join(' + ')}`;
+    metrics.detail = metrics.detail === undefined ? per : `${metrics.detail}; ${per}`;
+  }
   return {
     scenario: scenario.name,
     round,

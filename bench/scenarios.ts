@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Job, LoadResult } from './loadclient.js';
 import { runPgbench, type Metrics } from './pgbench.js';
 import { runCmd } from './procs.js';
-import { PLAIN, TARGET_ORDER, TLS, type Flavor, type Target, type TargetName } from './targets.js';
+import { PLAIN, TARGET_ORDER, TLS, WORKERS_TARGET, type Flavor, type Target, type TargetName } from './targets.js';
 
 export interface RunContext {
   durationS: number;
@@ -52,15 +52,20 @@ export interface Scenario {
   run(target: Target, ctx: RunContext): Promise<Metrics>;
 }
 
+/** Every target but pgpool-ts with workers, which runs only where a scenario names it. */
+const TARGETS: readonly TargetName[] = TARGET_ORDER.filter((t) => t !== WORKERS_TARGET);
+/** Those and pgpool-ts with 2 workers (issue 14's workers table). */
+const WITH_WORKERS: readonly TargetName[] = TARGET_ORDER;
+
 /** A scenario that is one pgbench invocation with fixed arguments. */
 function pgbenchScenario(
-  s: Omit<Scenario, 'run' | 'targets' | 'flavor'> & { args: string[]; clients: number; connectAllowanceS?: number; flavor?: Flavor },
+  s: Omit<Scenario, 'run' | 'targets' | 'flavor'> & { args: string[]; clients: number; connectAllowanceS?: number; flavor?: Flavor; targets?: readonly TargetName[] },
 ): Scenario {
-  const { args, clients, connectAllowanceS, flavor = PLAIN, ...rest } = s;
+  const { args, clients, connectAllowanceS, flavor = PLAIN, targets = TARGETS, ...rest } = s;
   return {
     ...rest,
     flavor,
-    targets: TARGET_ORDER,
+    targets,
     async run(target, ctx) {
       const r = await runPgbench(args, {
         pgbench: ctx.pgbench,
@@ -77,6 +82,7 @@ function pgbenchScenario(
 
 const BEAT_PGBOUNCER: Goal = { kind: 'ratio', over: 'pgbouncer', min: 1.0 };
 const POOLERS: readonly TargetName[] = ['pgpool-ts', 'pgbouncer'];
+const POOLERS_WITH_WORKERS: readonly TargetName[] = ['pgpool-ts', WORKERS_TARGET, 'pgbouncer'];
 /** Issue 13's targets for the select scenarios: within 1.2× of Node's floor in CPU per
  * transaction, and 0.9× (plain) / 0.8× (TLS) of PgBouncer's throughput. */
 const NEAR_FLOOR: Goal = { kind: 'cpu', over: 'floor', max: 1.2 };
@@ -124,14 +130,14 @@ function loadScenario(
   };
 }
 
-function stormScenario(backlog: number, goal: Goal): Scenario {
+function stormScenario(backlog: number, goal: Goal, targets = POOLERS): Scenario {
   return loadScenario({
     name: `storm-backlog${backlog}-tls`,
     description: `2000 TLS + SCRAM logins at concurrency 500, listen_backlog = ${backlog}; value = p99 ms from connect() to the first ReadyForQuery (10 s limit per connection); latency column = p50`,
     unit: 'ms p99 to ReadyForQuery',
     lowerIsBetter: true,
     flavor: { tls: true, backlog },
-    targets: POOLERS,
+    targets,
     goals: [goal],
     job: () => ({ mode: 'storm', total: 2000, concurrency: 500, timeoutMs: 10_000 }),
     value: (r) => r.p99Ms,
@@ -203,7 +209,7 @@ function copyScenario(direction: 'in' | 'out', direct: () => Target): Scenario {
       : 'psql \\copy TO /dev/null of a table of COPY_MB MB (default 1024), through the target: MB/s',
     unit: 'MB/s',
     flavor: PLAIN,
-    targets: TARGET_ORDER,
+    targets: TARGETS,
     goals: [{ kind: 'ratio', over: 'direct', min: 0.9 }],
     prepare: direction === 'in' ? (ctx) => makeCopyData(ctx, direct) : undefined,
     async run(target, ctx) {
@@ -228,6 +234,7 @@ export function scenarios(direct: () => Target): Scenario[] {
       unit: 'TPS',
       args: ['-S', '-n', '-M', 'simple', '-c', '32', '-j', '2'],
       clients: 32,
+      targets: WITH_WORKERS,
       goals: selectGoals(false),
       tlsGoals: selectGoals(true),
     }),
@@ -270,6 +277,7 @@ export function scenarios(direct: () => Target): Scenario[] {
       unit: 'TPS',
       args: ['-S', '-n', '-M', 'simple', '-c', '1000', '-j', '2'],
       clients: 1000,
+      targets: WITH_WORKERS,
       // Connecting 1000 SCRAM clients takes 10–20 s on 2 cores (measured), all inside pgbench's -T.
       connectAllowanceS: 30,
       goals: [BEAT_PGBOUNCER, { kind: 'ratio', over: 'direct', min: 1.0 }],
@@ -292,7 +300,7 @@ export function scenarios(direct: () => Target): Scenario[] {
       job: (ctx) => ({ mode: 'churn', durationS: ctx.durationS, concurrency: 16 }),
       value: (r) => r.ok / r.elapsedS,
     }),
-    stormScenario(16, { kind: 'ratio-max', over: 'pgbouncer', max: 0.5 }),
+    stormScenario(16, { kind: 'ratio-max', over: 'pgbouncer', max: 0.5 }, POOLERS_WITH_WORKERS),
     stormScenario(1024, { kind: 'ratio-max', over: 'pgbouncer', max: 1.0 }),
     idleScenario(1000),
     idleScenario(5000),

@@ -8,15 +8,20 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BENCH_DB, BENCH_USER, cleanEnv, serviceUser, type Cluster } from './postgres.js';
+import { processTreeTicks } from './cpu.js';
 import { Proc, freePort, waitForPort } from './procs.js';
 
-export type TargetName = 'pgpool-ts' | 'pgbouncer' | 'direct' | 'floor' | 'naive-proxy';
+export type TargetName = 'pgpool-ts' | 'pgpool-ts-w2' | 'pgbouncer' | 'direct' | 'floor' | 'naive-proxy';
 
 /** Run order within a round (A B C D A B C D …); also the order of table rows and chart bars. */
-export const TARGET_ORDER: readonly TargetName[] = ['pgpool-ts', 'pgbouncer', 'direct', 'floor', 'naive-proxy'];
+export const TARGET_ORDER: readonly TargetName[] = ['pgpool-ts', 'pgpool-ts-w2', 'pgbouncer', 'direct', 'floor', 'naive-proxy'];
+
+/** pgpool-ts with `workers = 2`: only in the scenarios that name it (scenarios.ts). */
+export const WORKERS_TARGET: TargetName = 'pgpool-ts-w2';
 
 export const TARGET_LABEL: Record<TargetName, string> = {
   'pgpool-ts': 'pgpool-ts',
+  'pgpool-ts-w2': 'pgpool-ts, 2 workers',
   pgbouncer: 'PgBouncer',
   direct: 'direct',
   floor: 'Node floor',
@@ -53,6 +58,9 @@ export interface Target {
   readonly port: number;
   /** The process in front of PostgreSQL, whose CPU time is charged per transaction; null for direct. */
   readonly proc: Proc | null;
+  /** CPU ticks used so far by `proc` and, for a multi-process pooler, by its live children (the
+   * workers) and the children it reaped: each entry one process, the first `proc` itself. */
+  cpuTicks(): number[] | null;
   /** (Re)start it; direct has nothing to start. */
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -77,8 +85,9 @@ export function pgbouncerVersion(): string {
   }
 }
 
-function iniText(port: number, cluster: Cluster, authFile: string, flavor: Flavor): string {
+function iniText(port: number, cluster: Cluster, authFile: string, flavor: Flavor, workers: number): string {
   const settings: Record<string, string> = {
+    ...(workers > 1 ? { workers: String(workers) } : {}),
     listen_addr: '127.0.0.1',
     listen_port: String(port),
     // TCP only: pgbench connects to 127.0.0.1, and no socket can clash with anything else's.
@@ -114,7 +123,15 @@ class ProcessTarget implements Target {
     readonly flavor: Flavor,
     readonly port: number,
     private readonly launch: () => Proc,
+    /** Its children are part of it (pgpool-ts's workers). */
+    private readonly tree = false,
   ) {}
+
+  cpuTicks(): number[] | null {
+    const proc = this.proc;
+    if (proc === null) return null;
+    return this.tree ? processTreeTicks(proc.pid) : [proc.cpuTicks() ?? 0];
+  }
 
   async start(): Promise<void> {
     this.proc = this.launch();
@@ -176,7 +193,7 @@ export class Targets {
   private async make(name: TargetName, flavor: Flavor, stem: string): Promise<Target | null> {
     const cluster = this.cluster;
     if (name === 'direct') {
-      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, start: async () => undefined, stop: async () => undefined };
+      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, cpuTicks: () => null, start: async () => undefined, stop: async () => undefined };
     }
     const port = await freePort();
     const logFile = path.join(this.dir, `${stem}.log`);
@@ -189,11 +206,13 @@ export class Targets {
       );
     }
     const ini = path.join(this.dir, `${stem}.ini`);
-    fs.writeFileSync(ini, iniText(port, cluster, this.authFile, flavor), { mode: 0o644 });
-    if (name === 'pgpool-ts') {
+    const workers = name === WORKERS_TARGET ? 2 : 1;
+    fs.writeFileSync(ini, iniText(port, cluster, this.authFile, flavor, workers), { mode: 0o644 });
+    if (name === 'pgpool-ts' || name === WORKERS_TARGET) {
       // PGPOOL_BENCH_NODE_ARGS: node flags for pgpool-ts, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
       const nodeArgs = (process.env.PGPOOL_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-      return new ProcessTarget(name, flavor, port, () => new Proc(name, process.execPath, [...nodeArgs, PGPOOL_MAIN, '-c', ini], { logFile, env: cleanEnv() }));
+      const launch = () => new Proc(name, process.execPath, [...nodeArgs, PGPOOL_MAIN, '-c', ini], { logFile, env: cleanEnv() });
+      return new ProcessTarget(name, flavor, port, launch, workers > 1);
     }
     const user = serviceUser();
     // PgBouncer refuses root; it runs as the same OS user as PostgreSQL, spawned with that uid so

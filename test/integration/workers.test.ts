@@ -290,4 +290,21 @@ describe('operating the instance', () => {
       await endAll(clients);
     }
   });
+
+  it('the main process killed with SIGKILL: the workers stop too, nothing is left on the port', async () => {
+    const p = await instance();
+    const pids = [workerPid(p, 1), workerPid(p, 2)];
+    process.kill(p.pid, 'SIGKILL');
+    await p.exited;
+    const gone = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    };
+    await waitFor('the workers exit', async () => pids.every(gone), 10_000);
+    await assert.rejects(connectClient(tcp(p)));
+  });
 });
