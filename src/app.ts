@@ -117,8 +117,8 @@ export class App implements ClientHost, AdminHost, WorkerHost {
     return this.console.run(null, sql, admin);
   }
 
-  closeIdleFor(by: 'pool' | 'db' | 'user', name: string): boolean {
-    return this.registry.closeIdleFor(by, name);
+  closeIdleFor(by: 'pool' | 'db' | 'user', name: string, minIdleMs: number): boolean {
+    return this.registry.closeIdleFor(by, name, minIdleMs);
   }
 
   private ownMetrics: ReturnType<typeof metricsOf> | null = null;

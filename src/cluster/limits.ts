@@ -145,17 +145,21 @@ export class InstanceLimits {
   /**
    * For a waiting request: the workers holding servers under the limit that blocks it, most
    * first, with that limit, to be asked to close an idle one (for a pool, not the asking worker:
-   * it would have used its own idle server). Empty when nothing blocks it.
+   * it would have used its own idle server). `richer`: the worker holds more than one server more
+   * than the asking one, so any idle server of it may go; otherwise only one that has not been
+   * used for a while, or two busy workers would take servers from each other at every
+   * transaction. Empty when nothing blocks the request.
    */
-  evictionCandidates(r: SlotRequest): { worker: number; by: 'pool' | 'db' | 'user'; name: string }[] {
+  evictionCandidates(r: SlotRequest): { worker: number; by: 'pool' | 'db' | 'user'; name: string; richer: boolean }[] {
     const by = this.blocking(r.ask);
     if (by === null) return [];
     const name = by === 'pool' ? r.ask.pool : by === 'db' ? r.ask.db : r.ask.user;
     const key = slotKeys(r.ask)[by === 'pool' ? 0 : by === 'db' ? 1 : 2]!;
-    return [...this.byWorker]
-      .filter(([w, m]) => (by !== 'pool' || w !== r.worker) && (m.get(key) ?? 0) > 0)
-      .sort(([, a], [, b]) => (b.get(key) ?? 0) - (a.get(key) ?? 0))
-      .map(([worker]) => ({ worker, by, name }));
+    const held = (w: number): number => this.byWorker.get(w)?.get(key) ?? 0;
+    return [...this.byWorker.keys()]
+      .filter((w) => (by !== 'pool' || w !== r.worker) && held(w) > 0)
+      .sort((a, b) => held(b) - held(a))
+      .map((worker) => ({ worker, by, name, richer: held(worker) > held(r.worker) + 1 }));
   }
 
   /** Instance-wide server connections granted under a pool, database or user (tests, SHOW). */

@@ -23,7 +23,7 @@ export type ToMain =
 /** Main → worker. `conn` comes with a unix socket handle accepted by the main process. */
 export type ToWorker =
   | { readonly t: 'run'; readonly id: number; readonly sql: string; readonly admin: boolean }
-  | { readonly t: 'evict'; readonly id: number; readonly by: 'pool' | 'db' | 'user'; readonly name: string }
+  | { readonly t: 'evict'; readonly id: number; readonly by: 'pool' | 'db' | 'user'; readonly name: string; readonly minIdleMs: number }
   | { readonly t: 'metrics'; readonly id: number }
   | { readonly t: 'conn' }
   | Reply;

@@ -36,6 +36,9 @@ const RESTART_MAX_MS = 30_000;
 const RESTART_RESET_MS = 30_000;
 /** How often waiting server slots ask the workers to free an idle server. */
 const EVICT_EVERY_MS = 250;
+/** A worker that does not hold more servers than the one waiting gives up only a server idle at
+ * least this long (limits.ts evictionCandidates). */
+const UNUSED_IDLE_MS = 1_000;
 
 const SIGNAL_OF: Readonly<Record<ShutdownMode, NodeJS.Signals>> = {
   immediate: 'SIGQUIT',
@@ -223,7 +226,8 @@ export class Supervisor {
           if (asked.has(key)) continue;
           asked.add(key);
           const rpc = this.workers[c.worker - 1]?.rpc;
-          if (rpc !== null && rpc !== undefined && (await rpc.call<'evict'>((id) => ({ t: 'evict', id, by: c.by, name: c.name }), false))) break;
+          const minIdleMs = c.richer ? 0 : UNUSED_IDLE_MS;
+          if (rpc !== null && rpc !== undefined && (await rpc.call<'evict'>((id) => ({ t: 'evict', id, by: c.by, name: c.name, minIdleMs }), false))) break;
         }
       }
     } finally {

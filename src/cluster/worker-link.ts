@@ -18,7 +18,7 @@ export const WORKER_ENV = 'PGPOOL_TS_WORKER';
 /** What the main process asks of a worker's App. */
 export interface WorkerHost {
   runConsole(sql: string, admin: boolean): ConsoleOutcome | Promise<ConsoleOutcome>;
-  closeIdleFor(by: 'pool' | 'db' | 'user', name: string): boolean;
+  closeIdleFor(by: 'pool' | 'db' | 'user', name: string, minIdleMs: number): boolean;
   workerMetrics(): Promise<{ series: WorkerSeries; health: string | null }>;
   /** A client that came in on the instance's unix socket, handed over by the main process. */
   acceptUnix(socket: net.Socket): void;
@@ -65,7 +65,7 @@ export class WorkerLink implements ServerSlots {
         case 'run':
           return void Promise.resolve(host.runConsole(m.sql, m.admin)).then((o) => this.rpc.reply(m.id, o));
         case 'evict':
-          return this.rpc.reply(m.id, host.closeIdleFor(m.by, m.name));
+          return this.rpc.reply(m.id, host.closeIdleFor(m.by, m.name, m.minIdleMs));
         case 'metrics':
           return void host.workerMetrics().then((r) => this.rpc.reply(m.id, r));
         case 'conn':

@@ -10,7 +10,7 @@ import { log, type Logger } from '../log.js';
 import { parseScramSecret } from '../protocol/scram.js';
 import { serverTlsIdentity, type TlsContexts } from '../net/tls.js';
 import type { ServerCredentials } from '../server/server-auth.js';
-import type { ServerTarget } from '../server/server-conn.js';
+import type { ServerConn, ServerTarget } from '../server/server-conn.js';
 import { Pool, type PoolHost } from './pool.js';
 
 type ScramKeys = { clientKey: Buffer; serverKey: Buffer };
@@ -214,11 +214,17 @@ export class Registry implements PoolHost {
     return this.closeIdle((p) => p !== pool && (by === 'db' ? p.db.name === pool.db.name : p.serverUser === pool.serverUser), `max_${by}_connections: making room for another pool`);
   }
 
-  /** Close one idle server of the first pool `which` picks; false if none has one. */
-  private closeIdle(which: (p: Pool) => boolean, reason: string): boolean {
+  /** Close one idle server (idle at least `minIdleMs`) of the first pool `which` picks; false if
+   * none has one. */
+  private closeIdle(which: (p: Pool) => boolean, reason: string, minIdleMs = 0): boolean {
     for (const p of this.pools.values()) {
       if (!which(p)) continue;
-      const idle = p.svIdle.values().next().value;
+      let idle: ServerConn | undefined;
+      for (const s of p.svIdle) {
+        if (now - s.lastUsed < minIdleMs) continue;
+        idle = s;
+        break;
+      }
       if (idle !== undefined) {
         this.evicting = true;
         try {
@@ -243,10 +249,11 @@ export class Registry implements PoolHost {
     this.slots?.release(pool);
   }
 
-  /** Another worker of the instance waits for a slot under this limit: close one idle server. */
-  closeIdleFor(by: 'pool' | 'db' | 'user', name: string): boolean {
+  /** Another worker of the instance waits for a slot under this limit: close one idle server
+   * that has been idle at least `minIdleMs`. */
+  closeIdleFor(by: 'pool' | 'db' | 'user', name: string, minIdleMs: number): boolean {
     const which = (p: Pool): boolean => (by === 'pool' ? poolKey(p.dbName, p.db.user !== null ? null : p.userName) === name : by === 'db' ? p.db.name === name : p.serverUser === name);
-    return this.closeIdle(which, `making room for another worker (${by === 'pool' ? 'pool_size' : `max_${by}_connections`})`);
+    return this.closeIdle(which, `making room for another worker (${by === 'pool' ? 'pool_size' : `max_${by}_connections`})`, minIdleMs);
   }
 
   isPaused(db: string): boolean {
