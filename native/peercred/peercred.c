@@ -19,15 +19,19 @@
  * descriptor to server.listen({ fd }), which listens and owns it from then on. `address` is a
  * numeric IPv4 or IPv6 address; '::' is bound dual-stack (IPV6_V6ONLY off), as Node binds it.
  *
- * And tcpTune(fd, keepalive, keepidle, keepintvl, keepcnt, userTimeout, socketBuffer): PgBouncer's
- * tune_socket on a connected TCP socket, both towards clients and towards PostgreSQL: SO_KEEPALIVE
- * and, when keepalive is on and each is non-zero, TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT
- * (seconds, probes); TCP_USER_TIMEOUT (ms) when non-zero; SO_SNDBUF and SO_RCVBUF when
- * socketBuffer is non-zero. Node sets only SO_KEEPALIVE and TCP_KEEPIDLE. An option this system
- * does not know is an error naming it.
+ * And tcpTune(fd, keepalive, keepidle, keepintvl, keepcnt, userTimeout): PgBouncer's tune_socket
+ * on a connected TCP socket, both towards clients and towards PostgreSQL: SO_KEEPALIVE and, when
+ * keepalive is on and each is non-zero, TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT (seconds,
+ * probes); TCP_USER_TIMEOUT (ms) when non-zero. Node sets only SO_KEEPALIVE and TCP_KEEPIDLE. An
+ * option this system does not know is an error naming it.
  *
- * And deferAccept(fd, on): TCP_DEFER_ACCEPT on a listening socket (1 second when on, as PgBouncer
- * sets it), so accept() wakes the pooler only once the client has sent its first bytes.
+ * The socket buffers (tcp_socket_buffer) are not among them: a receive buffer shrunk on an open
+ * connection below the window already offered stalls it (Linux then drops what it advertised room
+ * for; 8 MB took minutes at 4096 bytes). They are set before the handshake instead: by
+ * listenTune(fd, deferAccept, socketBuffer) on a listening socket, whose accepted sockets inherit
+ * them (with TCP_DEFER_ACCEPT, 1 second when on as PgBouncer sets it, so accept() wakes the
+ * pooler only once the client has sent its first bytes), and by tcpSocket(ipv6, socketBuffer) ->
+ * fd, a socket not yet connected for a server connection, which net.Socket({ fd }) then connects.
  *
  * And dgramConnect(path) -> fd and dgramSend(fd, buffer) -> boolean: a unix-domain datagram
  * socket connected to `path` (the syslog socket, /dev/log), which Node's dgram cannot open, and one
@@ -234,23 +238,32 @@ static int set_opt(int fd, int level, int name, int32_t value)
 	return setsockopt(fd, level, name, &v, sizeof(v));
 }
 
+/* SO_SNDBUF and SO_RCVBUF, when buffer is non-zero; 0 or -1 (errno set), as setsockopt. */
+static int set_buffers(int fd, int32_t buffer)
+{
+	if (buffer <= 0)
+		return 0;
+	if (set_opt(fd, SOL_SOCKET, SO_SNDBUF, buffer) != 0)
+		return -1;
+	return set_opt(fd, SOL_SOCKET, SO_RCVBUF, buffer);
+}
+
 static napi_value tcp_tune(napi_env env, napi_callback_info info)
 {
-	size_t argc = 7;
-	napi_value argv[7];
-	int32_t fd, idle, intvl, cnt, user_timeout, buffer;
+	size_t argc = 6;
+	napi_value argv[6];
+	int32_t fd, idle, intvl, cnt, user_timeout;
 	bool keepalive;
 
 	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
 		return NULL;
-	if (argc < 7 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+	if (argc < 6 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
 	    napi_get_value_bool(env, argv[1], &keepalive) != napi_ok ||
 	    napi_get_value_int32(env, argv[2], &idle) != napi_ok || idle < 0 ||
 	    napi_get_value_int32(env, argv[3], &intvl) != napi_ok || intvl < 0 ||
 	    napi_get_value_int32(env, argv[4], &cnt) != napi_ok || cnt < 0 ||
-	    napi_get_value_int32(env, argv[5], &user_timeout) != napi_ok || user_timeout < 0 ||
-	    napi_get_value_int32(env, argv[6], &buffer) != napi_ok || buffer < 0) {
-		napi_throw_type_error(env, NULL, "tcpTune(fd, keepalive, keepidle, keepintvl, keepcnt, userTimeout, socketBuffer): an fd, a boolean and five integers >= 0");
+	    napi_get_value_int32(env, argv[5], &user_timeout) != napi_ok || user_timeout < 0) {
+		napi_throw_type_error(env, NULL, "tcpTune(fd, keepalive, keepidle, keepintvl, keepcnt, userTimeout): an fd, a boolean and four integers >= 0");
 		return NULL;
 	}
 	if (set_opt(fd, SOL_SOCKET, SO_KEEPALIVE, keepalive ? 1 : 0) != 0)
@@ -286,36 +299,64 @@ static napi_value tcp_tune(napi_env env, napi_callback_info info)
 		return throw_errno(env, "TCP_USER_TIMEOUT", ENOPROTOOPT);
 #endif
 	}
-	if (buffer > 0) {
-		if (set_opt(fd, SOL_SOCKET, SO_SNDBUF, buffer) != 0)
-			return throw_errno(env, "setsockopt(SO_SNDBUF)", errno);
-		if (set_opt(fd, SOL_SOCKET, SO_RCVBUF, buffer) != 0)
-			return throw_errno(env, "setsockopt(SO_RCVBUF)", errno);
-	}
 	return NULL;
 }
 
-static napi_value defer_accept(napi_env env, napi_callback_info info)
+static napi_value listen_tune(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2;
-	napi_value argv[2];
-	int32_t fd;
-	bool on;
+	size_t argc = 3;
+	napi_value argv[3];
+	int32_t fd, buffer;
+	bool defer;
 
 	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
 		return NULL;
-	if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
-		napi_throw_type_error(env, NULL, "deferAccept(fd, on): an fd and a boolean");
+	if (argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || napi_get_value_bool(env, argv[1], &defer) != napi_ok ||
+	    napi_get_value_int32(env, argv[2], &buffer) != napi_ok || buffer < 0) {
+		napi_throw_type_error(env, NULL, "listenTune(fd, deferAccept, socketBuffer): an fd, a boolean and an integer >= 0");
 		return NULL;
 	}
 #ifdef TCP_DEFER_ACCEPT
-	if (set_opt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, on ? 1 : 0) != 0)
+	if (set_opt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, defer ? 1 : 0) != 0)
 		return throw_errno(env, "setsockopt(TCP_DEFER_ACCEPT)", errno);
 #else
-	if (on)
+	if (defer)
 		return throw_errno(env, "TCP_DEFER_ACCEPT", ENOPROTOOPT);
 #endif
+	if (set_buffers(fd, buffer) != 0)
+		return throw_errno(env, "setsockopt(SO_SNDBUF/SO_RCVBUF)", errno);
 	return NULL;
+}
+
+static napi_value tcp_socket(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	bool ipv6;
+	int32_t buffer;
+	int fd;
+	napi_value out;
+
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return NULL;
+	if (argc < 2 || napi_get_value_bool(env, argv[0], &ipv6) != napi_ok || napi_get_value_int32(env, argv[1], &buffer) != napi_ok ||
+	    buffer < 0) {
+		napi_throw_type_error(env, NULL, "tcpSocket(ipv6, socketBuffer): a boolean and an integer >= 0");
+		return NULL;
+	}
+	fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return throw_errno(env, "socket", errno);
+	if (set_buffers(fd, buffer) != 0) {
+		int err = errno;
+		close(fd);
+		return throw_errno(env, "setsockopt(SO_SNDBUF/SO_RCVBUF)", err);
+	}
+	if (napi_create_int32(env, fd, &out) != napi_ok) {
+		close(fd);
+		return NULL;
+	}
+	return out;
 }
 
 static napi_value dgram_connect(napi_env env, napi_callback_info info)
@@ -390,7 +431,7 @@ static napi_value init(napi_env env, napi_value exports)
 {
 	if (!export_fn(env, exports, "peercred", peercred) || !export_fn(env, exports, "trim", trim) ||
 	    !export_fn(env, exports, "tcpBind", tcp_bind) || !export_fn(env, exports, "tcpTune", tcp_tune) ||
-	    !export_fn(env, exports, "deferAccept", defer_accept) || !export_fn(env, exports, "dgramConnect", dgram_connect) ||
+	    !export_fn(env, exports, "listenTune", listen_tune) || !export_fn(env, exports, "tcpSocket", tcp_socket) || !export_fn(env, exports, "dgramConnect", dgram_connect) ||
 	    !export_fn(env, exports, "dgramSend", dgram_send))
 		return NULL;
 	return exports;

@@ -24,9 +24,12 @@ export interface NativeAddon {
    * listening: for server.listen({ fd }). */
   tcpBind(address: string, port: number, reusePort: boolean): number;
   /** PgBouncer's tune_socket on a connected TCP socket (see peercred.c); throws naming the option. */
-  tcpTune(fd: number, keepalive: boolean, keepidle: number, keepintvl: number, keepcnt: number, userTimeoutMs: number, socketBuffer: number): void;
-  /** TCP_DEFER_ACCEPT on a listening socket. */
-  deferAccept(fd: number, on: boolean): void;
+  tcpTune(fd: number, keepalive: boolean, keepidle: number, keepintvl: number, keepcnt: number, userTimeoutMs: number): void;
+  /** TCP_DEFER_ACCEPT and the socket buffers (0 = leave them) of a listening socket, which the
+   * sockets it accepts inherit. */
+  listenTune(fd: number, deferAccept: boolean, socketBuffer: number): void;
+  /** A TCP socket not yet connected, with its buffers set (0 = leave them): for net.Socket({ fd }). */
+  tcpSocket(ipv6: boolean, socketBuffer: number): number;
   /** A non-blocking unix datagram socket connected to `path` (syslog). */
   dgramConnect(path: string): number;
   /** One datagram; false when the reader's queue was full and it was dropped. */

@@ -2,10 +2,15 @@
 // (PgBouncer's tune_socket): tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt,
 // tcp_user_timeout and tcp_socket_buffer; and tcp_defer_accept on the listening sockets.
 //
+// tcp_socket_buffer is set before the handshake, never on an open connection: shrinking a receive
+// buffer below the window already offered stalls the connection (see peercred.c). Client sockets
+// inherit it from the listening socket; a server connection gets a socket made with it
+// (sizedSocket).
+//
 // Node sets only SO_KEEPALIVE and the idle time, so the rest goes through the native addon. Without
 // it, keepalive and tcp_keepidle still apply through Node, and each other setting that asks for
 // something is named once at startup (tcpSettingsWithoutEffect) rather than silently dropped.
-import type net from 'node:net';
+import net from 'node:net';
 import type { Config } from '../config/types.js';
 import { log } from '../log.js';
 import { nativeFunction } from './native.js';
@@ -36,22 +41,37 @@ export function tuneSocket(socket: net.Socket, cfg: Config): void {
     return;
   }
   try {
-    tune.fn(fd, cfg.tcpKeepalive, cfg.tcpKeepidle, cfg.tcpKeepintvl, cfg.tcpKeepcnt, cfg.tcpUserTimeout, cfg.tcpSocketBuffer);
+    tune.fn(fd, cfg.tcpKeepalive, cfg.tcpKeepidle, cfg.tcpKeepintvl, cfg.tcpKeepcnt, cfg.tcpUserTimeout);
   } catch (err) {
     // As PgBouncer: the connection goes on with the options that could be set.
     warnOnce(`TCP settings not applied: ${(err as Error).message}`);
   }
 }
 
-/** tcp_defer_accept on a listening TCP socket (at start and on every reload). */
+/** tcp_defer_accept and tcp_socket_buffer on a listening TCP socket (at start and on every
+ * reload; a buffer size once set stays until a restart, the kernel having no "unset"). */
 export function tuneListener(server: net.Server, cfg: Config): void {
-  const defer = nativeFunction('deferAccept', PURPOSE);
+  const tune = nativeFunction('listenTune', PURPOSE);
   const fd = fdOf(server);
-  if ('error' in defer || fd < 0) return;
+  if ('error' in tune || fd < 0) return;
   try {
-    defer.fn(fd, cfg.tcpDeferAccept);
+    tune.fn(fd, cfg.tcpDeferAccept, cfg.tcpSocketBuffer);
   } catch (err) {
-    warnOnce(`tcp_defer_accept not applied: ${(err as Error).message}`);
+    warnOnce(`tcp_defer_accept / tcp_socket_buffer not applied: ${(err as Error).message}`);
+  }
+}
+
+/** A socket for a server connection to an address of `family` (4 or 6) with tcp_socket_buffer
+ * already set, or null when there is none to set or no addon (a plain socket then). */
+export function sizedSocket(family: number, cfg: Config): net.Socket | null {
+  if (cfg.tcpSocketBuffer === 0) return null;
+  const make = nativeFunction('tcpSocket', PURPOSE);
+  if ('error' in make) return null;
+  try {
+    return new net.Socket({ fd: make.fn(family === 6, cfg.tcpSocketBuffer) });
+  } catch (err) {
+    warnOnce(`tcp_socket_buffer not applied: ${(err as Error).message}`);
+    return null;
   }
 }
 

@@ -16,7 +16,7 @@ import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { encodeCancelRequest } from '../protocol/startup.js';
 import { cachedLookup, isDnsError } from '../net/dns.js';
-import { tuneSocket } from '../net/tcp.js';
+import { sizedSocket, tuneSocket } from '../net/tcp.js';
 import { connectServerTls, effectiveServerMode, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config, PoolMode } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
@@ -177,14 +177,30 @@ export class ServerConn {
 
   private connect(): void {
     const { host, port, unix } = this.target;
-    const sock = this.socket;
+    if (unix) return this.connectSocket(this.socket, { path: host });
+    const cfg = this.owner.cfg;
+    const lookup = cachedLookup(cfg.dnsMaxTtl, cfg.dnsNxdomainTtl);
+    if (cfg.tcpSocketBuffer === 0) return this.connectSocket(this.socket, { host, port, lookup });
+    // tcp_socket_buffer goes on a socket made for the address's family before it connects.
+    lookup(host, {}, (err, address, family) => {
+      if (this.closing) return;
+      if (err !== null || typeof address !== 'string') return this.connectFailed(err ?? new Error(`no address for ${host}`));
+      this.socket = sizedSocket(family ?? 4, cfg) ?? this.socket;
+      this.connectSocket(this.socket, { host: address, port });
+    });
+  }
+
+  private connectFailed(err: NodeJS.ErrnoException): void {
+    const host = this.target.host;
+    if (isDnsError(err)) this.loginFailed(connectFailure(`server DNS lookup failed: ${host} (${err.code ?? err.message})`), { why: 'server DNS lookup failed' });
+    else this.loginFailed(connectFailure(`could not connect to server: ${err.message}`), { why: 'connect failed' });
+  }
+
+  private connectSocket(sock: net.Socket, to: net.NetConnectOpts): void {
+    const { host, unix } = this.target;
     const ctx = this.owner.tls.server;
     const useTls = !unix && ctx !== null && (effectiveServerMode(ctx.side) !== 'allow' || this.allowRetry);
-    sock.once('error', (err: NodeJS.ErrnoException) =>
-      isDnsError(err)
-        ? this.loginFailed(connectFailure(`server DNS lookup failed: ${host} (${err.code ?? err.message})`), { why: 'server DNS lookup failed' })
-        : this.loginFailed(connectFailure(`could not connect to server: ${err.message}`), { why: 'connect failed' }),
-    );
+    sock.once('error', (err: NodeJS.ErrnoException) => this.connectFailed(err));
     const onConnect = (): void => {
       sock.removeAllListeners('error');
       // Set after connect: on a socket not yet connected Node does not apply it to TCP.
@@ -211,8 +227,7 @@ export class ServerConn {
         (err: Error) => this.loginFailed(connectFailure(`TLS: ${err.message}`)),
       );
     };
-    if (unix) sock.connect({ path: host }, onConnect);
-    else sock.connect({ host, port, lookup: cachedLookup(this.owner.cfg.dnsMaxTtl, this.owner.cfg.dnsNxdomainTtl) }, onConnect);
+    sock.connect(to, onConnect);
   }
 
   private detachSocket(): void {

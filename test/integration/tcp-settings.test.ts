@@ -16,7 +16,7 @@ import type { IniSections, Pooler } from '../support/pooler.js';
 import { runCommand } from '../support/run-cmd.js';
 import { usePooler, useSetup } from '../support/suite.js';
 import { nativeFunction } from '../../src/net/native.js';
-import { sleep } from '../support/wait.js';
+import { sleep, within } from '../support/wait.js';
 
 // Without the addon (or with one built before tcpTune) Node applies only keepalive and keepidle.
 const addon = nativeFunction('tcpTune', 'TCP settings cannot be read back as set');
@@ -55,7 +55,8 @@ const TUNED: Record<string, string> = {
   tcp_keepintvl: '7',
   tcp_keepcnt: '4',
   tcp_user_timeout: '12345',
-  tcp_socket_buffer: '65536',
+  // PgBouncer's suite uses this small a buffer "to trigger EAGAIN more often".
+  tcp_socket_buffer: '4096',
   tcp_defer_accept: '1',
 };
 
@@ -92,11 +93,24 @@ describe('TCP settings', { skip: SKIP }, () => {
           `${side} side`,
         );
         // Linux doubles the value given to SO_SNDBUF/SO_RCVBUF for its own bookkeeping.
-        assert.equal(s.sndbuf, 2 * 65536, `${side} SO_SNDBUF`);
-        assert.equal(s.rcvbuf, 2 * 65536, `${side} SO_RCVBUF`);
+        assert.equal(s.sndbuf, 2 * 4096, `${side} SO_SNDBUF`);
+        assert.equal(s.rcvbuf, 2 * 4096, `${side} SO_RCVBUF`);
       }
       assert.ok(listener.defer_accept > 0, `TCP_DEFER_ACCEPT ${listener.defer_accept}`);
       assert.deepEqual((await client.query('SELECT 2 AS x')).rows, [{ x: 2 }]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('moves 16 MB each way through 4096-byte socket buffers (set before the handshake, they do not stall TCP)', async () => {
+    const client = await connectClient({ host: '127.0.0.1', port: p().port, user: USER, database: 'p0', query_timeout: 60_000 });
+    try {
+      // A receive buffer shrunk on an open connection stalled this for minutes (see peercred.c).
+      const down = await within(60_000, 'PostgreSQL to pooler to client', client.query<{ s: string }>("SELECT repeat('x', 16 * 1024 * 1024) AS s"));
+      assert.equal(down.rows[0]?.s.length, 16 * 1024 * 1024);
+      const up = await within(60_000, 'client to pooler to PostgreSQL', client.query<{ n: number }>('SELECT length($1::text) AS n', ['y'.repeat(16 * 1024 * 1024)]));
+      assert.equal(up.rows[0]?.n, 16 * 1024 * 1024);
     } finally {
       await client.end();
     }
