@@ -15,6 +15,8 @@ export interface RunRecord {
   poolerCpuS: number | null;
   /** poolerCpuS per transaction (per connection for churn), µs. */
   poolerCpuUsPerTx: number | null;
+  /** A multi-process pooler (workers): poolerCpuUsPerTx by process, the main process first. */
+  poolerCpuUsPerTxByProcess?: number[];
   /** Share of the machine's CPU (0–1) that processes outside the benchmark used during the run. */
   otherLoad: number | null;
   /** How long the bench waited for the machine to be quiet before this run, s. */

@@ -173,8 +173,10 @@ apt-get install -y -qq --no-install-recommends pgbouncer </dev/null || { apt-get
 function fmtRun(r: RunRecord): string {
   const m = r.metrics;
   if (m.error !== null) return `ERROR: ${m.error}`;
-  if (m.detail !== undefined) return `${m.tps?.toFixed(1)} (${m.detail})`;
-  const cpu = r.poolerCpuUsPerTx === null ? '' : `, pooler CPU ${r.poolerCpuUsPerTx.toFixed(1)} µs/tx`;
+  const each = r.poolerCpuUsPerTxByProcess;
+  const byProcess = each === undefined ? '' : ` (main ${each[0]!.toFixed(1)}, workers ${each.slice(1).map((x) => x.toFixed(1)).join(' + ')})`;
+  if (m.detail !== undefined) return `${m.tps?.toFixed(1)} (${m.detail})${byProcess}`;
+  const cpu = r.poolerCpuUsPerTx === null ? '' : `, pooler CPU ${r.poolerCpuUsPerTx.toFixed(1)} µs/tx${byProcess}`;
   const failed = m.failed ? `, ${m.failed} failed` : '';
   const others = r.otherLoad === null ? '' : `, others ${(r.otherLoad * 100).toFixed(0)}% of the machine`;
   const waited = r.quietWaitS >= 2 ? ` (after waiting ${r.quietWaitS.toFixed(0)} s for a quiet machine)` : '';
@@ -212,11 +214,10 @@ async function runOne(
   const poolerCpuS = before !== null && after !== null ? (sum(after) - sum(before)) / CLK_TCK : null;
   // A multi-process pooler: the CPU of each process per transaction of the whole run (the main
   // process first), so the cost of one more worker on a larger machine can be read off.
-  if (before !== null && after !== null && after.length > 1 && after.length === before.length && metrics.transactions) {
-    const each = after.map((t, i) => (((t - before[i]!) / CLK_TCK) * 1e6) / metrics.transactions!);
-    const per = `pooler CPU µs/tx by process: main ${each[0]!.toFixed(1)}, workers ${each.slice(1).map((x) => x.toFixed(1)).join(' + ')}`;
-    metrics.detail = metrics.detail === undefined ? per : `${metrics.detail}; ${per}`;
-  }
+  const byProcess =
+    before !== null && after !== null && after.length > 1 && after.length === before.length && metrics.transactions
+      ? after.map((t, i) => (((t - before[i]!) / CLK_TCK) * 1e6) / metrics.transactions!)
+      : undefined;
   return {
     scenario: scenario.name,
     round,
@@ -225,6 +226,7 @@ async function runOne(
     metrics,
     poolerCpuS,
     poolerCpuUsPerTx: poolerCpuS !== null && metrics.transactions ? (poolerCpuS * 1e6) / metrics.transactions : null,
+    ...(byProcess === undefined ? {} : { poolerCpuUsPerTxByProcess: byProcess }),
     otherLoad: load,
     quietWaitS,
     note,

@@ -67,6 +67,8 @@ export class Supervisor {
   private evictTimer: NodeJS.Timeout | null = null;
   private evicting = false;
   private nextUnix = 0;
+  /** Every worker started once: from now on a worker that exits is started again. */
+  private up = false;
   private exitResolve: () => void = () => undefined;
   /** Resolves once every worker has exited after a stop. */
   readonly exited = new Promise<void>((r) => (this.exitResolve = r));
@@ -86,14 +88,14 @@ export class Supervisor {
   /** Start every worker and wait until all listen; then the unix socket and the metrics. A worker
    * that cannot start fails the whole start (its reason is on stderr). */
   async start(): Promise<void> {
-    const started = this.workers.map((w) => this.spawn(w));
-    const failed = await Promise.race([Promise.all(started).then(() => null), ...started.map((p) => p.then((ok) => (ok ? new Promise<never>(() => undefined) : 'failed')))]);
-    if (failed !== null) {
+    const started = await Promise.all(this.workers.map((w) => this.spawn(w)));
+    if (started.includes(false)) {
       this.stopping = true;
       for (const w of this.workers) w.child?.kill('SIGKILL');
       this.cleanup();
       throw new Error('a worker could not start');
     }
+    this.up = true;
     const cfg = this.cfg;
     if (cfg.unixSocketDir !== '') {
       const role = { tcp: false, reusePort: false, unixDir: cfg.unixSocketDir, ownPeer: true, pauseOnConnect: true };
@@ -172,8 +174,8 @@ export class Supervisor {
     w.ready = false;
     w.rpc?.lose();
     this.granted(this.limits.workerGone(w.index));
-    if (this.stopping) {
-      if (this.workers.every((x) => x.child === null)) this.finish();
+    if (this.stopping || !this.up) {
+      if (this.stopping && this.workers.every((x) => x.child === null)) this.finish();
       return;
     }
     if (Date.now() - w.startedAt >= RESTART_RESET_MS) w.failures = 0;
