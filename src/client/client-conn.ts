@@ -54,7 +54,7 @@ export interface ClientHost {
   admit(client: ClientConn): PoolerError | null | Promise<PoolerError | null>;
   /** Bounds the TLS handshakes in progress at once. */
   readonly handshakes: HandshakeGate;
-  /** A shutdown is under way: only console logins are still taken (on the unix socket). */
+  /** A shutdown is under way: clients accepted from now on may only cancel or use the console. */
   readonly stopping: boolean;
   cancel(pid: number, secret: Buffer): void;
   /** A fresh cancel key (process id then a secret of `secretLength` bytes) for the client's
@@ -105,6 +105,10 @@ export class ClientConn implements PoolClient {
   inExtendedQuery = false;
   /** Counted in its database's and user's client counts (from the startup packet to the close). */
   counted = false;
+  /** Accepted while the pooler drains (on a listener kept open for cancels and the console):
+   * only those may log in. A client accepted before the drain began logs in as any other, so a
+   * rolling restart loses none that connected just before it. */
+  private readonly arrivedDraining: boolean;
   /** A replication connection (`replication=database` or true): a server of its own. */
   replication: ReplicationRequest | null = null;
 
@@ -126,6 +130,7 @@ export class ClientConn implements PoolClient {
     private readonly host: ClientHost,
     readonly isUnix: boolean,
   ) {
+    this.arrivedDraining = host.stopping;
     this.remoteAddress = isUnix ? '' : (socket.remoteAddress ?? '');
     this.remotePort = isUnix ? 0 : (socket.remotePort ?? 0);
     this.logAddr = isUnix ? `unix:${host.cfg.listenPort}` : sockAddr(this.remoteAddress, this.remotePort);
@@ -289,7 +294,7 @@ export class ClientConn implements PoolClient {
     }
     // Console logins are exempt from max_client_conn, so an operator can always get in.
     this.admin = this.dbName === ADMIN_DB;
-    if (!this.admin && this.host.stopping) return this.fail(Errors.shuttingDown(), 'shutdown');
+    if (!this.admin && this.arrivedDraining) return this.fail(Errors.shuttingDown(), 'shutdown');
     const verdict = this.host.admit(this);
     if (!(verdict instanceof Promise)) return this.admitted(verdict, minor, unsupported);
     // The instance counts (workers): hold the client's bytes until it answers.

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { cstr, msg } from '../support/bytes.js';
+import { cstr, msg, startupPacket } from '../support/bytes.js';
 import { connectClient, endAll, queryOnce, type PgError } from '../support/pg-client.js';
 import { canceled, keyOf, keyPeerId, longQuery, peerIni, peerLayout, removeLayout, runs, startPeer, type PeerLayout } from '../support/peers.js';
 import { iniText, runMain, type IniSections, type Pooler } from '../support/pooler.js';
@@ -214,6 +214,32 @@ describe('a draining process', () => {
       assert.deepEqual(await within(10_000, 'the drained process exits', exited), { code: 0, signal: null });
     } finally {
       await stopAll(peers);
+    }
+  });
+});
+
+describe('a client in flight when the drain begins', () => {
+  it('connected before SIGTERM, it logs in and is served: a rolling restart loses no connection being made', async () => {
+    const layout = await peerLayout([1]);
+    layouts.push(layout);
+    const p = await startPeer(layout, 1, base());
+    running.push(p);
+    // The TCP connection is accepted; its StartupMessage comes only after the drain began.
+    const conn = await RawConn.connect(layout.ports.get(1)!, { timeoutMs: 10_000 });
+    try {
+      await waitFor('the pooler has the connection', async () => (await show(layout, 1, 'LISTS')).some((r) => r.list === 'login_clients' && Number(r.items) >= 1));
+      const exited = p.stop('SIGTERM', 20_000);
+      await p.waitForLog(/shutting down/);
+      conn.send(startupPacket({ user: USER, database: 'p0' }));
+      const login = await conn.until('Z', { onError: 'stop' });
+      assert.deepEqual(login.filter((m) => m.type === 'E').map((m) => m.body.toString('latin1')), [], 'refused');
+      conn.send(msg('Q', cstr('SELECT 1')));
+      const reply = await conn.until('Z');
+      assert.ok(reply.some((m) => m.type === 'D'), 'the query was answered');
+      conn.send(msg('X'));
+      assert.deepEqual(await within(10_000, 'the drained pooler exits', exited), { code: 0, signal: null });
+    } finally {
+      conn.destroy();
     }
   });
 });

@@ -81,8 +81,11 @@ async function onBothWorkers(config: pg.ClientConfig, atLeast: number): Promise<
   return clients;
 }
 
-/** The pid a worker logged its start with ("worker N of 2 up"), the last time it started. */
-function workerPid(p: Pooler, index: number): number {
+/** The pid a worker logged its start with ("worker N of 2 up"), the last time it started. The
+ * workers write to the output they share with the main process: a worker's line may come after
+ * the main process's "instance … up". */
+async function workerPid(p: Pooler, index: number): Promise<number> {
+  await p.waitForLog(new RegExp(`worker ${index} of 2 up`));
   const line = p.logs().filter((l) => messageOf(l).includes(`worker ${index} of 2 up`)).at(-1);
   const pid = line === undefined ? null : (/"pid":(\d+)/.exec(line) ?? /\[(\d+)\]/.exec(line))?.[1];
   assert.ok(pid !== undefined && pid !== null, `no start line of worker ${index}`);
@@ -261,7 +264,7 @@ describe('operating the instance', () => {
     const victim = 1;
     try {
       const from = p.logs().length;
-      process.kill(workerPid(p, victim), 'SIGKILL');
+      process.kill(await workerPid(p, victim), 'SIGKILL');
       await p.waitForLog(/worker 1 \(pid \d+\) exited with SIGKILL; restarting it in/);
       for (const cl of clients) {
         const r = cl.query('SELECT 1 AS one').then(() => 'ok', (e: Error) => e.message);
@@ -293,7 +296,7 @@ describe('operating the instance', () => {
 
   it('the main process killed with SIGKILL: the workers stop too, nothing is left on the port', async () => {
     const p = await instance();
-    const pids = [workerPid(p, 1), workerPid(p, 2)];
+    const pids = [await workerPid(p, 1), await workerPid(p, 2)];
     process.kill(p.pid, 'SIGKILL');
     await p.exited;
     const gone = (pid: number): boolean => {
