@@ -326,17 +326,25 @@ export class Pool {
     this.replPumping = true;
     try {
       for (const client of this.replWaiting) {
-        if (client.server !== null) continue;
+        if (client.server !== null || this.replSlotWaits.has(client)) continue;
         while (this.serverCount >= this.poolSize) {
           const idle = this.svIdle.values().next().value;
           if (idle === undefined) return;
           idle.close('evicted');
         }
         if (!this.withinSharedLimits()) return;
-        const server = new ServerConn(this, replicationTarget(this.target(), client.replication!), this.dbName);
-        this.svLogin.add(server);
-        this.replServers.set(server, client);
-        client.server = server;
+        // In a multi-worker instance the slot is the instance's, as for any server.
+        const slot = this.host.serverSlot(this);
+        if (slot === null) {
+          this.openReplication(client, false);
+          continue;
+        }
+        this.replSlotWaits.add(client);
+        void slot.then(() => {
+          this.replSlotWaits.delete(client);
+          if (this.replWaiting.has(client) && !this.closed) this.openReplication(client, true);
+          else this.host.releaseServerSlot(this);
+        });
       }
     } finally {
       this.replPumping = false;
@@ -344,6 +352,16 @@ export class Pool {
   }
 
   private replPumping = false;
+  /** Replication clients waiting for an instance slot (multi-worker) before their server opens. */
+  private readonly replSlotWaits = new Set<PoolClient>();
+
+  private openReplication(client: PoolClient, slotted: boolean): void {
+    const server = new ServerConn(this, replicationTarget(this.target(), client.replication!), this.dbName);
+    if (slotted) this.slotted.add(server);
+    this.svLogin.add(server);
+    this.replServers.set(server, client);
+    client.server = server;
+  }
 
   private readonly onAcquired = (server: ServerConn): void => {
     this.acquiring--;
@@ -588,6 +606,7 @@ export class Pool {
   private onReplicationLogin(server: ServerConn, client: PoolClient, error: LoginError | null): void {
     this.replWaiting.delete(client);
     if (error !== null) {
+      this.releaseSlot(server);
       this.svLogin.delete(server);
       this.replServers.delete(server);
       client.server = null;

@@ -279,3 +279,41 @@ describe('replication connections and the pool', { skip: SKIP }, () => {
     }
   });
 });
+
+describe('replication connections in a multi-worker instance', { skip: SKIP }, () => {
+  const { p } = usePooler({
+    ini: () => ({
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', workers: '2', server_tls_sslmode: 'disable' },
+      databases: { p0: `host=127.0.0.1 port=${c().port} dbname=p0 pool_size=1` },
+    }),
+    options: { readyTimeoutMs: 20_000 },
+    dumpLogs: { clusters: () => [setup.cluster], poolerLines: 200 },
+  });
+
+  const backends = async (): Promise<number> =>
+    (await c().query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = 'repl' AND backend_type IN ('client backend', 'walsender')", 'postgres')).rows[0]!.n;
+
+  it('take turns on the instance\'s pool_size slot, whichever worker they land on', async () => {
+    await p().waitForLog(/instance of 2 workers up/, 20_000);
+    const holder = await connectClient({ host: '127.0.0.1', port: p().port, user: 'repl', database: 'p0' });
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1');
+    // Four logins spread over both workers; none gets a server while the holder has the only one.
+    const logins = Array.from({ length: 4 }, () =>
+      RawConn.login(p().port, { user: 'repl', database: 'p0', replication: 'database' }, { timeoutMs: 30_000 }));
+    const done: RawConn[] = [];
+    for (const l of logins) void l.then(({ conn }) => done.push(conn));
+    await sleep(1_500);
+    assert.equal(done.length, 0, 'a replication login got a server beyond pool_size = 1');
+    assert.equal(await backends(), 1);
+    await holder.query('COMMIT');
+    await holder.end();
+    // Each one in turn: it logs in once the slot is free, and frees it when it leaves.
+    for (let i = 0; i < logins.length; i++) {
+      await waitFor(`replication login ${i + 1}`, async () => done.length > i, 20_000);
+      // The one before may take a moment to exit after its server was closed.
+      await waitFor('one server under pool_size = 1', async () => (await backends()) <= 1, 3_000);
+      done[i]!.destroy();
+    }
+  });
+});
