@@ -9,32 +9,15 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 
-interface StreamHandle {
-  onread: (() => Buffer | undefined) | null;
-  useUserBuffer(buf: Buffer): void;
-  readStart(): number;
-  readStop(): number;
-  writeBuffer(req: WriteReq, buf: Buffer): number;
-  reading: boolean;
-}
-interface WriteReq {
-  oncomplete: (status: number) => void;
-  /** Keeps the memory of an unfinished write alive: the handle holds only a pointer into it. */
-  buffer: Buffer | null;
-}
-interface StreamWrap {
-  WriteWrap: new () => WriteReq;
-  streamBaseState: Int32Array;
-  kReadBytesOrError: number;
-  kLastWriteWasAsync: number;
-}
+// The handle types only (nothing of pgpool-ts runs here).
+import type { StreamHandle, StreamWrapBinding, WriteReq } from '../src/net/io.js';
 
 const [listenPort, targetHost, targetPort, tlsFlag, certFile, keyFile, caFile] = process.argv.slice(2);
 if (listenPort === undefined || targetHost === undefined || targetPort === undefined || (tlsFlag !== undefined && caFile === undefined)) {
   process.stderr.write('usage: floor-proxy LISTEN_PORT TARGET_HOST TARGET_PORT [--tls CERT KEY CA]\n');
   process.exit(2);
 }
-const wrap = (process as unknown as { binding(name: string): StreamWrap }).binding('stream_wrap');
+const wrap = (process as unknown as { binding(name: string): StreamWrapBinding }).binding('stream_wrap');
 const { WriteWrap, streamBaseState: state, kReadBytesOrError, kLastWriteWasAsync } = wrap;
 const serverCtx = tlsFlag === undefined ? null : tls.createSecureContext({ cert: fs.readFileSync(certFile!), key: fs.readFileSync(keyFile!) });
 const ca = tlsFlag === undefined ? null : fs.readFileSync(caFile!);

@@ -17,6 +17,8 @@ export interface RunRecord {
   poolerCpuUsPerTx: number | null;
   /** A multi-process pooler (workers): poolerCpuUsPerTx by process, the main process first. */
   poolerCpuUsPerTxByProcess?: number[];
+  /** Bytes the Node process allocated on its heap per transaction during the run (Node targets). */
+  heapBytesPerTx: number | null;
   /** Share of the machine's CPU (0–1) that processes outside the benchmark used during the run. */
   otherLoad: number | null;
   /** How long the bench waited for the machine to be quiet before this run, s. */
@@ -37,6 +39,7 @@ export interface TargetSummary {
   medianLatencyMs: number | null;
   medianConnMs: number | null;
   medianCpuUsPerTx: number | null;
+  medianHeapBytesPerTx: number | null;
   medianOtherLoad: number | null;
   failedTx: number;
 }
@@ -80,6 +83,7 @@ function summarizeTarget(runs: RunRecord[], target: TargetName): TargetSummary {
     medianLatencyMs: median(nums(good.map((r) => r.metrics.latencyMs))),
     medianConnMs: median(nums(good.map((r) => r.metrics.connTimeMs))),
     medianCpuUsPerTx: median(nums(good.map((r) => r.poolerCpuUsPerTx))),
+    medianHeapBytesPerTx: median(nums(good.map((r) => r.heapBytesPerTx))),
     medianOtherLoad: median(nums(good.map((r) => r.otherLoad))),
     failedTx: runs.reduce((n, r) => n + (r.metrics.failed ?? 0), 0),
   };
@@ -148,6 +152,23 @@ function compareAddedLatency(runs: RunRecord[], rounds: number[], goal: Extract<
   };
 }
 
+/** pgpool-ts's heap allocation per transaction beyond `over`'s, round by round. */
+function compareHeap(runs: RunRecord[], rounds: number[], goal: Extract<Goal, { kind: 'heap' }>): Comparison {
+  const heap = (t: TargetName, round: number) => runs.find((r) => r.target === t && r.round === round && ok(r))?.heapBytesPerTx ?? null;
+  const pairs = rounds.map((round) => [heap('pgpool-ts', round), heap(goal.over, round)] as const);
+  const extra = pairs.map(([a, b]) => (a === null || b === null ? null : a - b));
+  const med = median(nums(extra));
+  const trouble = pgpoolTrouble(runs);
+  const bytes = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(0)} B`);
+  return {
+    label: `heap allocation per transaction: pgpool-ts − ${TARGET_LABEL[goal.over]}`,
+    perRound: pairs.map(([a, b]) => `${bytes(a)} − ${bytes(b)}`),
+    median: bytes(med),
+    goal: `< ${goal.max} B` + (trouble === null ? '' : ` (${trouble})`),
+    verdict: med !== null && med < goal.max && trouble === null ? 'PASS' : 'FALL SHORT',
+  };
+}
+
 export function summarize(scenario: Scenario, runs: RunRecord[]): ScenarioSummary {
   const mine = runs.filter((r) => r.scenario === scenario.name);
   const rounds = [...new Set(mine.map((r) => r.round))].sort((a, b) => a - b);
@@ -166,6 +187,7 @@ export function summarize(scenario: Scenario, runs: RunRecord[]): ScenarioSummar
     comparisons.push(compare(mine, rounds, goal, over, scenario.unit, true));
   }
   for (const g of scenario.goals) if (g.kind === 'added-latency') comparisons.push(compareAddedLatency(mine, rounds, g));
+  for (const g of scenario.goals) if (g.kind === 'heap') comparisons.push(compareHeap(mine, rounds, g));
   return { scenario: scenario.name, unit: scenario.unit, lowerIsBetter: scenario.lowerIsBetter === true, targets, comparisons };
 }
 
@@ -180,14 +202,16 @@ export function renderTables(summaries: readonly ScenarioSummary[]): string {
   // "latency": pgbench's average, or the p50 login time of the load client's runs.
   // "connect": pgbench's initial connection time, with -C the average per connection, or the
   // load client's p99 login time.
-  out.push("| scenario | target | median | min–max | latency | connect | pooler CPU µs/tx | failed | ok runs | others' CPU |");
-  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  // "heap B/tx": bytes the Node process allocated on V8's heap per transaction (bench/heap-meter.ts).
+  out.push("| scenario | target | median | min–max | latency | connect | pooler CPU µs/tx | heap B/tx | failed | ok runs | others' CPU |");
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const s of summaries) {
     for (const t of s.targets) {
       const unit = s.unit === 'TPS' ? '' : ` ${s.unit}`;
       out.push(
         `| ${s.scenario} | ${TARGET_LABEL[t.target]} | ${fmtInt(t.medianTps)}${unit} | ${fmtInt(t.minTps)}–${fmtInt(t.maxTps)} | ` +
-          `${fmt(t.medianLatencyMs, 3)} ms | ${fmt(t.medianConnMs, 1)} ms | ${t.target === 'direct' ? '—' : fmt(t.medianCpuUsPerTx, 1)} | ${t.failedTx} | ${t.okRuns}/${t.runs} | ${t.medianOtherLoad === null ? 'n/a' : `${(t.medianOtherLoad * 100).toFixed(0)}%`} |`,
+          `${fmt(t.medianLatencyMs, 3)} ms | ${fmt(t.medianConnMs, 1)} ms | ${t.target === 'direct' ? '—' : fmt(t.medianCpuUsPerTx, 1)} | ` +
+          `${t.medianHeapBytesPerTx === null ? '—' : fmt(t.medianHeapBytesPerTx, 0)} | ${t.failedTx} | ${t.okRuns}/${t.runs} | ${t.medianOtherLoad === null ? 'n/a' : `${(t.medianOtherLoad * 100).toFixed(0)}%`} |`,
       );
     }
   }

@@ -14,7 +14,7 @@ import { renderChart } from './chart.js';
 import { otherLoad, sampleCpu, waitForBackendsGone, waitForQuiet, type CpuSample } from './cpu.js';
 import { runPgbench } from './pgbench.js';
 import { BENCH_DB, BENCH_PASSWORD, BENCH_USER, Cluster, PGBENCH_SCALE, SERVER_CONF, cleanEnv } from './postgres.js';
-import { CLK_TCK, killAllSync, runCmd } from './procs.js';
+import { CLK_TCK, killAllSync, runCmd, sleep } from './procs.js';
 import { renderTables, summarize, type RunRecord } from './report.js';
 import type { Job, LoadResult, LoadSpec } from './loadclient.js';
 import { SCENARIO_NAMES, scenarios, type RunContext, type Scenario } from './scenarios.js';
@@ -177,10 +177,11 @@ function fmtRun(r: RunRecord): string {
   const byProcess = each === undefined ? '' : ` (main ${each[0]!.toFixed(1)}, workers ${each.slice(1).map((x) => x.toFixed(1)).join(' + ')})`;
   if (m.detail !== undefined) return `${m.tps?.toFixed(1)} (${m.detail})${byProcess}`;
   const cpu = r.poolerCpuUsPerTx === null ? '' : `, pooler CPU ${r.poolerCpuUsPerTx.toFixed(1)} µs/tx${byProcess}`;
+  const heap = r.heapBytesPerTx === null ? '' : `, heap ${r.heapBytesPerTx.toFixed(0)} B/tx`;
   const failed = m.failed ? `, ${m.failed} failed` : '';
   const others = r.otherLoad === null ? '' : `, others ${(r.otherLoad * 100).toFixed(0)}% of the machine`;
   const waited = r.quietWaitS >= 2 ? ` (after waiting ${r.quietWaitS.toFixed(0)} s for a quiet machine)` : '';
-  return `${m.tps?.toFixed(0)} tps, ${m.latencyMs?.toFixed(3)} ms${cpu}${failed}${others}${waited}`;
+  return `${m.tps?.toFixed(0)} tps, ${m.latencyMs?.toFixed(3)} ms${cpu}${heap}${failed}${others}${waited}`;
 }
 
 /** One run of one scenario on one target, with the pooler's CPU time around it. */
@@ -200,12 +201,16 @@ async function runOne(
     await target.start();
   }
   const proc = target.proc;
+  const heapBefore = target.heapBytes();
   const before = target.cpuTicks();
   const machineBefore = cpu.sample();
   const startedAt = new Date().toISOString();
   const metrics = await scenario.run(target, ctx);
   const after = target.cpuTicks();
   await waitForBackendsGone(cpu.postmaster, 5_000);
+  // The heap meter writes every 100 ms: wait for a sample taken after the run.
+  if (heapBefore !== null) await sleep(250);
+  const heapAfter = target.heapBytes();
   const load = otherLoad(machineBefore, cpu.sample());
   if (proc !== null && !proc.alive()) {
     metrics.error ??= `${target.name} exited during the run (${JSON.stringify(proc.status)})`;
@@ -227,6 +232,7 @@ async function runOne(
     poolerCpuS,
     poolerCpuUsPerTx: poolerCpuS !== null && metrics.transactions ? (poolerCpuS * 1e6) / metrics.transactions : null,
     ...(byProcess === undefined ? {} : { poolerCpuUsPerTxByProcess: byProcess }),
+    heapBytesPerTx: heapBefore !== null && heapAfter !== null && metrics.transactions ? (heapAfter - heapBefore) / metrics.transactions : null,
     otherLoad: load,
     quietWaitS,
     note,
@@ -330,7 +336,7 @@ async function main(): Promise<number> {
           } catch (err) {
             // E.g. a pooler that will not (re)start: this run fails, the others still happen.
             const error = (err as Error).message;
-            rec = { scenario: scenario.name, round, target: name, startedAt: new Date().toISOString(), metrics: { tps: null, latencyMs: null, transactions: null, failed: null, connTimeMs: null, error, output: null }, poolerCpuS: null, poolerCpuUsPerTx: null, otherLoad: null, quietWaitS, note: null, poolerLogTail: null };
+            rec = { scenario: scenario.name, round, target: name, startedAt: new Date().toISOString(), metrics: { tps: null, latencyMs: null, transactions: null, failed: null, connTimeMs: null, error, output: null }, poolerCpuS: null, poolerCpuUsPerTx: null, heapBytesPerTx: null, otherLoad: null, quietWaitS, note: null, poolerLogTail: null };
           }
           if (abort.signal.aborted) {
             // A run cut short by Ctrl-C says nothing about the target.

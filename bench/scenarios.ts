@@ -26,6 +26,8 @@ export interface RunContext {
  * What pgpool-ts must achieve in a scenario, computed per round and then as the median:
  * - ratio: pgpool-ts's TPS / `over`'s TPS ≥ `min`;
  * - cpu: pgpool-ts's CPU per transaction / `over`'s ≤ `max` (the process in front of PostgreSQL);
+ * - heap: pgpool-ts allocates fewer than `max` bytes of V8 heap per transaction beyond what `over`
+ *   allocates (Node's own callbacks allocate the same in both);
  * - added-latency: pgpool-ts's average latency minus `baseline`'s is at most `factor` × `rival`'s
  *   minus `baseline`'s (the time a hop adds to each query, against the rival's hop).
  */
@@ -33,6 +35,7 @@ export type Goal =
   | { kind: 'ratio'; over: TargetName; min: number }
   | { kind: 'ratio-max'; over: TargetName; max: number }
   | { kind: 'cpu'; over: TargetName; max: number }
+  | { kind: 'heap'; over: TargetName; max: number }
   | { kind: 'added-latency'; baseline: TargetName; rival: TargetName; factor: number };
 
 export interface Scenario {
@@ -84,9 +87,10 @@ const BEAT_PGBOUNCER: Goal = { kind: 'ratio', over: 'pgbouncer', min: 1.0 };
 const POOLERS: readonly TargetName[] = ['pgpool-ts', 'pgbouncer'];
 const POOLERS_WITH_WORKERS: readonly TargetName[] = ['pgpool-ts', WORKERS_TARGET, 'pgbouncer'];
 /** Issue 13's targets for the select scenarios: within 1.2× of Node's floor in CPU per
- * transaction, and 0.9× (plain) / 0.8× (TLS) of PgBouncer's throughput. */
+ * transaction, 0.9× (plain) / 0.8× (TLS) of PgBouncer's throughput, and no allocation per
+ * message on the hot path (under 50 bytes of heap per transaction beyond the floor's). */
 const NEAR_FLOOR: Goal = { kind: 'cpu', over: 'floor', max: 1.2 };
-const selectGoals = (tls: boolean): Goal[] => [{ kind: 'ratio', over: 'pgbouncer', min: tls ? 0.8 : 0.9 }, NEAR_FLOOR];
+const selectGoals = (tls: boolean): Goal[] => [{ kind: 'ratio', over: 'pgbouncer', min: tls ? 0.8 : 0.9 }, NEAR_FLOOR, { kind: 'heap', over: 'floor', max: 50 }];
 
 /** A pgbench scenario in its plain and its TLS flavor (TLS runs have no naive proxy: it would
  * only pass PostgreSQL's own TLS through). `tlsGoals` replaces the goals in the TLS flavor. */

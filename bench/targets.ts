@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { BENCH_DB, BENCH_USER, cleanEnv, serviceUser, type Cluster } from './postgres.js';
 import { processTreeTicks } from './cpu.js';
 import { Proc, freePort, waitForPort } from './procs.js';
@@ -61,6 +61,9 @@ export interface Target {
   /** CPU ticks used so far by `proc` and, for a multi-process pooler, by its live children (the
    * workers) and the children it reaped: each entry one process, the first `proc` itself. */
   cpuTicks(): number[] | null;
+  /** Bytes the process allocated on V8's heap since it started (bench/heap-meter.ts), for the Node
+   * targets; null for the others. */
+  heapBytes(): number | null;
   /** (Re)start it; direct has nothing to start. */
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -71,6 +74,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PGPOOL_MAIN = path.join(HERE, '../src/main.js');
 const NAIVE_PROXY = path.join(HERE, 'naive-proxy.js');
 const FLOOR_PROXY = path.join(HERE, 'floor-proxy.js');
+const HEAP_METER = pathToFileURL(path.join(HERE, 'heap-meter.js')).href;
 
 /** The PgBouncer binary: PGPOOL_BENCH_PGBOUNCER, else pgbouncer on PATH. */
 export function pgbouncerBinary(): string {
@@ -125,12 +129,23 @@ class ProcessTarget implements Target {
     private readonly launch: () => Proc,
     /** Its children are part of it (pgpool-ts's workers). */
     private readonly tree = false,
+    /** Where bench/heap-meter.ts writes the process's heap allocation (single-process Node targets). */
+    private readonly heapFile: string | null = null,
   ) {}
 
   cpuTicks(): number[] | null {
     const proc = this.proc;
     if (proc === null) return null;
     return this.tree ? processTreeTicks(proc.pid) : [proc.cpuTicks() ?? 0];
+  }
+
+  heapBytes(): number | null {
+    if (this.heapFile === null) return null;
+    try {
+      return Number(fs.readFileSync(this.heapFile, 'utf8'));
+    } catch {
+      return null;
+    }
   }
 
   async start(): Promise<void> {
@@ -193,16 +208,25 @@ export class Targets {
   private async make(name: TargetName, flavor: Flavor, stem: string): Promise<Target | null> {
     const cluster = this.cluster;
     if (name === 'direct') {
-      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, cpuTicks: () => null, start: async () => undefined, stop: async () => undefined };
+      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, cpuTicks: () => null, heapBytes: () => null, start: async () => undefined, stop: async () => undefined };
     }
     const port = await freePort();
     const logFile = path.join(this.dir, `${stem}.log`);
+    // The Node targets count their heap allocation for the bench (bench/heap-meter.ts).
+    const heapFile = path.join(this.dir, `${stem}.heap`);
+    const meter = ['--import', HEAP_METER];
+    const meterEnv = cleanEnv({ PGPOOL_HEAP_METER_FILE: heapFile });
     if (name === 'naive-proxy' || name === 'floor') {
       if ((name === 'naive-proxy' && flavor.tls) || flavor.backlog !== null) return null;
       const script = name === 'floor' ? FLOOR_PROXY : NAIVE_PROXY;
       const tlsArgs = flavor.tls ? ['--tls', cluster.tls.cert, cluster.tls.key, cluster.tls.ca] : [];
-      return new ProcessTarget(name, flavor, port, () =>
-        new Proc(name, process.execPath, [script, String(port), '127.0.0.1', String(cluster.port), ...tlsArgs], { logFile, env: cleanEnv() }),
+      return new ProcessTarget(
+        name,
+        flavor,
+        port,
+        () => new Proc(name, process.execPath, [...meter, script, String(port), '127.0.0.1', String(cluster.port), ...tlsArgs], { logFile, env: meterEnv }),
+        false,
+        heapFile,
       );
     }
     const ini = path.join(this.dir, `${stem}.ini`);
@@ -211,8 +235,11 @@ export class Targets {
     if (name === 'pgpool-ts' || name === WORKERS_TARGET) {
       // PGPOOL_BENCH_NODE_ARGS: node flags for pgpool-ts, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
       const nodeArgs = (process.env.PGPOOL_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-      const launch = () => new Proc(name, process.execPath, [...nodeArgs, PGPOOL_MAIN, '-c', ini], { logFile, env: cleanEnv() });
-      return new ProcessTarget(name, flavor, port, launch, workers > 1);
+      // The heap meter counts one process: not a pooler with workers.
+      const metered = workers === 1;
+      const launch = () =>
+        new Proc(name, process.execPath, [...nodeArgs, ...(metered ? meter : []), PGPOOL_MAIN, '-c', ini], { logFile, env: metered ? meterEnv : cleanEnv() });
+      return new ProcessTarget(name, flavor, port, launch, workers > 1, metered ? heapFile : null);
     }
     const user = serviceUser();
     // PgBouncer refuses root; it runs as the same OS user as PostgreSQL, spawned with that uid so

@@ -15,6 +15,7 @@ import { Errors, type PoolerError } from './errors.js';
 import { log, setVerbose, type Logger } from './log.js';
 import { metricsOf, startMetrics, type MetricsServer, type WorkerSeries } from './metrics/prometheus.js';
 import { reloads } from './metrics/stats.js';
+import { probeHandles } from './net/io.js';
 import { listenerProblem, openListeners, type Listeners } from './net/listener.js';
 import { tcpSettingsWithoutEffect } from './net/tcp.js';
 import { configureSyslog } from './net/syslog.js';
@@ -97,10 +98,14 @@ export class App implements ClientHost, AdminHost, WorkerHost {
     // A worker shares the TCP port with its siblings; its unix socket is its own (where they
     // forward cancels), the instance's being the main process's.
     const role = link === null ? null : { tcp: true, reusePort: true, unixDir: link.socketDir, ownPeer: false, pauseOnConnect: false };
+    // Before the first client: the hot path runs on Node's stream handles only if they behave.
+    const noHandles = await probeHandles(process.env.PGPOOL_RELAY === 'streams');
     this.listeners = await openListeners(this.cfg, this.onConnection, role);
     this.janitor = setInterval(this.sweep, JANITOR_MS);
     // One line per socket, as PgBouncer: `listening on 127.0.0.1:6432`, `listening on unix:/tmp/.s.PGSQL.6432`.
     for (const a of this.listeners.addresses) log().info(`listening on ${a}`);
+    if (noHandles === null) log().debug('relay: on stream handles');
+    else log().warn({ reason: noHandles }, `relay: on the stream API (slower): ${noHandles}`);
     this.warnWithoutEffect(this.cfg);
     if (link !== null) {
       link.attach(this, () => void this.stop('immediate'));

@@ -5,6 +5,8 @@
 export let now = Date.now();
 
 export function refresh(): number {
-  now = Date.now();
+  // Stored only when it changed: each store of a new time boxes a number, and this runs per read.
+  const t = Date.now();
+  if (t !== now) now = t;
   return now;
 }

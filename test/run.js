@@ -1,10 +1,19 @@
 #!/usr/bin/env node
 // `npm test` entry (after `tsc -p .`): runs the compiled tests with node's built-in runner.
 //
-// One node:test run over every file, one file at a time, so CI reads a single summary. Integration
-// and regression files each start their own PostgreSQL and pooler processes: on a 2-core machine,
-// parallel clusters turn timing-sensitive tests (timeouts, backpressure) into flaky ones, and the
-// unit files take seconds either way.
+// One node:test run over every file, one file at a time. Integration and regression files each
+// start their own PostgreSQL and pooler processes: on a 2-core machine, parallel clusters turn
+// timing-sensitive tests (timeouts, backpressure) into flaky ones, and the unit files take seconds
+// either way.
+//
+// The relay runs on Node's stream handles, or on net.Socket's stream API where those fail the
+// startup probe (src/net/io.ts). A second run takes the integration files that move bytes through
+// the relay in every way the two paths differ (pool modes, drivers, COPY with backpressure, TLS
+// on both sides, cancels, parameters, server faults) again with PGPOOL_RELAY=streams. Not all of
+// them: CI (with PgBouncer's suite) must stay under 15 minutes on 2 cores, and the other files test
+// login, config, the console and limits, which the relay path does not touch; prepared statements
+// and hostile input are framed and rewritten by the same relay code on either path. The second
+// run prints its own summary.
 //
 // Test files are listed here rather than by passing directories to `node --test`: Node 20 treats
 // every .js under a directory named `test` as a test file, which would include dist/test/support.
@@ -33,7 +42,7 @@
 // stderr at the end of each run, and flags a skip that gave none.
 //
 // Env: PGPOOL_TEST_TIMEOUT_MS (per test, default 120000), PGPOOL_TEST_PG_BIN, PGPOOL_TEST_KEEP,
-// PGPOOL_TEST_LOG_DIR.
+// PGPOOL_TEST_LOG_DIR, PGPOOL_RELAY (streams: everything on the stream API, and no second run).
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -116,7 +125,18 @@ if (checkLogs && !fs.existsSync(logCheck)) {
   console.error(`run.js: ${logCheck} is missing; did \`tsc -p .\` run?`);
   process.exit(1);
 }
-const code = await runPhase(name, checkLogs ? [...files, logCheck] : files, 1, env);
+/** The integration files that run a second time with PGPOOL_RELAY=streams (see above). */
+const STREAMS_RUN = ['pool-modes', 'drivers', 'copy', 'tls-client', 'tls-server', 'cancel', 'params', 'failures'];
+const streamsFiles = explicit.length > 0 || process.env.PGPOOL_RELAY !== undefined
+  ? []
+  : STREAMS_RUN.map((f) => path.join(dist, 'integration', `${f}.test.js`));
+for (const f of streamsFiles) if (!fs.existsSync(f)) console.error(`run.js: ${f} is missing for the PGPOOL_RELAY=streams run`);
+// The log search goes last, over the logs of both runs.
+let code = await runPhase(name, checkLogs && streamsFiles.length === 0 ? [...files, logCheck] : files, 1, env);
+if (streamsFiles.length > 0) {
+  const again = await runPhase('relay on streams (PGPOOL_RELAY=streams)', checkLogs ? [...streamsFiles, logCheck] : streamsFiles, 1, { ...env, PGPOOL_RELAY: 'streams' });
+  code ||= again;
+}
 if (!checkLogs) {
   console.error('run.js: pooler logs not searched: the selected files start no pooler (unit tests only)');
 }

@@ -97,7 +97,8 @@ export class Console implements AdminConsole {
   private overrides = new Map<string, string>();
   private setConfig: unknown = null;
   /** Sockets SUSPEND stopped reading (and only those: others were paused for backpressure). */
-  private readonly suspendedSockets = new Set<{ resume(): unknown; destroyed: boolean }>();
+  /** Client and server connections SUSPEND stopped reading. */
+  private readonly suspended = new Set<{ resumeReading(): void }>();
 
   constructor(private readonly host: AdminHost) {
     this.period = new StatsPeriod(host);
@@ -127,7 +128,7 @@ export class Console implements AdminConsole {
       })
       .then((reply) => {
         if (reply === null || client.phase === 'closed') return;
-        client.socket.write(Buffer.concat([...reply, encode.readyForQuery(TxStatus.Idle)]));
+        client.send(Buffer.concat([...reply, encode.readyForQuery(TxStatus.Idle)]));
       });
     this.busy.set(client, next);
   }
@@ -253,8 +254,8 @@ export class Console implements AdminConsole {
     reg.pausedAll = false;
     reg.paused.clear();
     reg.suspended = false;
-    for (const sock of this.suspendedSockets) if (!sock.destroyed) sock.resume();
-    this.suspendedSockets.clear();
+    for (const conn of this.suspended) conn.resumeReading();
+    this.suspended.clear();
     for (const p of reg.pools.values()) p.pump();
   }
 
@@ -311,13 +312,13 @@ export class Console implements AdminConsole {
     for (const c of this.host.clients) {
       if (c.admin || c.pool === null || c.phase === 'closed') continue;
       held.push(c);
-      for (const sock of [c.socket, c.server?.socket]) {
-        if (sock === undefined || sock.isPaused()) continue;
-        sock.pause();
-        this.suspendedSockets.add(sock);
+      for (const conn of [c, c.server]) {
+        if (conn === null) continue;
+        conn.pauseReading();
+        this.suspended.add(conn);
       }
     }
-    const flushed = (c: ClientConn): boolean => c.socket.writableLength === 0 && (c.server?.socket.writableLength ?? 0) === 0;
+    const flushed = (c: ClientConn): boolean => c.unsentBytes === 0 && (c.server?.unsentBytes ?? 0) === 0;
     const deadline = Date.now() + this.host.cfg.suspendTimeout * 1000;
     await this.waitUntil(client, () => held.every(flushed) || Date.now() >= deadline);
     for (const c of held) if (!flushed(c)) c.fail(new PoolerError(SqlState.ProtocolViolation, 'suspend_timeout'));

@@ -416,7 +416,7 @@ function clientRow(h: ShowHost, c: ClientConn, state: string, debug: boolean): C
     showTime(c.connectTime), showTime(c.lastActivity), int(waitMs / 1000), int((waitMs % 1000) * 1000), 0,
     c.label, c.server?.label ?? '', 0, tlsText(c.tls), c.params.get('application_name') ?? '', c.stmts?.size ?? 0, c.id,
   ];
-  if (debug) row.push(0, 0, 0, 0, 0, 0, c.socket.writableLength);
+  if (debug) row.push(0, 0, 0, 0, 0, 0, c.unsentBytes);
   return row;
 }
 
@@ -428,7 +428,7 @@ function serverRow(s: ServerConn, pool: Pool, state: string, link: ClientConn | 
     showTime(s.connectTime), showTime(s.lastUsed), 0, 0, s.closeNeeded ? 1 : 0,
     s.label, link?.label ?? '', s.backendPid, tlsText(s.tls), s.params.get('application_name') ?? '', s.prepared.size, s.id,
   ];
-  if (debug) row.push(0, 0, 0, 0, 0, 0, s.socket.writableLength);
+  if (debug) row.push(0, 0, 0, 0, 0, 0, s.unsentBytes);
   return row;
 }
 
@@ -436,7 +436,7 @@ function serverRow(s: ServerConn, pool: Pool, state: string, link: ClientConn | 
 function clientsByPool(h: ShowHost): { console: ClientConn[]; pools: [Pool, ClientConn[], ClientConn[]][] } {
   const conn = new Map<unknown, ClientConn>();
   for (const c of h.clients) conn.set(c, c);
-  const pick = (set: ReadonlySet<unknown>): ClientConn[] => [...set].map((x) => conn.get(x)).filter((c) => c !== undefined);
+  const pick = (list: Iterable<unknown>): ClientConn[] => [...list].map((x) => conn.get(x)).filter((c) => c !== undefined);
   return {
     console: consoleClients(h),
     pools: sortedPools(h.registry).map((p) => [p, pick(p.clActive), [...pick(p.clWaiting), ...pick(p.replWaiting)]]),
@@ -492,21 +492,21 @@ function showServers(h: ShowHost): ResultSet {
 /** SHOW SOCKETS (every socket) and SHOW ACTIVE_SOCKETS (those with bytes still to send). */
 function showSockets(h: ShowHost, onlyBusy: boolean): ResultSet {
   const links = linkedClients(h);
-  const busy = (sock: { writableLength: number }): boolean => !onlyBusy || sock.writableLength > 0;
-  const clients = (list: ClientConn[], state: string): Cell[][] => list.filter((c) => busy(c.socket)).map((c) => clientRow(h, c, state, true));
+  const busy = (conn: { unsentBytes: number }): boolean => !onlyBusy || conn.unsentBytes > 0;
+  const clients = (list: ClientConn[], state: string): Cell[][] => list.filter((c) => busy(c)).map((c) => clientRow(h, c, state, true));
   const rows = inPoolOrder(
     h,
     (c) => clients([c], 'cl_active'),
     (p, active, waiting) => {
       const out = [...clients(active, 'cl_active'), ...clients(waiting, 'cl_waiting')];
       for (const [list, , state] of SERVER_LISTS) {
-        for (const s of p[list]) if (busy(s.socket)) out.push(serverRow(s, p, state, links.get(s), true));
+        for (const s of p[list]) if (busy(s)) out.push(serverRow(s, p, state, links.get(s), true));
       }
       return out;
     },
   );
   for (const c of h.clients) {
-    if ((c.phase === 'startup' || c.phase === 'auth') && busy(c.socket)) rows.push(clientRow(h, c, 'cl_login', true));
+    if ((c.phase === 'startup' || c.phase === 'auth') && busy(c)) rows.push(clientRow(h, c, 'cl_login', true));
   }
   return { columns: SOCKETS, rows };
 }

@@ -1,10 +1,10 @@
 // Handling of client connections: one ClientConn owns one client socket and its state machine.
 //
 // Life: startup (SSLRequest/GSSENCRequest/CancelRequest/StartupMessage) → auth → welcome (once the
-// pool knows its server's parameters) → ready (the hot path) → closed. In `ready` the client
-// side reads only headers: Query, Sync and FunctionCall count the ReadyForQuery the server owes,
-// the extended-protocol messages mark a pipeline still open, Terminate ends the session; every
-// byte is forwarded as it came, one write per read.
+// pool knows its server's parameters) → ready (the hot path) → closed. In `ready` the socket's
+// reads go to relay/relay.ts (ClientRelay) through an Io (net/io.ts); the console's clients stay
+// here. The state the relay acts on lives here: the linked server, the open pipeline, the named
+// statements, the variable cache.
 import type net from 'node:net';
 import { now, refresh } from '../clock.js';
 import { nextConnectionId } from '../ids.js';
@@ -15,6 +15,8 @@ import { Frontend, SqlState } from '../protocol/codes.js';
 import * as encode from '../protocol/encode.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { decodeStartupPacket, parseStartupOptions } from '../protocol/startup.js';
+import { Io } from '../net/io.js';
+import { ClientRelay } from '../relay/relay.js';
 import type { Pool } from '../pool/pool.js';
 import type { AuthLookup } from '../pool/registry.js';
 import type { PoolClient, ReplicationRequest } from '../pool/types.js';
@@ -25,7 +27,7 @@ import { isOwnUid, osUserName, peerCredAvailable, peerCredentials } from '../net
 import { loginStats, type LoginRefusal } from '../metrics/stats.js';
 import { authFlow, type AuthFlow } from './auth.js';
 import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js';
-import { ClientStatements, Reply, deallocation } from './prepared.js';
+import { ClientStatements } from './prepared.js';
 import { canonicalName, isTracked, setStatement } from './varcache.js';
 
 export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
@@ -112,11 +114,18 @@ export class ClientConn implements PoolClient {
   /** A replication connection (`replication=database` or true): a server of its own. */
   replication: ReplicationRequest | null = null;
 
-  private readonly framer: Framer;
+  /** Links of the pool list it is in (cl_active, cl_waiting): pool/list.ts. */
+  prevInList: unknown = null;
+  nextInList: unknown = null;
+  inList: unknown = null;
+
+  readonly framer: Framer;
+  /** The socket's hot-path I/O, and what reads it, from `ready` on (not for the console). */
+  io: Io | null = null;
+  private relay: ClientRelay | null = null;
   private flow: AuthFlow | null = null;
-  /** Chunks read while no server was linked (the socket is paused, so at most a few). */
+  /** Chunks read before `ready` (the socket is paused, so at most a few). */
   private queued: Buffer[] = [];
-  private terminateAt = -1;
 
   /** Set once a TLS handshake completed (after SSLRequest or direct). */
   tls: TlsInfo | null = null;
@@ -564,10 +573,17 @@ export class ClientConn implements PoolClient {
     else this.trackStatements();
     const queued = this.queued;
     this.queued = [];
-    // Paused while queueing in 'welcome'; replaying may pause it again, which wins (resume acts on
-    // the next tick).
-    if (queued.length > 0) this.socket.resume();
-    for (const chunk of queued) this.onReadyData(chunk);
+    if (this.admin) {
+      // Paused while queueing in 'welcome'; replaying may pause it again, which wins (resume acts
+      // on the next tick).
+      if (queued.length > 0) this.socket.resume();
+      for (const chunk of queued) this.adminData(chunk);
+      return;
+    }
+    // The relay reads this socket from now on, starting with what the client pipelined.
+    this.socket.removeListener('data', this.onData);
+    this.relay = new ClientRelay(this);
+    this.io = Io.attach(this.socket, this.relay, true, queued);
   }
 
   /** PgBouncer's line for a login (log_connections); JSON adds the method and TLS details. */
@@ -602,7 +618,7 @@ export class ClientConn implements PoolClient {
     // would otherwise grow the pooler without limit.
     this.socket.pause();
     void this.host.console.settled(this).then(() => {
-      if (this.socket.writableNeedDrain) this.socket.once('drain', this.resumeReading);
+      if (this.socket.writableNeedDrain) this.socket.once('drain', this.resumeAfterDrain);
       else this.resumeReading();
     });
   }
@@ -688,190 +704,33 @@ export class ClientConn implements PoolClient {
 
   // ---------------------------------------------------------------- hot path
 
-  private onReadyData(chunk: Buffer): void {
-    if (this.admin) return this.adminData(chunk);
-    const server = this.server;
-    if (server !== null && this.queued.length === 0) return this.forward(chunk, server);
-    if (server === null && this.framer.atBoundary && chunk[0] === Frontend.Terminate && this.queued.length === 0) {
-      return this.close('client close request', true);
-    }
-    this.queued.push(chunk);
-    if (server === null && this.pool !== null && !this.pool.clWaiting.has(this)) {
-      this.socket.pause();
-      this.pool.requestServer(this);
-    }
-  }
-
-  private forward(chunk: Buffer, server: ServerConn): void {
-    this.terminateAt = -1;
-    this.segStart = 0;
-    this.fwdChunk = chunk;
-    const stop = this.framer.feed(chunk, 0, this.onClientMessage);
-    if (stop === FRAMER_STOPPED) return this.fail(Errors.protocolViolation(this.framer.error ?? 'bad packet'));
-    if (this.phase === 'closed') {
-      // A message refused the client (a prepared statement it does not hold, a Query under
-      // disable_pqexec): nothing goes on.
-      this.pieces.length = 0;
-      return;
-    }
-    let end = this.terminateAt >= 0 ? this.terminateAt : chunk.length;
-    // A Parse/Bind/Describe/Close still arriving is held back until it is whole (it may be renamed).
-    if (this.terminateAt < 0 && this.framer.pendingWanted) end = Math.max(this.segStart, this.framer.msgStart);
-    const pieces = this.pieces;
-    if (end > this.segStart) {
-      pieces.push(this.segStart === 0 && end === chunk.length ? chunk : chunk.subarray(this.segStart, end));
-    }
-    if (pieces.length > 0) {
-      let ok = true;
-      if (pieces.length === 1) ok = server.write(pieces[0]!);
-      else {
-        server.socket.cork();
-        for (const p of pieces) ok = server.write(p);
-        server.socket.uncork();
-      }
-      if (this.pool !== null) this.pool.stats.bytesReceived += end;
-      pieces.length = 0;
-      if (!ok) {
-        this.socket.pause();
-        server.socket.once('drain', this.resumeReading);
-      }
-    }
-    if (this.terminateAt >= 0) this.close('client close request', true);
-    else if (this.answeredLocally) {
-      this.answeredLocally = false;
-      if (server.owed === 0) this.pool?.onServerReady(server);
-    }
-  }
-
-  private fwdChunk: Buffer | null = null;
-  /** Where the not-yet-sent raw bytes of the chunk being forwarded begin. */
-  private segStart = 0;
-  /** Buffers to write for the chunk being forwarded, when some messages were rewritten. */
-  private readonly pieces: Buffer[] = [];
-  private readonly rewritten: Buffer[] = [];
   /** Named prepared statements, tracked in transaction and statement mode (null: pass through). */
   stmts: ClientStatements | null = null;
 
-  private readonly resumeReading = (): void => {
-    if (this.phase !== 'closed') this.socket.resume();
-  };
-
-  private readonly onClientMessage = (type: number, body: Buffer, end: number): boolean => {
-    const server = this.server!;
-    // A query, as PgBouncer counts one (query_count): whatever the client sends while nothing is
-    // in flight, up to the ReadyForQuery that answers it: a Query, or a whole Parse/Bind/Execute
-    // pipeline with its Sync; requests pipelined behind it count with it.
-    if (server.owed === 0 && !this.inExtendedQuery && type !== Frontend.Terminate && this.pool !== null) this.pool.stats.queries++;
-    switch (type) {
-      case Frontend.Query:
-        if (this.host.cfg.disablePqexec) {
-          this.log.error('client used "Query" packet type');
-          this.fail(Errors.pqexecDisallowed());
-          return false;
-        }
-        if (this.stmts !== null) {
-          if (this.sqlDeallocate(end, server)) return true;
-          // An error in a simple query must not take replies owed to a later batch with it.
-          server.replies.push(Reply.Sync);
-        }
-        this.request(server);
-        return true;
-      case Frontend.FunctionCall:
-        this.request(server);
-        return true;
-      case Frontend.Sync:
-        server.owed++;
-        server.requestTime = now;
-        this.inExtendedQuery = false;
-        if (this.stmts !== null) server.replies.push(Reply.Sync);
-        return true;
-      case Frontend.Terminate:
-        this.terminateAt = end - 5;
-        return false;
-      case Frontend.Parse:
-      case Frontend.Bind:
-      case Frontend.Describe:
-      case Frontend.Close:
-        this.inExtendedQuery = true;
-        return this.stmts === null || this.rewrite(type, body, end, server);
-      default:
-        // Execute, Flush: a pipeline is open until its Sync.
-        this.inExtendedQuery = true;
-        return true;
-    }
-  };
-
-  /** A Query or FunctionCall: the server owes one more ReadyForQuery. */
-  private request(server: ServerConn): void {
-    server.owed++;
-    server.requestTime = now;
+  private onReadyData(chunk: Buffer): void {
+    if (this.admin) this.adminData(chunk);
+    else this.relay?.onData(chunk);
   }
 
-  /**
-   * SQL `DEALLOCATE name`, `DEALLOCATE ALL` and `DISCARD ALL` act on the client's own statements
-   * (PgBouncer handles only the ALL forms, its #991). A short Query whose text lies in this chunk
-   * is peeked at, without decoding any other query. Returns true when the pooler answered it.
-   */
-  private sqlDeallocate(end: number, server: ServerConn): boolean {
-    const chunk = this.fwdChunk!;
-    // The header began in an earlier read (the hostile tests split it): its length is not here and
-    // the message cannot be cut out, so this rare DEALLOCATE goes to PostgreSQL as it is.
-    if (end < 5) return false;
-    const len = chunk.readInt32BE(end - 4) - 4;
-    if (len > 256 || end + len > chunk.length || (chunk[end]! | 0x20) !== 0x64 /* d */) return false;
-    const d = deallocation(chunk.toString('utf8', end, end + len - 1));
-    if (d === null) return false;
-    if ('all' in d) {
-      // Forwarded as it is: PostgreSQL's own reply is the answer.
-      this.stmts!.dropAll(d.discard, server);
-      return false;
-    }
-    const serverName = this.stmts!.forget(d.name);
-    if (serverName === null) return false; // PostgreSQL's own "does not exist" error is the answer.
-    const before = end - 5;
-    if (server.prepared.delete(serverName)) {
-      this.cutMessage(before, end + len, queryMessage(`DEALLOCATE "${serverName}"`));
-      return false;
-    }
-    if (server.owed > 0 || this.inExtendedQuery) return false; // Pipelined: let PostgreSQL answer.
-    // The statement was never placed on this server: nothing to drop there, answer it here.
-    this.cutMessage(before, end + len, null);
-    this.socket.write(Buffer.concat([encode.commandComplete('DEALLOCATE'), encode.readyForQuery(server.txStatus)]));
-    this.answeredLocally = true;
-    return true;
+  /** Bytes of the pooler's own for the client (errors, replies it answers itself). */
+  send(data: Buffer): void {
+    Io.send(this.io, this.socket, data);
   }
 
-  /** Set when the pooler answered a request itself: the server may be released after forwarding. */
-  private answeredLocally = false;
-
-  /** Replace the bytes [start, end) of the chunk being forwarded by `msg` (or nothing). */
-  private cutMessage(start: number, end: number, msg: Buffer | null): void {
-    if (start > this.segStart) this.pieces.push(this.fwdChunk!.subarray(this.segStart, start));
-    if (msg !== null) this.pieces.push(msg);
-    this.segStart = end;
+  /** SUSPEND: stop reading until resumeReading. */
+  pauseReading(): void {
+    Io.pauseReading(this.io, this.socket);
   }
 
-  /** Replace one whole message by the statement tracker's version, cutting the raw segment; false
-   * when the tracker refused it and the client is closed. */
-  private rewrite(type: number, body: Buffer, end: number, server: ServerConn): boolean {
-    const out = this.rewritten;
-    const changed = this.stmts!.rewrite(type, body, server, out);
-    if (typeof changed !== 'boolean') {
-      out.length = 0;
-      this.log.error(changed.logLine);
-      this.fail(changed.error);
-      return false;
-    }
-    // Negative when the message began in an earlier chunk (its bytes were held back then).
-    const msgStart = end - 5 - body.length;
-    if (!changed && msgStart >= 0) return true;
-    const chunkPart = msgStart > this.segStart ? msgStart : this.segStart;
-    if (chunkPart > this.segStart) this.pieces.push(this.fwdChunk!.subarray(this.segStart, chunkPart));
-    if (changed) this.pieces.push(...out);
-    else this.pieces.push(wholeMessage(type, body));
-    out.length = 0;
-    this.segStart = end;
-    return true;
+  resumeReading(): void {
+    if (this.phase !== 'closed') Io.resumeReading(this.io, this.socket);
+  }
+
+  private readonly resumeAfterDrain = (): void => this.resumeReading();
+
+  /** Bytes written but not yet handed to the kernel (SUSPEND, SHOW SOCKETS). */
+  get unsentBytes(): number {
+    return (this.io?.unsentBytes ?? 0) + this.socket.writableLength;
   }
 
   // ---------------------------------------------------------------- pool callbacks
@@ -881,28 +740,24 @@ export class ClientConn implements PoolClient {
     if (this.phase === 'welcome') {
       this.welcome(server.params);
       // A session keeps its server; otherwise this server only taught us the parameters.
-      if (this.pool?.mode !== 'session' && this.queued.length === 0) this.pool?.onServerReady(server);
+      // (Unless what the client pipelined before its welcome went to it already.)
+      if (this.pool?.mode !== 'session' && server.owed === 0 && this.server === server) this.pool?.onServerReady(server);
       return;
     }
     const sets = this.parameterSync(server);
-    if (sets !== '') server.sendInternal(sets, () => this.adoptCanonical(server));
-    const queued = this.queued;
-    this.queued = [];
-    this.socket.resume();
-    for (const chunk of queued) {
-      if (this.server === null) {
-        // The server went away while replaying (it failed): queue the rest again.
-        this.queued.push(chunk);
-        continue;
-      }
-      this.forward(chunk, this.server);
-    }
+    if (sets !== '') this.sendSets(server, sets);
+    this.relay?.linked(server);
+  }
+
+  /** Its own method: a closure in onLinked would make every link allocate its scope. */
+  private sendSets(server: ServerConn, sets: string): void {
+    server.sendInternal(sets, () => this.adoptCanonical(server));
   }
 
   onUnlinked(): void {
     this.inExtendedQuery = false;
     if (this.trackingStale) this.trackStatements();
-    this.socket.resume();
+    this.resumeReading();
   }
 
   /**
@@ -940,19 +795,28 @@ export class ClientConn implements PoolClient {
     else this.trackingStale = true;
   }
 
-  /** SET statements that give the server this client's parameter values (PgBouncer varcache). */
+  /** SET statements that give the server this client's parameter values (PgBouncer varcache).
+   * It runs at every link: a forEach with a callback made once, where a for-of over the Map would
+   * allocate an entry per parameter. */
   private parameterSync(server: ServerConn): string {
-    let sql = '';
-    for (const [name, value] of this.params) {
-      if (server.params.get(name) !== value) sql += setStatement(name, value);
-    }
+    this.syncServer = server;
+    this.syncSql = '';
+    this.params.forEach(this.syncParameter);
+    this.syncServer = null;
+    const sql = this.syncSql;
     if (sql !== '') server.log.debug(`varcache_apply: ${sql}`);
     return sql;
   }
 
-  writeFromServer(data: Buffer): boolean {
+  private syncServer: ServerConn | null = null;
+  private syncSql = '';
+  private readonly syncParameter = (value: string, name: string): void => {
+    if (this.syncServer!.params.get(name) !== value) this.syncSql += setStatement(name, value);
+  };
+
+  writeFromServer(data: Buffer, src: Io | null): boolean {
     if (this.pool !== null) this.pool.stats.bytesSent += data.length;
-    return this.socket.write(data);
+    return this.io !== null ? this.io.write(data, src) : this.socket.write(data);
   }
 
   onServerParameter(name: string, value: string): void {
@@ -976,7 +840,7 @@ export class ClientConn implements PoolClient {
 
   notifyQueued(): boolean {
     if (this.phase !== 'ready') return false;
-    this.socket.write(encode.noticeResponse({ severity: 'NOTICE', code: '00000', message: QUEUED_NOTICE }));
+    this.send(encode.noticeResponse({ severity: 'NOTICE', code: '00000', message: QUEUED_NOTICE }));
     return true;
   }
 
@@ -1008,9 +872,7 @@ export class ClientConn implements PoolClient {
       if (!this.socket.destroyed && this.socket.writable) {
         // The log says why before the client knows: tail -f and fail2ban read it at once.
         flushLog();
-        this.socket.write(
-          encode.errorResponse({ severity: err.severity, code: err.sqlstate, message: err.message, detail: err.detail }),
-        );
+        this.send(encode.errorResponse({ severity: err.severity, code: err.sqlstate, message: err.message, detail: err.detail }));
       }
     }
     this.phase = 'closed';
@@ -1024,7 +886,10 @@ export class ClientConn implements PoolClient {
     this.host.onClientClosed(this);
     // destroySoon, not end: a client that never closes its own side (half-open) must not keep the
     // descriptor once our last bytes are out.
-    if (flush) this.socket.destroySoon();
+    if (this.io !== null) {
+      if (flush) this.io.end();
+      else this.io.destroy();
+    } else if (flush) this.socket.destroySoon();
     else this.socket.destroy();
   }
 }
@@ -1056,14 +921,6 @@ const EVERY_TYPE = Array.from({ length: 256 }, (_, t) => t);
 /** With statement tracking, these bodies are read (names may be rewritten). */
 const STATEMENT_BODIES = [Frontend.Terminate, Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Close];
 
-function queryMessage(sql: string): Buffer {
-  const text = Buffer.from(sql + '\0');
-  const out = Buffer.allocUnsafe(5 + text.length);
-  out[0] = Frontend.Query;
-  out.writeInt32BE(4 + text.length, 1);
-  text.copy(out, 5);
-  return out;
-}
 
 /** The console user that the pooler's own OS user may be without a password (PgBouncer's rule). */
 const OWN_CONSOLE_USER = 'pgbouncer';
@@ -1107,14 +964,6 @@ function replicationMode(value: string): 'database' | 'yes' | null | undefined {
 /** Protocol 3.2 (PostgreSQL 18) is the newest we speak: its only change is longer cancel keys. */
 const NEWEST_MINOR = 2;
 
-/** Re-frame a message that was held back across chunks and is sent unchanged. */
-function wholeMessage(type: number, body: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = type;
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
 
 const HOT_HEADERS = [
   Frontend.Query,

@@ -44,23 +44,32 @@ export class ReplyQueue {
   private readonly items: Reply[] = [];
   private readonly undos: (Undo | null)[] = [];
   private head = 0;
+  private tail = 0;
 
   get length(): number {
-    return this.items.length - this.head;
+    return this.tail - this.head;
   }
 
   push(r: Reply, undo: Undo | null = null): void {
-    this.items.push(r);
-    this.undos.push(undo);
+    if (this.tail < this.items.length) {
+      this.items[this.tail] = r;
+      this.undos[this.tail] = undo;
+    } else {
+      this.items.push(r);
+      this.undos.push(undo);
+    }
+    this.tail++;
   }
 
   peek(): Reply | undefined {
-    return this.items[this.head];
+    return this.head < this.tail ? this.items[this.head] : undefined;
   }
 
   shift(): Reply | undefined {
-    const r = this.items[this.head++];
-    if (this.head === this.items.length) this.clear();
+    if (this.head === this.tail) return undefined;
+    const r = this.items[this.head];
+    this.undos[this.head++] = null;
+    if (this.head === this.tail) this.clear();
     return r;
   }
 
@@ -76,12 +85,12 @@ export class ReplyQueue {
     }
   }
 
-  /** Emptied in place: it empties at every ReadyForQuery, and new arrays each time would be an
-   * allocation per query on the hot path. */
+  /** Emptied in place, keeping its arrays: it empties at every ReadyForQuery, and an array
+   * truncated to nothing (or a new one) would allocate again at the next query. */
   clear(): void {
-    this.items.length = 0;
-    this.undos.length = 0;
+    this.undos.fill(null, this.head, this.tail);
     this.head = 0;
+    this.tail = 0;
   }
 }
 
@@ -148,6 +157,13 @@ function cstrEnd(body: Buffer, from: number): number {
   return body.indexOf(0, from);
 }
 
+/** The same within `buf[from, end)`; a loop, since names are short and Buffer#indexOf is a call
+ * into C++ (this runs for every Parse/Bind/Describe/Close). */
+function cstrIn(buf: Buffer, from: number, end: number): number {
+  for (let i = from; i < end; i++) if (buf[i] === 0) return i;
+  return -1;
+}
+
 /** Close of a name no statement ever has: PostgreSQL answers CloseComplete and does nothing. */
 const CLOSE_NOTHING = message(Frontend.Close, Buffer.from('S'), 'PGPOOL_NONE');
 /** A statement the pooler parses only for its ParseComplete, and closes at once. */
@@ -203,17 +219,53 @@ export class ClientStatements {
   }
 
   /**
+   * Decided on the message where it lies (`buf[start, end)` is its body, nothing is allocated):
+   * true when a Parse, Bind, Describe or Close names no statement and goes to the server as it
+   * is (the reply it is owed is noted); false when it must go through rewrite(). Most
+   * extended-protocol traffic (unnamed statements) ends here.
+   */
+  passesUnchanged(type: number, buf: Buffer, start: number, end: number, server: PreparedServer): boolean {
+    const z = cstrIn(buf, start, end);
+    switch (type) {
+      case Frontend.Parse: {
+        // An unnamed Parse may be DEALLOCATE/DISCARD in disguise (psycopg 3): rewrite() looks.
+        const first = start + 1 < end ? buf[start + 1]! : 0;
+        if (z === start && (first | 0x20) !== 0x64 && first !== 0x20) {
+          server.replies.push(Reply.PassParse);
+          return true;
+        }
+        if (z >= 0) return false;
+        server.replies.push(Reply.PassParse);
+        return true;
+      }
+      case Frontend.Bind: {
+        // Portal name, then the statement's.
+        const name = z < 0 ? -1 : cstrIn(buf, z + 1, end);
+        return name < 0 || name === z + 1;
+      }
+      case Frontend.Describe:
+      case Frontend.Close: {
+        if (buf[start] === 0x53 /* S */) {
+          const name = cstrIn(buf, start + 1, end);
+          if (name > start + 1) return false;
+        }
+        if (type === Frontend.Close) server.replies.push(Reply.PassClose);
+        return true;
+      }
+      default:
+        return true;
+    }
+  }
+
+  /**
    * Whether one client message of type P, B, D or C (given its body) is sent as replaced by the
    * messages pushed on `out` (true) or unchanged (false), or refused.
    */
   rewrite(type: number, body: Buffer, server: PreparedServer, out: Buffer[]): boolean | Refusal {
+    if (this.passesUnchanged(type, body, 0, body.length, server)) return false;
     switch (type) {
       case Frontend.Parse: {
         const z = cstrEnd(body, 0);
-        if (z < 0) {
-          server.replies.push(Reply.PassParse);
-          return false;
-        }
         if (z === 0) return this.unnamedParse(body, server, out);
         const name = body.toString('utf8', 0, z);
         if (this.named.has(name)) {
@@ -243,8 +295,7 @@ export class ClientStatements {
       }
       case Frontend.Bind: {
         const p = cstrEnd(body, 0);
-        const z = p < 0 ? -1 : cstrEnd(body, p + 1);
-        if (z < 0 || z === p + 1) return false;
+        const z = cstrEnd(body, p + 1);
         const requested = body.toString('utf8', p + 1, z);
         const st = this.named.get(requested);
         if (st === undefined) return notPrepared(requested);
@@ -256,15 +307,7 @@ export class ClientStatements {
       }
       case Frontend.Describe:
       case Frontend.Close: {
-        if (body[0] !== 0x53 /* S */) {
-          if (type === Frontend.Close) server.replies.push(Reply.PassClose);
-          return false;
-        }
         const z = cstrEnd(body, 1);
-        if (z <= 1) {
-          if (type === Frontend.Close) server.replies.push(Reply.PassClose);
-          return false;
-        }
         const name = body.toString('utf8', 1, z);
         const st = this.named.get(name);
         if (type === Frontend.Close) {

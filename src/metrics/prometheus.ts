@@ -6,7 +6,7 @@
 // unchanged. Nothing here runs on the hot path: every value is read on scrape from the live state
 // lists and the plain-number stats, through the same records SHOW prints (admin/show.ts).
 // pgpool_* series go beyond PgBouncer: duration histograms, client logins and TLS handshakes,
-// certificate expiry, reload outcomes.
+// certificate expiry, reload outcomes, which relay path runs.
 //
 // A multi-worker instance is scraped once, at its main process, which asks every worker for its
 // series and adds them up with prom-client's cluster aggregation (AggregatorRegistry.aggregate):
@@ -18,6 +18,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics, type Aggregator, type Metric, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { databaseRecords, listRecords, poolRecords, statsTotals, type DatabaseRecord, type PoolRecord, type ShowHost } from '../admin/show.js';
+import { ioMode } from '../net/io.js';
 import type { PoolStats } from '../pool/pool.js';
 import { LOGIN_REFUSALS, TLS_FAILURES, allTimings, loginStats, reloads, tlsStats, type Buckets, type DbTimings } from './stats.js';
 
@@ -258,6 +259,9 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
   counter(reg, 'pgpool_config_reloads_total', 'Configuration reloads (SIGHUP, RELOAD, SET) by result', ['result'], () => [
     [{ result: 'success' }, reloads.ok],
     [{ result: 'failure' }, reloads.failed],
+  ]);
+  gauge(reg, 'pgpool_relay_stream_handles', "1 when the hot path runs on Node's stream handles, 0 when it fell back to the stream API (the log says why)", [], () => [
+    [{}, ioMode() === 'handles' ? 1 : 0],
   ]);
 
   collectDefaultMetrics({ register: reg });

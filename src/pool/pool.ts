@@ -14,6 +14,7 @@ import { TxStatus } from '../protocol/codes.js';
 import { ServerConn, type LoginError, type ServerState, type ServerTarget } from '../server/server-conn.js';
 import { ServerPool } from '../server/server-pool.js';
 import type { TlsContexts } from '../net/tls.js';
+import { StateList } from './list.js';
 import type { PoolClient, ReplicationRequest } from './types.js';
 
 /** What a pool asks of the registry that owns it (limits that span pools, the live config). */
@@ -74,16 +75,16 @@ const TOO_MANY = 'too many servers in the pool';
 export class Pool {
   // Clients: cl_active holds every logged-in client that is not waiting (linked or idle between
   // transactions, as PgBouncer counts them); cl_waiting is FIFO by insertion order.
-  readonly clActive = new Set<PoolClient>();
-  readonly clWaiting = new Set<PoolClient>();
+  readonly clActive = new StateList<PoolClient>();
+  readonly clWaiting = new StateList<PoolClient>();
   // Servers by state.
-  readonly svLogin = new Set<ServerConn>();
-  readonly svIdle = new Set<ServerConn>();
-  readonly svActive = new Set<ServerConn>();
-  readonly svUsed = new Set<ServerConn>();
-  readonly svTested = new Set<ServerConn>();
+  readonly svLogin = new StateList<ServerConn>();
+  readonly svIdle = new StateList<ServerConn>();
+  readonly svActive = new StateList<ServerConn>();
+  readonly svUsed = new StateList<ServerConn>();
+  readonly svTested = new StateList<ServerConn>();
   /** Back from a client while cancels sent for it are still on their way (see giveBack). */
-  readonly svBeingCanceled = new Set<ServerConn>();
+  readonly svBeingCanceled = new StateList<ServerConn>();
   /** Replication clients waiting for a server of their own, in order (cl_waiting with clWaiting). */
   readonly replWaiting = new Set<PoolClient>();
   /** Dedicated replication servers, logging in or linked, and their client: they take pool_size
@@ -103,8 +104,19 @@ export class Pool {
   hostTurn = 0;
   /** Hosts whose last login failed, and when: passed over for server_login_retry (hostDown). */
   private readonly hostFailedAt = new Map<string, number>();
-  /** Acquire requests in flight in generic-pool. */
+  /** Acquire requests in flight in generic-pool (each opens a server). */
   private acquiring = 0;
+  /** Idle servers being checked (server_check_query) before a waiting client gets them. */
+  private testing = 0;
+  /**
+   * Idle servers, the one that went idle last on top (PgBouncer's default, server_round_robin =
+   * 0: the hottest server is reused, the others age out by server_idle_timeout; with it, taken
+   * from the bottom). A server lent to a client stays lent to generic-pool while idle: the pool
+   * hands idle servers out itself, with no promise or allocation per transaction, and
+   * generic-pool only opens and destroys. Entries of servers that stopped being idle some other
+   * way (closed) are skipped when met.
+   */
+  private idleStack: ServerConn[] = [];
   private readonly servers: ServerPool;
   private readonly logins = new Map<ServerConn, (s: ServerConn) => void>();
   private closed = false;
@@ -122,7 +134,6 @@ export class Pool {
     this.servers = new ServerPool(
       {
         create: () => this.createServer(),
-        validate: (s) => this.validate(s),
         destroy: (s) => {
           if (s.state !== 'closed') s.close('pool removed it');
         },
@@ -183,7 +194,7 @@ export class Pool {
   /** Server connections this pool may have now: pool_size, plus the reserve once the oldest
    * waiting client has waited reserve_pool_timeout. */
   get serverCap(): number {
-    const head = this.clWaiting.values().next().value;
+    const head = this.clWaiting.first();
     const reserve = head !== undefined && now - head.waitStart >= this.cfg.reservePoolTimeout * 1000;
     return reserve ? this.poolSize + this.reservePoolSize : this.poolSize;
   }
@@ -255,19 +266,62 @@ export class Pool {
     this.giveBack(server, reset);
   }
 
-  /** Ask generic-pool for as many servers as waiting clients need and the limits allow. */
+  /** Give waiting clients idle servers, then ask generic-pool for as many new ones as they still
+   * need and the limits allow. */
   pump(): void {
     // The close of a server evicted for another pool pumps its own pool: that pump must not take
     // the slot the eviction freed for the pool that asked, or both open one and the cap is passed.
     if (this.closed || this.host.evicting || this.host.isPaused(this.dbName)) return;
     this.pumpReplication();
-    while (this.clWaiting.size > this.acquiring) {
-      // Live idle servers only: the library's idle list may still hold closed ones (reaped on
-      // borrow by validate(), after which it creates a replacement).
-      if (this.svIdle.size <= this.acquiring && !this.mayCreate()) break;
+    while (this.clWaiting.size > this.acquiring + this.testing) {
+      const idle = this.popIdle();
+      if (idle !== null) {
+        this.handOut(idle);
+        continue;
+      }
+      if (!this.mayCreate()) break;
       this.acquiring++;
       this.servers.acquire().then(this.onAcquired, this.onAcquireFailed);
     }
+  }
+
+  /** The idle server to reuse next (server_round_robin: the one idle longest, else the one idle
+   * least), or null; one that may not be reused any more is closed. */
+  private popIdle(): ServerConn | null {
+    const stack = this.idleStack;
+    while (stack.length > 0) {
+      const s = this.cfg.serverRoundRobin ? stack.shift()! : stack.pop()!;
+      if (s.state !== 'idle') continue;
+      if (s.usable && now - s.connectTime < this.serverLifetime * 1000) return s;
+      s.close(s.closeNeeded ? 'obsolete connection' : s.usable ? 'server lifetime over' : 'idle server got dirty');
+    }
+    return null;
+  }
+
+  /** An idle server for the head waiting client: checked first when server_check_delay says so. */
+  private handOut(server: ServerConn): void {
+    const check = this.cfg.serverCheckQuery;
+    if (check === '' || now - server.lastUsed < this.cfg.serverCheckDelay * 1000) {
+      const head = this.clWaiting.first();
+      if (head !== undefined) this.assign(server, head);
+      else this.idleStack.push(server);
+      return;
+    }
+    this.testing++;
+    server.setState('tested');
+    server.sendInternal(check === '<empty>' ? '' : check, () => {
+      this.testing--;
+      // A failed check closes the server (it went bad); another is found or opened for the client.
+      if (!server.usable) {
+        if (server.state !== 'closed') server.close('server check failed');
+        this.pump();
+        return;
+      }
+      server.setState('idle');
+      const head = this.clWaiting.first();
+      if (head !== undefined && !this.closed) this.assign(server, head);
+      else this.idleStack.push(server);
+    });
   }
 
   /**
@@ -285,7 +339,7 @@ export class Pool {
   /** May one more server connection be opened now? */
   private mayCreate(): boolean {
     const borrowed = this.servers.borrowed + this.acquiring + this.replServers.size;
-    const head = this.clWaiting.values().next().value;
+    const head = this.clWaiting.first();
     if (borrowed >= this.serverCap || this.retryPending()) return false;
     // A host list is probed with one login at a time until a server is up: logins racing to a
     // host that is down would all fail, where one failure is enough to move on to the next host.
@@ -376,7 +430,7 @@ export class Pool {
       this.pump();
       return;
     }
-    const client = this.clWaiting.values().next().value;
+    const client = this.clWaiting.first();
     if (client === undefined) {
       this.giveBack(server, false);
       return;
@@ -427,13 +481,10 @@ export class Pool {
     this.giveBack(server, this.cfg.serverResetQueryAlways);
   }
 
-  /** When the transaction running on a linked server began (xact_time); absent between them. */
-  private readonly xactStart = new WeakMap<ServerConn, number>();
-
   /** When the linked server's current transaction began: its first request, or the request now
    * running when it has not answered one inside a transaction yet (transaction_timeout). */
   transactionStart(server: ServerConn): number {
-    return this.xactStart.get(server) ?? server.requestTime;
+    return server.xactStart >= 0 ? server.xactStart : server.requestTime;
   }
 
   /**
@@ -449,12 +500,13 @@ export class Pool {
     const query = now - server.requestTime;
     this.stats.queryTime += query * 1000;
     t.query.observe(query / 1000);
-    const start = this.transactionStart(server);
+    // (transactionStart() inline: a time returned from a call would be boxed, per transaction.)
+    const start = server.xactStart >= 0 ? server.xactStart : server.requestTime;
     if (server.txStatus !== TxStatus.Idle) {
-      this.xactStart.set(server, start);
+      server.xactStart = start;
       return;
     }
-    this.xactStart.delete(server);
+    server.xactStart = -1;
     this.stats.xacts++;
     this.stats.xactTime += (now - start) * 1000;
     t.xact.observe((now - start) / 1000);
@@ -499,15 +551,10 @@ export class Pool {
     }
     // Idle, if only for a moment: its idle time (server_check_delay, the console) starts now.
     server.setState('idle');
-    // A client is waiting: hand the server straight over, as PgBouncer does. Through the library
-    // it would be a release, an acquire and a validate, three promise hops per transaction for
-    // every client of a busy pool; to the library the server simply stays lent out.
-    // Not when server_check_delay = 0 asks for a check before every reuse: that is validate()'s.
-    const head = this.clWaiting.values().next().value;
-    const checkEveryReuse = this.cfg.serverCheckQuery !== '' && this.cfg.serverCheckDelay <= 0;
-    if (head !== undefined && !checkEveryReuse && !this.closed && !this.host.isPaused(this.dbName)) return this.assign(server, head);
-    this.servers.release(server, this.cfg.serverRoundRobin);
-    this.pump();
+    // A client is waiting: hand the server straight over, as PgBouncer does (no trip through
+    // generic-pool, to which the server stays lent; see idleStack).
+    if (this.clWaiting.size > 0 && !this.closed && !this.host.isPaused(this.dbName)) return this.handOut(server);
+    this.idleStack.push(server);
   }
 
   private failWaiting(err: LoginError): void {
@@ -525,7 +572,7 @@ export class Pool {
   }
 
   /** Open `n` servers for nobody: they join the idle list (min_pool_size, a login after a
-   * failing one). Borrowed through the library, which hands out its idle ones first. */
+   * failing one). */
   private openIdle(n: number): void {
     for (let i = 0; i < n; i++) {
       this.acquiring++;
@@ -631,13 +678,15 @@ export class Pool {
   onServerState(server: ServerConn, from: ServerState, to: ServerState): void {
     this.listOf(from)?.delete(server);
     this.listOf(to)?.add(server);
-    // Held for its cancels, it is still lent out by the library: closed, it is given back there.
-    if (from === 'being_canceled' && to === 'closed') this.servers.destroy(server);
   }
 
   onServerClosed(server: ServerConn, reason: string): void {
     this.releaseSlot(server);
-    this.logins.get(server)?.(server);
+    const login = this.logins.get(server);
+    // A server still logging in resolves generic-pool's create() (closed); any other is lent to
+    // the library until destroyed (destroying it twice is harmless).
+    if (login !== undefined) login(server);
+    else if (!this.replServers.has(server)) this.servers.destroy(server);
     this.logins.delete(server);
     const repl = this.replServers.get(server);
     this.replServers.delete(server);
@@ -649,7 +698,7 @@ export class Pool {
     this.pump();
   }
 
-  private listOf(state: ServerState): Set<ServerConn> | null {
+  private listOf(state: ServerState): StateList<ServerConn> | null {
     switch (state) {
       case 'login':
         return this.svLogin;
@@ -668,26 +717,6 @@ export class Pool {
     }
   }
 
-  /**
-   * On borrow: run server_check_query when the server idled past server_check_delay. It always
-   * hands the server over: one that is closed, marked or failed its check is destroyed by
-   * onAcquired, which then pumps again through the limits. Refused here, generic-pool would open a
-   * replacement itself, past max_db_connections, or in a loop after a failed login.
-   */
-  private validate(server: ServerConn): Promise<boolean> {
-    const check = this.cfg.serverCheckQuery;
-    if (!server.usable || check === '' || now - server.lastUsed < this.cfg.serverCheckDelay * 1000) {
-      return Promise.resolve(true);
-    }
-    return new Promise((resolve) => {
-      server.setState('tested');
-      server.sendInternal(check === '<empty>' ? '' : check, () => {
-        if (server.usable) server.setState('idle');
-        resolve(true);
-      });
-    });
-  }
-
   // ---------------------------------------------------------------- janitor
 
   /** One janitor pass over this pool's lists (PgBouncer janitor.c). */
@@ -698,6 +727,8 @@ export class Pool {
     for (const s of [...this.svUsed, ...this.svIdle].slice(0, Math.max(0, this.overSize))) s.close(TOO_MANY);
     // Idle servers: lifetime, idle timeout (keeping min_pool_size), close_needed.
     let keep = this.serverCount;
+    // Entries of servers that are no longer idle go (they are skipped anyway, but would pile up).
+    if (this.idleStack.length > this.svIdle.size) this.idleStack = this.idleStack.filter((s) => s.state === 'idle');
     for (const s of this.svIdle) {
       if (s.closeNeeded) s.close('database configuration changed');
       else if (t - s.connectTime >= this.serverLifetime * 1000) s.close('server lifetime over');
@@ -722,12 +753,18 @@ export class Pool {
     }
     // Waiting clients: query_timeout counts the wait too, then query_wait_timeout (PgBouncer's
     // pool_client_maint); query_wait_notify tells a client, once per wait, that it is queued; and
-    // the reserve pool opens after reserve_pool_timeout.
-    for (const c of [...this.clWaiting]) {
-      const waited = t - c.waitStart;
-      if (cfg.queryTimeout > 0 && waited >= cfg.queryTimeout * 1000) c.fail(Errors.queryTimeout(this.waitDetail()));
-      else if (cfg.queryWaitTimeout > 0 && waited >= cfg.queryWaitTimeout * 1000) c.fail(Errors.queryWaitTimeout(this.waitDetail()));
-      else if (cfg.queryWaitNotify > 0 && waited >= cfg.queryWaitNotify * 1000 && !c.waitNotified) c.waitNotified = c.notifyQueued();
+    // the reserve pool opens after reserve_pool_timeout. The list is in waiting order: when its
+    // head has not waited that long, no one has (and a thousand waiting clients are not copied and
+    // walked three times a second for nothing).
+    const head = this.clWaiting.first();
+    const soonest = Math.min(...[cfg.queryTimeout, cfg.queryWaitTimeout, cfg.queryWaitNotify].map((x) => (x > 0 ? x : Infinity)));
+    if (head !== undefined && t - head.waitStart >= soonest * 1000) {
+      for (const c of [...this.clWaiting]) {
+        const waited = t - c.waitStart;
+        if (cfg.queryTimeout > 0 && waited >= cfg.queryTimeout * 1000) c.fail(Errors.queryTimeout(this.waitDetail()));
+        else if (cfg.queryWaitTimeout > 0 && waited >= cfg.queryWaitTimeout * 1000) c.fail(Errors.queryWaitTimeout(this.waitDetail()));
+        else if (cfg.queryWaitNotify > 0 && waited >= cfg.queryWaitNotify * 1000 && !c.waitNotified) c.waitNotified = c.notifyQueued();
+      }
     }
     // min_pool_size, for pools that have clients or a forced user (PgBouncer's check_pool_size):
     // one login at a time, never past pool_size or the caps, never evicting for it.
@@ -742,8 +779,8 @@ export class Pool {
       !this.retryPending() &&
       this.withinSharedLimits(false)
     ) {
-      // Borrowing every idle server plus one makes the library open one new one.
-      this.openIdle(this.svIdle.size + 1);
+      // Idle servers stay lent out (see idleStack): an acquire opens a new one.
+      this.openIdle(1);
     }
     this.pump();
   }

@@ -3,6 +3,7 @@
 import type { PoolerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ReplicationMode, ServerConn, ServerPeer } from '../server/server-conn.js';
+import type { ListMember } from './list.js';
 
 /** What a replication client asks for: its server gets these in its startup packet. */
 export interface ReplicationRequest {
@@ -13,7 +14,7 @@ export interface ReplicationRequest {
   readonly options: string | null;
 }
 
-export interface PoolClient extends ServerPeer {
+export interface PoolClient extends ServerPeer, ListMember {
   /** Lines about this client (the pool logs its reserve use under it, as PgBouncer does). */
   readonly log: Logger;
   /** The linked server, or null between transactions / while waiting. */

@@ -17,6 +17,11 @@
  * Returning false stops the scan there. */
 export type FrameSink = (type: number, body: Buffer, end: number) => boolean;
 
+/** The same without a Buffer per message: the body is `buf[start, end)` (`buf` is the chunk, or
+ * the body gathered from several chunks), `next` the offset in the chunk just past the message.
+ * A chunk may be a read buffer Node reads into again: a sink copies what it keeps. */
+export type ScanSink = (type: number, buf: Buffer, start: number, end: number, next: number) => boolean;
+
 export const FRAMER_STOPPED = -1;
 
 export class Framer {
@@ -77,14 +82,32 @@ export class Framer {
     return this.headerHave === 0 && !this.inBody;
   }
 
+  /** The sink of the feed() in progress (see feedSinkAdapter). */
+  private feedSink: FrameSink | null = null;
+
   /**
-   * Scan `chunk` from `start`. Calls `sink` for each completed wanted message. Returns the offset
-   * at which scanning stopped (chunk.length when all was consumed), or FRAMER_STOPPED with `error`
-   * set when a length is invalid.
+   * Scan `chunk` from `start`. Calls `sink` for each completed wanted message with its body as a
+   * Buffer. Returns the offset at which scanning stopped (chunk.length when all was consumed), or
+   * FRAMER_STOPPED with `error` set when a length is invalid.
    */
   feed(chunk: Buffer, start: number, sink: FrameSink): number {
+    // A sink may feed this framer again (a login that ends replays what the client pipelined).
+    const outer = this.feedSink;
+    this.feedSink = sink;
+    try {
+      return this.scan(chunk, start, this.feedSinkAdapter);
+    } finally {
+      this.feedSink = outer;
+    }
+  }
+
+  private readonly feedSinkAdapter: ScanSink = (type, buf, start, end, next) =>
+    this.feedSink!(type, start === end ? EMPTY : start === 0 && end === buf.length ? buf : buf.subarray(start, end), next);
+
+  /** feed() without allocating: see ScanSink. Only `chunk[start, end)` is read. */
+  scan(chunk: Buffer, start: number, sink: ScanSink, end = chunk.length): number {
     let pos = start;
-    const len = chunk.length;
+    const len = end;
     if (!this.atBoundary) this.msgStart = -1;
     while (pos < len) {
       if (!this.inBody) {
@@ -132,10 +155,8 @@ export class Framer {
         this.bodyLen = this.remain;
         this.parts = null;
         const want = this.wanted[this.type];
-        if (want === WANT_HEADER) {
-          if (!sink(this.type, EMPTY, pos)) return pos;
-        } else if (want === WANT_BODY && this.remain === 0) {
-          if (!sink(this.type, EMPTY, pos)) return pos;
+        if (want === WANT_HEADER || (want === WANT_BODY && this.remain === 0)) {
+          if (!sink(this.type, chunk, pos, pos, pos)) return pos;
         }
         if (!this.inBody) continue;
       }
@@ -146,23 +167,23 @@ export class Framer {
         this.inBody = false;
         this.remain = 0;
         if (wanted) {
-          let body: Buffer;
-          if (this.parts === null) {
-            body = chunk.subarray(pos, end);
-          } else {
-            this.parts.push(chunk.subarray(pos, end));
-            body = Buffer.concat(this.parts, this.bodyLen);
-            this.parts = null;
-          }
+          const bodyStart = pos;
           pos = end;
-          if (!sink(this.type, body, end)) return pos;
+          if (this.parts === null) {
+            if (!sink(this.type, chunk, bodyStart, end, end)) return pos;
+          } else {
+            this.parts.push(chunk.subarray(bodyStart, end));
+            const body = Buffer.concat(this.parts, this.bodyLen);
+            this.parts = null;
+            if (!sink(this.type, body, 0, body.length, end)) return pos;
+          }
         } else {
           pos = end;
         }
       } else {
-        // The body continues in a later chunk. A wanted body is gathered by reference: the chunk
-        // came from the socket and is never reused by Node, so holding it is safe.
-        if (wanted) (this.parts ??= []).push(chunk.subarray(pos));
+        // The body continues in a later chunk: a wanted one is gathered, copied (the chunk may be
+        // a read buffer that the next read overwrites).
+        if (wanted) (this.parts ??= []).push(Buffer.from(chunk.subarray(pos, len)));
         this.remain -= avail;
         pos = len;
       }

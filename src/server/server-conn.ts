@@ -1,9 +1,9 @@
 // Handling of server connections: one ServerConn owns one socket to PostgreSQL and its state.
 //
 // Life: login (connect, optional TLS, StartupMessage, authentication, ParameterStatus, until the
-// first ReadyForQuery) → idle ⇄ active (linked to a client) → closed. While linked, the hot path
-// reads only headers: it decodes ReadyForQuery (the pooling decision hangs on its status byte),
-// ParameterStatus (the variable cache) and ErrorResponse; every other byte is forwarded as it came.
+// first ReadyForQuery) → idle ⇄ active (linked to a client) → closed. After login the socket's
+// reads go to relay/relay.ts (ServerRelay) through an Io (net/io.ts); the state they act on lives
+// here: what the linked client is owed, the transaction status, the statements this server holds.
 // Queries the pooler sends itself (SET for the variable cache, the reset and check queries) are
 // counted in `internal`; their replies are swallowed, never shown to a client.
 import net from 'node:net';
@@ -16,11 +16,13 @@ import { decodeErrorFields } from '../protocol/error-response.js';
 import { FRAMER_STOPPED, Framer } from '../protocol/framer.js';
 import { encodeCancelRequest } from '../protocol/startup.js';
 import { cachedLookup, isDnsError } from '../net/dns.js';
+import { Io } from '../net/io.js';
 import { sizedSocket, tuneSocket } from '../net/tcp.js';
 import { connectServerTls, effectiveServerMode, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config, PoolMode } from '../config/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
-import { Reply, ReplyQueue, invalidate, type Statement } from '../client/prepared.js';
+import { ReplyQueue, type Statement } from '../client/prepared.js';
+import { ServerRelay } from '../relay/relay.js';
 
 /** Each state is a list in the owning pool (SHOW POOLS counts are those lists' sizes). */
 export type ServerState = 'login' | 'idle' | 'active' | 'used' | 'tested' | 'being_canceled' | 'closed';
@@ -41,9 +43,11 @@ export interface ServerOwner {
 }
 
 export interface ServerPeer {
-  readonly socket: net.Socket;
-  /** Server bytes for the client; false = the client's buffer is full, pause the server. */
-  writeFromServer(data: Buffer): boolean;
+  /** Server bytes for the client (`src`: the server's Io, whose read buffer they lie in); false =
+   * the client's socket is full, pause the server until the client's Io is writable. */
+  writeFromServer(data: Buffer, src: Io | null): boolean;
+  /** The server's socket drained: read from the client again. */
+  resumeReading(): void;
   /** The server told the client's session a new parameter value (SET seen in ParameterStatus). */
   onServerParameter(name: string, value: string): void;
   onServerLost(reason: string, fields: Record<string, string> | null): void;
@@ -99,6 +103,8 @@ export class ServerConn {
   readonly log: Logger;
   state: ServerState = 'login';
   socket: net.Socket;
+  /** The socket's hot-path I/O, from the end of the login on. */
+  io: Io | null = null;
   tls: TlsInfo | null = null;
 
   /** Parameter values the server reported (its session's state). */
@@ -122,6 +128,10 @@ export class ServerConn {
   closeNeeded = false;
   /** Set when something went wrong mid-protocol: destroy instead of reuse. */
   bad = false;
+  /** Links of the pool list its state is (sv_idle, sv_active, …): pool/list.ts. */
+  prevInList: unknown = null;
+  nextInList: unknown = null;
+  inList: unknown = null;
 
   readonly connectTime = now;
   /** When it last became idle or active (SHOW SERVERS request_time, idle and check timeouts). */
@@ -131,20 +141,19 @@ export class ServerConn {
   /** When it last answered everything it owed, set by the pool: idle_transaction_timeout counts
    * from there (PgBouncer: from the server's idle information, not the client's last message). */
   readyTime = 0;
+  /** When the transaction running on it began (xact_time, transaction_timeout); -1 between
+   * transactions. Kept by the pool (a field: a map updated per transaction would allocate). */
+  xactStart = -1;
 
-  private readonly framer: Framer;
+  readonly framer: Framer;
   private auth: ServerAuth;
   private loginDone = false;
   /** Why the login failed, for the pool to report (see server-pool.ts). */
   loginError: LoginError | null = null;
   private internalDone: (() => void) | null = null;
-  /** Where forwarding resumes in the chunk being scanned (after swallowed replies). */
-  private fwdFrom = 0;
-  /** Set by the sink when the linked client may be released after this message. */
-  private releaseAt = -1;
   private closing = false;
   /** A pooler query whose rows are wanted (auth_query), answered once its ReadyForQuery comes. */
-  private collector: Collector | null = null;
+  collector: Collector | null = null;
 
   constructor(
     readonly owner: ServerOwner,
@@ -253,14 +262,13 @@ export class ServerConn {
 
   private readonly onClose = (): void => {
     if (!this.loginDone) this.loginFailed(connectFailure('server closed the connection unexpectedly'));
-    else this.closed('server conn crashed?');
+    else this.lost('server conn crashed?');
   };
 
+  /** Login only: after it, reads go to the ServerRelay. */
   private readonly onData = (chunk: Buffer): void => {
     refresh();
-    if (!this.loginDone) return this.loginData(chunk);
-    if (this.collector !== null) return this.collect(chunk);
-    this.relay(chunk);
+    this.loginData(chunk);
   };
 
   // ---------------------------------------------------------------- pooler queries with rows
@@ -270,18 +278,19 @@ export class ServerConn {
     return new Promise((resolve) => {
       this.collector = { rows: [], error: null, resolve };
       this.framer.want(COLLECT_TYPES);
-      this.socket.write(Frontend.execParams(sql, params));
+      this.send(Frontend.execParams(sql, params));
     });
   }
 
-  private collect(chunk: Buffer): void {
+  /** A read while a pooler query's rows are collected (the relay hands it here). */
+  collect(chunk: Buffer): void {
     const stop = this.framer.feed(chunk, 0, this.onCollectMessage);
     if (stop === FRAMER_STOPPED) {
       this.bad = true;
       this.finishCollect();
-      return this.closed(`protocol error from server: ${this.framer.error}`);
+      return this.lost(`protocol error from server: ${this.framer.error}`);
     }
-    if (this.collector === null && stop < chunk.length) this.relay(chunk.subarray(stop));
+    if (this.collector === null && stop < chunk.length) this.relay!.relay(chunk.subarray(stop));
   }
 
   private readonly onCollectMessage = (type: number, body: Buffer): boolean => {
@@ -310,8 +319,11 @@ export class ServerConn {
   private loginData(chunk: Buffer): void {
     const stop = this.framer.feed(chunk, 0, this.onLoginMessage);
     if (stop === FRAMER_STOPPED) return this.loginFailed(connectFailure(`protocol error from server: ${this.framer.error}`));
-    if (this.loginDone && stop < chunk.length) this.relay(chunk.subarray(stop));
+    if (this.loginDone && stop < chunk.length) this.relay?.onData(chunk.subarray(stop));
   }
+
+  /** The relay of this server's reads, from the end of the login on. */
+  private relay: ServerRelay | null = null;
 
   private readonly onLoginMessage = (type: number, body: Buffer): boolean => {
     if (this.loginDone) return false;
@@ -353,6 +365,10 @@ export class ServerConn {
       case Backend.ReadyForQuery:
         this.loginDone = true;
         this.framer.want(RELAY_TYPES, RELAY_HEADERS);
+        // From here on the relay reads this socket (the rest of this read is handed to it).
+        this.socket.removeListener('data', this.onData);
+        this.relay = new ServerRelay(this);
+        this.io = Io.attach(this.socket, this.relay, false, []);
         this.log.debug({ pid: this.backendPid, tls: this.tls?.version }, `server login done (backend pid ${this.backendPid})`);
         this.owner.onServerLogin(this, null);
         return false;
@@ -399,7 +415,7 @@ export class ServerConn {
     this.owner.onServerLogin(this, error);
   }
 
-  private storeParameter(body: Buffer): [string, string] | null {
+  storeParameter(body: Buffer): [string, string] | null {
     const z1 = body.indexOf(0);
     if (z1 < 0) return null;
     const z2 = body.indexOf(0, z1 + 1);
@@ -409,121 +425,34 @@ export class ServerConn {
     return [name, value];
   }
 
-  // ---------------------------------------------------------------- hot path
+  // ---------------------------------------------------------------- the relay's state changes
 
-  /** Forward server bytes to the linked client, reading only headers. */
-  private relay(chunk: Buffer): void {
-    let pos = 0;
-    this.relayChunk = chunk;
-    while (pos < chunk.length) {
-      this.fwdFrom = pos;
-      this.releaseAt = -1;
-      const stop = this.framer.feed(chunk, pos, this.onRelayMessage);
-      if (stop === FRAMER_STOPPED) {
-        this.bad = true;
-        return this.closed(`protocol error from server: ${this.framer.error}`);
-      }
-      const client = this.client;
-      // While pooler queries are still unanswered, everything after fwdFrom is their reply.
-      const end = this.releaseAt >= 0 ? this.releaseAt : this.internal > 0 ? this.fwdFrom : stop;
-      if (client !== null && end > this.fwdFrom) {
-        const part = this.fwdFrom === 0 && end === chunk.length ? chunk : chunk.subarray(this.fwdFrom, end);
-        if (!client.writeFromServer(part)) this.pauseFor(client.socket);
-      } else if (client === null && end > this.fwdFrom && this.internal === 0) {
-        // Bytes for nobody: an idle server should be silent. Anything but a notice means the
-        // server is not in the state we think; do not reuse it.
-        this.log.debug('unexpected data from idle server');
-      }
-      if (this.releaseAt >= 0) this.owner.onServerReady(this);
-      if (this.state === 'closed') return;
-      pos = stop;
+  /** The ReadyForQuery ending a pooler-sent query's reply arrived. */
+  internalAnswered(): void {
+    if (--this.internal === 0 && this.internalDone !== null) {
+      const done = this.internalDone;
+      this.internalDone = null;
+      done();
     }
   }
 
-  private relayChunk: Buffer | null = null;
-
-  /** Drop one whole reply the client never asked for: send what precedes it, skip it. */
-  private cut(start: number, end: number): void {
-    const client = this.client;
-    if (client !== null && start > this.fwdFrom && !client.writeFromServer(this.relayChunk!.subarray(this.fwdFrom, start))) {
-      this.pauseFor(client.socket);
-    }
-    this.fwdFrom = end;
+  /** Bytes of the pooler's own (queries, Terminate): through the Io once the login is done. */
+  send(data: Buffer): void {
+    Io.send(this.io, this.socket, data);
   }
 
-  private readonly onRelayMessage = (type: number, body: Buffer, end: number): boolean => {
-    if (type === Backend.ParseComplete || type === Backend.CloseComplete) {
-      // Only while statements are tracked: which of these replies the client asked for.
-      const r = this.replies.length > 0 ? this.replies.shift() : undefined;
-      if (r === Reply.SwallowParse || r === Reply.SwallowClose) this.cut(end - 5, end);
-      return true;
-    }
-    if (type === Backend.ReadyForQuery) {
-      if (this.replies.peek() === Reply.Sync) this.replies.shift();
-      this.txStatus = body[0] ?? TxStatus.Idle;
-      if (this.internal > 0) {
-        // The end of a pooler-sent query's reply: forward only what follows.
-        this.fwdFrom = end;
-        if (--this.internal === 0 && this.internalDone !== null) {
-          const done = this.internalDone;
-          this.internalDone = null;
-          done();
-        }
-        return true;
-      }
-      if (this.owed > 0) this.owed--;
-      if (this.owed === 0) {
-        // Statement mode refuses a transaction: the client must not see this ReadyForQuery, or
-        // its driver takes the statement as done (PgBouncer stops before it too).
-        const refused = this.txStatus !== TxStatus.Idle && this.owner.mode === 'statement';
-        this.releaseAt = refused ? end - 6 : end;
-        return false;
-      }
-      return true;
-    }
-    if (type === Backend.ParameterStatus) {
-      const kv = this.storeParameter(body);
-      if (kv !== null && this.internal === 0) this.client?.onServerParameter(kv[0], kv[1]);
-      return true;
-    }
-    // ErrorResponse (rare: decoded once, for every use below). PostgreSQL now skips the rest of
-    // the batch, so no reply is owed until Sync.
-    const f = decodeErrorFields(body);
-    if (this.replies.length > 0) {
-      this.replies.dropUntilSync();
-      const bound = this.lastBound;
-      if (bound !== null && f.C === STALE_PLAN.code && f.M === STALE_PLAN.message) {
-        this.prepared.delete(bound.serverName);
-        invalidate(bound);
-        this.lastBound = null;
-      }
-    }
-    if (this.internal > 0) {
-      this.log.warn({ sqlstate: f.C, reason: f.M }, `pooler query failed: ${f.M ?? ''}`);
-    } else if (this.client === null) {
-      // A FATAL to an idle server (pg_terminate_backend, shutdown): it will close.
-      this.log.info({ sqlstate: f.C }, `server error while idle: ${f.M ?? ''}`);
-      this.bad = true;
-    } else if (f.S === 'FATAL' || f.V === 'FATAL') {
-      // Remember a FATAL so the client can be told why its server went away.
-      this.bad = true;
-    }
-    return true;
-  };
-
-  /** Backpressure: stop reading the server until the client's socket drains. */
-  private pauseFor(clientSocket: net.Socket): void {
-    this.socket.pause();
-    clientSocket.once('drain', this.resume);
+  /** SUSPEND: stop reading until resumeReading. */
+  pauseReading(): void {
+    Io.pauseReading(this.io, this.socket);
   }
 
-  readonly resume = (): void => {
-    if (this.state !== 'closed') this.socket.resume();
-  };
+  resumeReading(): void {
+    if (this.state !== 'closed') Io.resumeReading(this.io, this.socket);
+  }
 
-  /** Client bytes for the server; false = the server's buffer is full, pause the client. */
-  write(data: Buffer): boolean {
-    return this.socket.write(data);
+  /** Bytes written but not yet handed to the kernel (SUSPEND waits for none). */
+  get unsentBytes(): number {
+    return (this.io?.unsentBytes ?? 0) + this.socket.writableLength;
   }
 
   /**
@@ -533,7 +462,7 @@ export class ServerConn {
   sendInternal(sql: string, done: (() => void) | null = null): void {
     this.internal++;
     this.internalDone = done;
-    this.socket.write(Frontend.query(sql));
+    this.send(Frontend.query(sql));
   }
 
   link(client: ServerPeer): void {
@@ -543,9 +472,9 @@ export class ServerConn {
   }
 
   unlink(): void {
-    if (this.client !== null) this.client.socket.removeListener('drain', this.resume);
     this.client = null;
-    if (this.socket.isPaused()) this.socket.resume();
+    // Paused for the client's backpressure: that client is not this server's concern any more.
+    this.resumeReading();
   }
 
   /**
@@ -574,17 +503,19 @@ export class ServerConn {
     if (this.closing) return;
     this.closing = true;
     this.logClosing(reason);
-    if (this.loginDone && !this.socket.destroyed) this.socket.end(Frontend.terminate);
-    this.socket.destroy();
+    if (this.loginDone && !this.socket.destroyed) this.send(Frontend.terminate);
+    if (this.io !== null) this.io.destroy();
+    else this.socket.destroy();
     this.finish(reason);
   }
 
-  /** The socket went away under us. */
-  private closed(reason: string): void {
+  /** The socket went away under us, or the server broke the protocol. */
+  lost(reason: string): void {
     if (this.closing) return;
     this.closing = true;
     this.logClosing(reason);
-    this.socket.destroy();
+    if (this.io !== null) this.io.destroy();
+    else this.socket.destroy();
     const client = this.client;
     this.finish(reason);
     client?.onServerLost(reason, null);
@@ -629,15 +560,12 @@ export class ServerConn {
   }
 }
 
-/** DDL changed the result type under a prepared statement (PgBouncer #1038). */
-const STALE_PLAN = { code: '0A000', message: 'cached plan must not change result type' };
-
 export interface QueryResult {
   readonly rows: (string | null)[][];
   readonly error: string | null;
 }
 
-interface Collector {
+export interface Collector {
   rows: (string | null)[][];
   error: string | null;
   resolve: (r: QueryResult) => void;

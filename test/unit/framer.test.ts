@@ -330,3 +330,22 @@ test('property: any message sequence cut into any chunks frames identically', ()
     { numRuns: 500 },
   );
 });
+
+test('scan reads one buffer read into again and again: a wanted body split across reads arrives intact', () => {
+  // The relay's reads land in one static buffer; the framer must copy what it keeps across reads.
+  const stream = Buffer.concat([msg('Q', cstr('SELECT 1')), msg('P', Buffer.concat([cstr('s1'), cstr('SELECT 2'), int16(0)])), msg('S')]);
+  const f = new Framer([code('P')], MAX, false, [code('Q'), code('S')]);
+  const readBuffer = Buffer.alloc(64);
+  const seen: string[] = [];
+  for (let pos = 0; pos < stream.length; pos += 7) {
+    const n = stream.copy(readBuffer, 0, pos, Math.min(pos + 7, stream.length));
+    const stop = f.scan(readBuffer, 0, (type, buf, start, end, next) => {
+      assert.ok(next <= n);
+      seen.push(`${String.fromCharCode(type)}:${buf.toString('latin1', start, end)}`);
+      return true;
+    }, n);
+    assert.equal(stop, n, 'scan went past the bytes it was given');
+    readBuffer.fill(0x58);
+  }
+  assert.deepEqual(seen, ['Q:', 'P:s1\0SELECT 2\0\0\0', 'S:']);
+});
