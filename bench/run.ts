@@ -14,7 +14,7 @@ import { renderChart } from './chart.js';
 import { otherLoad, sampleCpu, waitForBackendsGone, waitForQuiet, type CpuSample } from './cpu.js';
 import { runPgbench } from './pgbench.js';
 import { BENCH_DB, BENCH_PASSWORD, BENCH_USER, Cluster, PGBENCH_SCALE, SERVER_CONF, cleanEnv } from './postgres.js';
-import { CLK_TCK, killAllSync, runCmd, sleep } from './procs.js';
+import { CLK_TCK, killAllSync, runCmd } from './procs.js';
 import { renderTables, summarize, type RunRecord } from './report.js';
 import type { Job, LoadResult, LoadSpec } from './loadclient.js';
 import { SCENARIO_NAMES, scenarios, type RunContext, type Scenario } from './scenarios.js';
@@ -201,16 +201,14 @@ async function runOne(
     await target.start();
   }
   const proc = target.proc;
-  const heapBefore = target.heapBytes();
+  const heapBefore = await target.heapBytes();
   const before = target.cpuTicks();
   const machineBefore = cpu.sample();
   const startedAt = new Date().toISOString();
   const metrics = await scenario.run(target, ctx);
   const after = target.cpuTicks();
   await waitForBackendsGone(cpu.postmaster, 5_000);
-  // The heap meter writes every 100 ms: wait for a sample taken after the run.
-  if (heapBefore !== null) await sleep(250);
-  const heapAfter = target.heapBytes();
+  const heapAfter = heapBefore === null ? null : await target.heapBytes();
   const load = otherLoad(machineBefore, cpu.sample());
   if (proc !== null && !proc.alive()) {
     metrics.error ??= `${target.name} exited during the run (${JSON.stringify(proc.status)})`;

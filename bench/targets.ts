@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { BENCH_DB, BENCH_USER, cleanEnv, serviceUser, type Cluster } from './postgres.js';
 import { processTreeTicks } from './cpu.js';
-import { Proc, freePort, waitForPort } from './procs.js';
+import { Proc, freePort, sleep, waitForPort } from './procs.js';
 
 export type TargetName = 'pgpool-ts' | 'pgpool-ts-w2' | 'pgbouncer' | 'direct' | 'floor' | 'naive-proxy';
 
@@ -62,8 +62,8 @@ export interface Target {
    * workers) and the children it reaped: each entry one process, the first `proc` itself. */
   cpuTicks(): number[] | null;
   /** Bytes the process allocated on V8's heap since it started (bench/heap-meter.ts), for the Node
-   * targets; null for the others. */
-  heapBytes(): number | null;
+   * targets; null for the others (or when the meter does not answer). */
+  heapBytes(): Promise<number | null>;
   /** (Re)start it; direct has nothing to start. */
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -139,13 +139,24 @@ class ProcessTarget implements Target {
     return this.tree ? processTreeTicks(proc.pid) : [proc.cpuTicks() ?? 0];
   }
 
-  heapBytes(): number | null {
-    if (this.heapFile === null) return null;
-    try {
-      return Number(fs.readFileSync(this.heapFile, 'utf8'));
-    } catch {
-      return null;
+  private heapAsked = 0;
+
+  async heapBytes(): Promise<number | null> {
+    const file = this.heapFile;
+    if (file === null || this.proc === null || !this.proc.alive()) return null;
+    const seq = String(++this.heapAsked);
+    fs.writeFileSync(`${file}.ask`, seq);
+    for (const deadline = Date.now() + 2_000; Date.now() < deadline; await sleep(5)) {
+      let answer: string;
+      try {
+        answer = fs.readFileSync(file, 'utf8');
+      } catch {
+        continue;
+      }
+      const [got, bytes] = answer.split(' ');
+      if (got === seq) return Number(bytes);
     }
+    return null;
   }
 
   async start(): Promise<void> {
@@ -208,7 +219,7 @@ export class Targets {
   private async make(name: TargetName, flavor: Flavor, stem: string): Promise<Target | null> {
     const cluster = this.cluster;
     if (name === 'direct') {
-      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, cpuTicks: () => null, heapBytes: () => null, start: async () => undefined, stop: async () => undefined };
+      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, cpuTicks: () => null, heapBytes: async () => null, start: async () => undefined, stop: async () => undefined };
     }
     const port = await freePort();
     const logFile = path.join(this.dir, `${stem}.log`);
