@@ -15,7 +15,7 @@ import { otherLoad, sampleCpu, waitForBackendsGone, waitForQuiet, type CpuSample
 import { runPgbench } from './pgbench.js';
 import { BENCH_DB, BENCH_PASSWORD, BENCH_USER, Cluster, PGBENCH_SCALE, SERVER_CONF, cleanEnv } from './postgres.js';
 import { CLK_TCK, killAllSync, runCmd } from './procs.js';
-import { renderTables, summarize, type RunRecord } from './report.js';
+import { renderTables, summarize, type RunRecord, type ScenarioSummary } from './report.js';
 import type { Job, LoadResult, LoadSpec } from './loadclient.js';
 import { SCENARIO_NAMES, scenarios, type RunContext, type Scenario } from './scenarios.js';
 import { PLAIN, POOLER_SETTINGS, TARGET_ORDER, Targets, pgbouncerVersion, type Target, type TargetName } from './targets.js';
@@ -39,6 +39,10 @@ interface Options {
   targets: TargetName[] | null;
   keep: boolean;
   keyType: 'ec' | 'rsa';
+  /** Where the chart goes (default docs/benchmarks.svg). */
+  chart: string;
+  /** A results file to show again (tables and chart), measuring nothing. */
+  render: string | null;
   copyMb: number;
   quietWaitS: number;
 }
@@ -53,6 +57,8 @@ const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] [--scen
   --copy-mb   size of the COPY data (default 1024)
   --quiet-wait longest wait for a quiet machine before each run, seconds (default 20)
   --keep      keep the temp dir (cluster, inis, logs)
+  --chart     write the chart here instead of docs/benchmarks.svg
+  --render    RESULTS.json: print that run's tables and write its chart, measuring nothing
 env: PGPOOL_BENCH_PG_BIN (PostgreSQL bin dir, default /usr/lib/postgresql/15/bin),
      PGPOOL_BENCH_PGBOUNCER (pgbouncer binary, default from PATH),
      PGPOOL_BENCH_NODE_ARGS (node flags for pgpool-ts, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof")`;
@@ -67,6 +73,8 @@ function parseArgs(argv: string[]): Options {
   let rounds: number | null = null;
   let quick = false;
   let keep = false;
+  let chart = CHART;
+  let render: string | null = null;
   let names: string[] | null = null;
   let targets: TargetName[] | null = null;
   let keyType: 'ec' | 'rsa' = 'ec';
@@ -80,6 +88,8 @@ function parseArgs(argv: string[]): Options {
     else if (arg === '--rounds') rounds = positive(next());
     else if (arg === '--quick') quick = true;
     else if (arg === '--keep') keep = true;
+    else if (arg === '--chart') chart = path.resolve(next());
+    else if (arg === '--render') render = path.resolve(next());
     else if (arg === '--rsa') keyType = 'rsa';
     else if (arg === '--copy-mb') copyMb = positive(next());
     else if (arg === '--quiet-wait') quietWaitS = positive(next());
@@ -92,7 +102,7 @@ function parseArgs(argv: string[]): Options {
   }
   for (const n of names ?? []) if (!SCENARIO_NAMES.includes(n)) fail(`unknown scenario ${n}; known: ${SCENARIO_NAMES.join(', ')}`);
   for (const t of targets ?? []) if (!TARGET_ORDER.includes(t)) fail(`unknown target ${t}; known: ${TARGET_ORDER.join(', ')}`);
-  return { durationS: duration ?? (quick ? 5 : 15), rounds: rounds ?? (quick ? 2 : 3), names, targets, keep, keyType, copyMb: copyMb ?? (quick ? 256 : 1024), quietWaitS };
+  return { durationS: duration ?? (quick ? 5 : 15), rounds: rounds ?? (quick ? 2 : 3), names, targets, keep, keyType, chart, render, copyMb: copyMb ?? (quick ? 256 : 1024), quietWaitS };
 }
 
 function say(msg: string): void {
@@ -238,8 +248,30 @@ async function runOne(
   };
 }
 
+function chartCaption(rounds: number, durationS: number, startedAt: string, env: Environment): string[] {
+  return [
+    `${rounds} × ${durationS} s runs per target, alternating; bar = median, whiskers = min–max; ${startedAt.slice(0, 16)}Z`,
+    `${env.postgres.split(' on ')[0]} · ${env.pgbouncer} · node ${env.node} · ${env.cpus} CPUs`,
+  ];
+}
+
+/** --render: a past run's tables and chart, from its results file. */
+function renderPast(file: string, chart: string): number {
+  const r = JSON.parse(fs.readFileSync(file, 'utf8')) as {
+    options: { rounds: number; durationS: number };
+    startedAt: string;
+    environment: Environment;
+    summaries: ScenarioSummary[];
+  };
+  process.stdout.write(`${renderTables(r.summaries)}\n`);
+  fs.writeFileSync(chart, renderChart(r.summaries, chartCaption(r.options.rounds, r.options.durationS, r.startedAt, r.environment)));
+  say(`chart: ${path.relative(ROOT, chart)}`);
+  return 0;
+}
+
 async function main(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
+  if (opts.render !== null) return renderPast(opts.render, opts.chart);
   let bouncer = pgbouncerVersion();
   if (!bouncer.startsWith('PgBouncer') && !process.env.PGPOOL_BENCH_PGBOUNCER) {
     installPgbouncer();
@@ -382,12 +414,8 @@ async function main(): Promise<number> {
     say(`results: ${path.relative(ROOT, resultFile)}`);
     for (const l of keptLogs) say(`log of a failing target: ${l}`);
     if (!interrupted) {
-      const caption = [
-        `${opts.rounds} × ${opts.durationS} s runs per target, alternating; bar = median, whiskers = min–max; ${startedAt.slice(0, 16)}Z`,
-        `${env.postgres.split(' on ')[0]} · ${env.pgbouncer} · node ${env.node} · ${env.cpus} CPUs`,
-      ];
-      fs.writeFileSync(CHART, renderChart(summaries, caption));
-      say(`chart: ${path.relative(ROOT, CHART)}`);
+      fs.writeFileSync(opts.chart, renderChart(summaries, chartCaption(opts.rounds, opts.durationS, startedAt, env)));
+      say(`chart: ${path.relative(ROOT, opts.chart)}`);
     }
     return interrupted ? 130 : 0;
   } finally {
