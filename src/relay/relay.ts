@@ -91,10 +91,7 @@ export class ClientRelay implements IoOwner {
   linked(server: ServerConn): void {
     this.c.io!.resume();
     const n = this.heldLen;
-    if (n === 0) {
-      server.io!.flush();
-      return;
-    }
+    if (n === 0) return;
     const held = this.held!;
     this.heldLen = 0;
     this.forward(held, server, n);
