@@ -2,7 +2,7 @@
 // shutdown. Nothing imports it but main.ts.
 import net from 'node:net';
 import path from 'node:path';
-import { refresh } from './clock.js';
+import { sync, useMonotonic } from './clock.js';
 import { Console, type AdminHost } from './admin/console.js';
 import { CancelKeys, cancelKey, routeCancel, type KeyOrigin } from './client/cancel-keys.js';
 import { ClientConn, type ClientHost } from './client/client-conn.js';
@@ -19,7 +19,7 @@ import { probeHandles } from './net/io.js';
 import { listenerProblem, openListeners, type Listeners } from './net/listener.js';
 import { tcpSettingsWithoutEffect } from './net/tcp.js';
 import { configureSyslog } from './net/syslog.js';
-import { trimHeap } from './net/native.js';
+import { monotonicMs, trimHeap } from './net/native.js';
 import { HandshakeGate, buildTlsContexts, type TlsContexts } from './net/tls.js';
 import { encodeCancelRequest } from './protocol/startup.js';
 import { PeerPool, Peers } from './pool/peer-pool.js';
@@ -98,6 +98,9 @@ export class App implements ClientHost, AdminHost, WorkerHost {
     // A worker shares the TCP port with its siblings; its unix socket is its own (where they
     // forward cancels), the instance's being the main process's.
     const role = link === null ? null : { tcp: true, reusePort: true, unixDir: link.socketDir, ownPeer: false, pauseOnConnect: false };
+    // The relay's clock without an allocation per read, when the addon is there (clock.ts).
+    const monotonic = monotonicMs();
+    if (monotonic !== null) useMonotonic(monotonic);
     // Before the first client: the hot path runs on Node's stream handles only if they behave.
     const noHandles = await probeHandles(process.env.PGPOOL_RELAY === 'streams');
     this.listeners = await openListeners(this.cfg, this.onConnection, role);
@@ -272,7 +275,7 @@ export class App implements ClientHost, AdminHost, WorkerHost {
   // ---------------------------------------------------------------- janitor
 
   private readonly sweep = (): void => {
-    const t = refresh();
+    const t = sync();
     const cfg = this.cfg;
     for (const c of this.clients) {
       if (c.phase === 'startup' || c.phase === 'auth' || c.phase === 'welcome') {

@@ -38,6 +38,11 @@
  * datagram sent on it without blocking (false: the reader's queue is full and it was dropped; any
  * other failure throws, so the caller reconnects).
  *
+ * And monotonicMs() -> integer: CLOCK_MONOTONIC in milliseconds, modulo 2^30 so that it is always
+ * a small integer to V8. The relay reads the time on every socket read, and Date.now() allocates
+ * a 16-byte heap number per call (its value is past the small-integer range); this does not.
+ * src/clock.ts accumulates the differences, so the wrap every 12 days does not matter.
+ *
  * This is the pooler's one native addon: socket options that Node does not expose belong here
  * too, one small function each.
  *
@@ -54,6 +59,7 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -152,6 +158,18 @@ static napi_value trim(napi_env env, napi_callback_info info)
 	released = malloc_trim(0);
 #endif
 	if (napi_get_boolean(env, released != 0, &out) != napi_ok)
+		return NULL;
+	return out;
+}
+
+static napi_value monotonic_ms(napi_env env, napi_callback_info info)
+{
+	struct timespec ts;
+	napi_value out;
+
+	(void)info;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (napi_create_int32(env, (int32_t)(((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000) & 0x3fffffff), &out) != napi_ok)
 		return NULL;
 	return out;
 }
@@ -432,7 +450,7 @@ static napi_value init(napi_env env, napi_value exports)
 	if (!export_fn(env, exports, "peercred", peercred) || !export_fn(env, exports, "trim", trim) ||
 	    !export_fn(env, exports, "tcpBind", tcp_bind) || !export_fn(env, exports, "tcpTune", tcp_tune) ||
 	    !export_fn(env, exports, "listenTune", listen_tune) || !export_fn(env, exports, "tcpSocket", tcp_socket) || !export_fn(env, exports, "dgramConnect", dgram_connect) ||
-	    !export_fn(env, exports, "dgramSend", dgram_send))
+	    !export_fn(env, exports, "dgramSend", dgram_send) || !export_fn(env, exports, "monotonicMs", monotonic_ms))
 		return NULL;
 	return exports;
 }

@@ -34,6 +34,8 @@ export interface NativeAddon {
   dgramConnect(path: string): number;
   /** One datagram; false when the reader's queue was full and it was dropped. */
   dgramSend(fd: number, data: Buffer): boolean;
+  /** CLOCK_MONOTONIC in milliseconds modulo 2^30: a small integer, no allocation (clock.ts). */
+  monotonicMs(): number;
 }
 
 /** dist/src/net/native.js → <root>/native/peercred/build/Release/peercred.node */
@@ -71,6 +73,12 @@ export function nativeFunction<K extends keyof NativeAddon>(name: K, purpose: st
   if (typeof fn === 'function') return { fn: fn.bind(a) as NativeAddon[K] };
   const why = a === null ? loadError : `is older than this pgpool-ts (it has no ${name}())`;
   return { error: `${purpose} because the native addon ${why}; ${BUILD_HINT}` };
+}
+
+/** The addon's monotonicMs, unbound (it is called per socket read), or null without it. */
+export function monotonicMs(): (() => number) | null {
+  const fn = load()?.monotonicMs;
+  return typeof fn === 'function' ? fn : null;
 }
 
 /**
