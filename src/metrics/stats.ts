@@ -10,19 +10,28 @@ const DURATION_BOUNDS: readonly number[] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 
 export class Buckets {
   /** counts[i] = observations in (bounds[i-1], bounds[i]]; counts[bounds.length] = above all. */
   readonly counts: number[];
-  sum = 0;
+  /** Sum of the observations, in milliseconds. */
+  private sumMs = 0;
   count = 0;
 
   constructor(readonly bounds: readonly number[]) {
     this.counts = new Array<number>(bounds.length + 1).fill(0);
   }
 
-  observe(seconds: number): void {
+  /** One duration, in milliseconds. The pool passes differences of the cached clock, which are
+   * small integers: a fractional number of seconds would be boxed (16 bytes) at every call, three
+   * times per transaction. */
+  observe(ms: number): void {
     let i = 0;
-    while (i < this.bounds.length && seconds > this.bounds[i]!) i++;
+    while (i < this.bounds.length && ms > this.bounds[i]! * 1000) i++;
     this.counts[i]!++;
-    this.sum += seconds;
+    this.sumMs += ms;
     this.count++;
+  }
+
+  /** Sum of the observations, in seconds. */
+  get sum(): number {
+    return this.sumMs / 1000;
   }
 }
 
@@ -77,7 +86,7 @@ export const loginStats = {
   refusedBy: zeros(LOGIN_REFUSALS),
 
   loggedIn(tls: boolean, ms: number): void {
-    (tls ? this.durationTls : this.durationPlain).observe(ms / 1000);
+    (tls ? this.durationTls : this.durationPlain).observe(ms);
   },
   refused(reason: LoginRefusal): void {
     this.refusedBy[reason]++;

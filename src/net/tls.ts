@@ -243,7 +243,7 @@ export function acceptClientTls(raw: net.Socket, ctx: ClientTlsContext, pending:
       settled = true;
       sock.removeListener('error', onError);
       sock.removeListener('close', onClose);
-      tlsStats.handshake.observe((performance.now() - started) / 1000);
+      tlsStats.handshake.observe(performance.now() - started);
       resolve({ socket: sock, info: tlsInfo(sock), peer: peerCert(sock) });
     });
   });

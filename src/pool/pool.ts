@@ -375,8 +375,9 @@ export class Pool {
    */
   private pumpReplication(): void {
     // Closing an idle server pumps this pool again (onServerClosed): that pump must not open
-    // servers for the clients this one is serving.
-    if (this.replPumping) return;
+    // servers for the clients this one is serving. (Most pools never see one: no try/finally and
+    // no iterator per transaction for them.)
+    if (this.replPumping || this.replWaiting.size === 0) return;
     this.replPumping = true;
     try {
       for (const client of this.replWaiting) {
@@ -443,7 +444,7 @@ export class Pool {
     this.clActive.add(client);
     this.stats.serverAssignments++;
     this.stats.waitTime += (now - client.waitStart) * 1000;
-    timings(this.dbName).wait.observe((now - client.waitStart) / 1000);
+    timings(this.dbName).wait.observe(now - client.waitStart);
     server.link(client);
     client.server = server;
     client.onLinked(server);
@@ -499,7 +500,7 @@ export class Pool {
     const t = timings(this.dbName);
     const query = now - server.requestTime;
     this.stats.queryTime += query * 1000;
-    t.query.observe(query / 1000);
+    t.query.observe(query);
     // (transactionStart() inline: a time returned from a call would be boxed, per transaction.)
     const start = server.xactStart >= 0 ? server.xactStart : server.requestTime;
     if (server.txStatus !== TxStatus.Idle) {
@@ -509,7 +510,7 @@ export class Pool {
     server.xactStart = -1;
     this.stats.xacts++;
     this.stats.xactTime += (now - start) * 1000;
-    t.xact.observe((now - start) / 1000);
+    t.xact.observe(now - start);
   }
 
   /** A server comes back from a client: reset it if asked, then make it idle (or close it). */
