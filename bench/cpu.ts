@@ -35,7 +35,7 @@ function childrenStats(pid: number): string[][] {
   return out;
 }
 
-/** A process and its direct children (the postmaster's backends). */
+/** A process and its direct children (the postmaster's backends, a multi-worker pooler's workers). */
 function treeTicks(pid: number): number {
   return childrenStats(pid).reduce((n, f) => n + ticks(f, false), ticks(statFields(pid), true));
 }
@@ -72,7 +72,7 @@ function machineBusy(): number {
 
 export function sampleCpu(postmaster: number | null, proxies: readonly number[]): CpuSample {
   let ours = ticks(statFields('self'), true);
-  for (const pid of proxies) ours += ticks(statFields(pid), false);
+  for (const pid of proxies) ours += treeTicks(pid);
   if (postmaster !== null) ours += treeTicks(postmaster);
   return { atMs: Date.now(), busy: machineBusy(), ours };
 }
