@@ -215,23 +215,7 @@ describe('session parameters', () => {
   });
 
   it('tracks IntervalStyle (track_extra_parameters default), from SET and from startup', async () => {
-    const setter = await connect(port(), 'p1');
-    const plain = await connect(port(), 'p1');
-    const fromStartup = postgres({
-      host: '127.0.0.1', port: port(), user: USER, database: 'p1', prepare: false, max: 1,
-      connect_timeout: 10, connection: { IntervalStyle: 'sql_standard' }, onnotice: () => undefined,
-    });
-    try {
-      await setter.query(`SET IntervalStyle = 'iso_8601'`);
-      for (let i = 0; i < 30; i++) {
-        assert.equal(await one<string>(setter, `SELECT interval '1 day 2 hours'::text AS v`), 'P1DT2H');
-        assert.equal(await one<string>(plain, `SELECT interval '1 day 2 hours'::text AS v`), '1 day 02:00:00');
-        const [r] = await fromStartup<{ v: string }[]>`SELECT interval '1 day 2 hours'::text AS v`;
-        assert.equal(r?.v, '1 2:00:00');
-      }
-    } finally {
-      await Promise.all([setter.end(), plain.end(), fromStartup.end({ timeout: 2 })]);
-    }
+    await intervalStylesStayApart(port(), 'IntervalStyle', `SET IntervalStyle = 'iso_8601'`, 30);
   });
 
   it('track_extra_parameters is case-insensitive: "intervalstyle" tracks IntervalStyle', async () => {
@@ -241,22 +225,9 @@ describe('session parameters', () => {
       pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1', track_extra_parameters: 'search_path, intervalstyle' },
       databases: { p1: `host=127.0.0.1 port=${required(() => cluster, 'cluster')().port} dbname=p1` },
     });
-    const setter = await connect(lower.port, 'p1');
-    const plain = await connect(lower.port, 'p1');
-    const fromStartup = postgres({
-      host: '127.0.0.1', port: lower.port, user: USER, database: 'p1', prepare: false, max: 1,
-      connect_timeout: 10, connection: { intervalstyle: 'sql_standard' }, onnotice: () => undefined,
-    });
     try {
-      await setter.query(`SET intervalstyle TO 'iso_8601'`);
-      for (let i = 0; i < 10; i++) {
-        assert.equal(await one<string>(setter, `SELECT interval '1 day 2 hours'::text AS v`), 'P1DT2H');
-        assert.equal(await one<string>(plain, `SELECT interval '1 day 2 hours'::text AS v`), '1 day 02:00:00');
-        const [r] = await fromStartup<{ v: string }[]>`SELECT interval '1 day 2 hours'::text AS v`;
-        assert.equal(r?.v, '1 2:00:00');
-      }
+      await intervalStylesStayApart(lower.port, 'intervalstyle', `SET intervalstyle TO 'iso_8601'`, 10);
     } finally {
-      await Promise.all([setter.end(), plain.end(), fromStartup.end({ timeout: 2 })]);
       await lower.stop();
     }
   });
@@ -288,3 +259,25 @@ describe('session parameters', () => {
     }
   });
 });
+
+/** Three clients of one pool in transaction mode, one that SETs IntervalStyle, one that leaves it,
+ * one that sends it at startup (as `startupName`), each see their own style in every round. */
+async function intervalStylesStayApart(port: number, startupName: string, set: string, rounds: number): Promise<void> {
+  const setter = await connect(port, 'p1');
+  const plain = await connect(port, 'p1');
+  const fromStartup = postgres({
+    host: '127.0.0.1', port, user: USER, database: 'p1', prepare: false, max: 1,
+    connect_timeout: 10, connection: { [startupName]: 'sql_standard' }, onnotice: () => undefined,
+  });
+  try {
+    await setter.query(set);
+    for (let i = 0; i < rounds; i++) {
+      assert.equal(await one<string>(setter, `SELECT interval '1 day 2 hours'::text AS v`), 'P1DT2H');
+      assert.equal(await one<string>(plain, `SELECT interval '1 day 2 hours'::text AS v`), '1 day 02:00:00');
+      const [r] = await fromStartup<{ v: string }[]>`SELECT interval '1 day 2 hours'::text AS v`;
+      assert.equal(r?.v, '1 2:00:00');
+    }
+  } finally {
+    await Promise.all([setter.end(), plain.end(), fromStartup.end({ timeout: 2 })]);
+  }
+}
