@@ -69,6 +69,12 @@ def worker(dsn, tid, count, distinct, prepared_max, out):
         out["errors"].extend(errors)
 
 
+def report(results, errors):
+    """A scenario's outcome on stdout as one JSON line; exit 1 when anything went wrong."""
+    print(json.dumps({"results": results, "errors": errors}))
+    sys.exit(0 if not errors else 1)
+
+
 def rollback_scenario(dsn):
     errors = []
     results = []
@@ -86,8 +92,7 @@ def rollback_scenario(dsn):
     finally:
         a.close()
         b.close()
-    print(json.dumps({"results": results, "errors": errors}))
-    sys.exit(0 if not errors else 1)
+    report(results, errors)
 
 
 def failed_pipeline_scenario(dsn):
@@ -120,8 +125,7 @@ def failed_pipeline_scenario(dsn):
             errors.append(f"{type(e).__name__}: {e}")
         finally:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
-    print(json.dumps({"results": results, "errors": errors}))
-    sys.exit(0 if not errors else 1)
+    report(results, errors)
 
 
 def max_prepared_scenario(dsn, admin_dsn):
@@ -162,8 +166,7 @@ def max_prepared_scenario(dsn, admin_dsn):
     finally:
         conn.close()
         admin.close()
-    print(json.dumps({"results": results, "errors": errors}))
-    sys.exit(0 if not errors else 1)
+    report(results, errors)
 
 
 def main():
