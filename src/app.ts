@@ -404,12 +404,14 @@ export class App implements ClientHost, AdminHost, WorkerHost {
       log().info('suspend was in progress, going down immediately');
       mode = 'immediate';
     }
-    this.shuttingDown = mode;
     // Stop taking new clients before saying so: whoever reads the line may rely on it at once. The
     // unix socket stays open until the exit, for the console (an operator can watch and steer the
     // drain: SHOW, a final SHUTDOWN) and, like the pooler's own [peers] address, for the cancel
-    // requests peers forward to queries still running here.
+    // requests peers forward to queries still running here. Before the mode is set: connections
+    // accepted but not yet handed on (the accept thread's queue) arrive now, before the drain, and
+    // are served.
     this.listeners?.drain();
+    this.shuttingDown = mode;
     log().info({ mode }, `shutting down (${mode})`);
     if (mode === 'immediate') return this.finish();
     if (mode === 'wait_for_clients') {

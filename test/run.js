@@ -9,7 +9,9 @@
 // The relay runs on Node's stream handles, or on net.Socket's stream API where those fail the
 // startup probe (src/net/io.ts). A second run takes the integration files that move bytes through
 // the relay in every way the two paths differ (pool modes, drivers, COPY with backpressure, TLS
-// on both sides, cancels, parameters, server faults) again with PGPOOL_RELAY=streams. Not all of
+// on both sides, cancels, parameters, server faults) again with PGPOOL_RELAY=streams. That run
+// also accepts TCP connections with Node's server (PGPOOL_ACCEPT=node), the path taken without the
+// native addon's accept thread (src/net/listener.ts). Not all of
 // them: CI (with PgBouncer's suite) must stay under 15 minutes on 2 cores, and the other files test
 // login, config, the console and limits, which the relay path does not touch; prepared statements
 // and hostile input are framed and rewritten by the same relay code on either path. The second
@@ -134,7 +136,8 @@ for (const f of streamsFiles) if (!fs.existsSync(f)) console.error(`run.js: ${f}
 // The log search goes last, over the logs of both runs.
 let code = await runPhase(name, checkLogs && streamsFiles.length === 0 ? [...files, logCheck] : files, 1, env);
 if (streamsFiles.length > 0) {
-  const again = await runPhase('relay on streams (PGPOOL_RELAY=streams)', checkLogs ? [...streamsFiles, logCheck] : streamsFiles, 1, { ...env, PGPOOL_RELAY: 'streams' });
+  const again = await runPhase('relay on streams, accept on the event loop (PGPOOL_RELAY=streams PGPOOL_ACCEPT=node)',
+    checkLogs ? [...streamsFiles, logCheck] : streamsFiles, 1, { ...env, PGPOOL_RELAY: 'streams', PGPOOL_ACCEPT: 'node' });
   code ||= again;
 }
 if (!checkLogs) {

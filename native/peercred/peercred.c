@@ -43,6 +43,21 @@
  * a 16-byte heap number per call (its value is past the small-integer range); this does not.
  * src/clock.ts accumulates the differences, so the wrap every 12 days does not matter.
  *
+ * And acceptStart(fd, backlog, maxQueue, onAccept) -> handle and acceptStop(handle): listen() on
+ * a socket from tcpBind, and a thread of its own that takes each connection off the kernel's
+ * queue as it arrives (accept4) and queues its descriptor for onAccept(fd) on the event loop.
+ * Node accepts only when its loop turns, and a loop busy with TLS handshakes turns seldom: in a
+ * connection storm the kernel's queue (listen_backlog) fills within a millisecond and every SYN
+ * beyond it is dropped, to be retried by the client a whole second later (then 3, 7 s). The
+ * thread keeps that queue empty. At most maxQueue descriptors wait for the loop; beyond that
+ * the thread waits (10 ms at a time) and the kernel's queue fills as before. An accept() failure
+ * (out of descriptors) is passed on as onAccept(-errno) and the thread waits a second before it
+ * retries, as PgBouncer does. acceptStop wakes the thread through an eventfd, joins it, closes
+ * the listening socket and returns the descriptors accepted but not yet handed on: those clients
+ * finished their TCP handshake before the close, and Node's server would have handed them on.
+ * Linux only (eventfd, accept4); the addon does not export the two elsewhere, and the pooler
+ * listens through Node.
+ *
  * This is the pooler's one native addon: socket options that Node does not expose belong here
  * too, one small function each.
  *
@@ -53,6 +68,7 @@
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -63,6 +79,13 @@
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
+#endif
+#ifdef __linux__
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
 #endif
 #include <node_api.h>
 
@@ -437,6 +460,262 @@ static napi_value dgram_send(napi_env env, napi_callback_info info)
 	return out;
 }
 
+#ifdef __linux__
+struct acceptor {
+	int fd;    /* the listening socket */
+	int wake;  /* eventfd: acceptStop writes it, the thread returns */
+	pthread_t thread;
+	napi_threadsafe_function tsfn;  /* wakes the loop; carries no data */
+	napi_ref on_accept;
+	pthread_mutex_t lock;           /* guards the fields below */
+	int *queue;                     /* accepted descriptors (or -errno) for the loop, a ring */
+	int head, count, cap;
+	bool wake_pending;              /* a wake-up is on its way to the loop */
+	bool stopped;
+	int owners;  /* the JS handle and the thread-safe function, each freeing on its finalizer */
+};
+
+/* Take the oldest queued value; false when there is none. */
+static bool accept_pop(struct acceptor *a, int *value)
+{
+	bool got;
+
+	pthread_mutex_lock(&a->lock);
+	got = a->count > 0;
+	if (got) {
+		*value = a->queue[a->head];
+		a->head = (a->head + 1) % a->cap;
+		a->count--;
+	} else {
+		a->wake_pending = false;
+	}
+	pthread_mutex_unlock(&a->lock);
+	return got;
+}
+
+/* Hand one value to onAccept. A descriptor is the callee's from here, even if it throws. */
+static void accept_hand(napi_env env, napi_value on_accept, int value)
+{
+	napi_value arg, undefined;
+
+	if (napi_create_int32(env, value, &arg) != napi_ok || napi_get_undefined(env, &undefined) != napi_ok) {
+		if (value >= 0)
+			close(value);
+		return;
+	}
+	napi_call_function(env, undefined, on_accept, 1, &arg, NULL);
+}
+
+/* On the event loop, once per wake-up: everything queued goes to onAccept, oldest first. */
+static void accept_call_js(napi_env env, napi_value js_cb, void *context, void *data)
+{
+	struct acceptor *a = context;
+	napi_value on_accept;
+	int value;
+
+	(void)js_cb;
+	(void)data;
+	if (env == NULL || napi_get_reference_value(env, a->on_accept, &on_accept) != napi_ok)
+		return;
+	while (accept_pop(a, &value)) {
+		accept_hand(env, on_accept, value);
+		bool pending;
+		napi_is_exception_pending(env, &pending);
+		if (pending)
+			return; /* Node reports it; the rest waits for the next wake-up */
+	}
+}
+
+/* Wait up to ms for acceptStop; true when it came. */
+static bool accept_wait_stop(struct acceptor *a, int ms)
+{
+	struct pollfd p = { .fd = a->wake, .events = POLLIN };
+	return poll(&p, 1, ms) > 0;
+}
+
+/* Queue one value for the loop, waiting while the queue is full; false once stopping. */
+static bool accept_deliver(struct acceptor *a, int value)
+{
+	for (;;) {
+		bool queued, wake = false;
+		pthread_mutex_lock(&a->lock);
+		queued = a->count < a->cap;
+		if (queued) {
+			a->queue[(a->head + a->count) % a->cap] = value;
+			a->count++;
+			wake = !a->wake_pending;
+			a->wake_pending = true;
+		}
+		pthread_mutex_unlock(&a->lock);
+		if (wake)
+			napi_call_threadsafe_function(a->tsfn, NULL, napi_tsfn_nonblocking);
+		if (queued)
+			return true;
+		if (accept_wait_stop(a, 10))
+			return false;
+	}
+}
+
+static void *accept_thread(void *arg)
+{
+	struct acceptor *a = arg;
+	struct pollfd p[2] = { { .fd = a->fd, .events = POLLIN }, { .fd = a->wake, .events = POLLIN } };
+
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		if (p[1].revents != 0)
+			return NULL;
+		for (;;) {
+			int c = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (c >= 0) {
+				if (!accept_deliver(a, c)) {
+					close(c);
+					return NULL;
+				}
+				continue;
+			}
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			if (!accept_deliver(a, -errno) || accept_wait_stop(a, 1000))
+				return NULL;
+			break;
+		}
+	}
+}
+
+static void accept_free(struct acceptor *a)
+{
+	pthread_mutex_destroy(&a->lock);
+	free(a->queue);
+	free(a);
+}
+
+/* Both finalizers run on the loop thread: whichever comes last frees. */
+static void accept_release(struct acceptor *a)
+{
+	if (--a->owners == 0)
+		accept_free(a);
+}
+
+static void accept_finalize(napi_env env, void *data, void *hint)
+{
+	struct acceptor *a = data;
+
+	(void)hint;
+	napi_delete_reference(env, a->on_accept);
+	close(a->wake);
+	accept_release(a);
+}
+
+static void accept_handle_finalize(napi_env env, void *data, void *hint)
+{
+	(void)env;
+	(void)hint;
+	accept_release(data);
+}
+
+static napi_value accept_start(napi_env env, napi_callback_info info)
+{
+	size_t argc = 4;
+	napi_value argv[4], name, out;
+	int32_t fd, backlog, max_queue;
+	napi_valuetype cb_type;
+	struct acceptor *a;
+	int err;
+
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return NULL;
+	if (argc < 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+	    napi_get_value_int32(env, argv[1], &backlog) != napi_ok || napi_get_value_int32(env, argv[2], &max_queue) != napi_ok ||
+	    max_queue < 1 || napi_typeof(env, argv[3], &cb_type) != napi_ok || cb_type != napi_function) {
+		napi_throw_type_error(env, NULL, "acceptStart(fd, backlog, maxQueue, onAccept): a socket, two integers (maxQueue >= 1) and a function");
+		return NULL;
+	}
+	/* Non-blocking, so that the thread waits only in poll(), where acceptStop can wake it. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 || listen(fd, backlog) != 0)
+		return throw_errno(env, "listen", errno);
+	a = calloc(1, sizeof(*a));
+	if (a == NULL || (a->queue = calloc((size_t)max_queue, sizeof(int))) == NULL) {
+		free(a);
+		return throw_errno(env, "acceptStart", ENOMEM);
+	}
+	a->fd = fd;
+	a->cap = max_queue;
+	a->owners = 1;
+	pthread_mutex_init(&a->lock, NULL);
+	a->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->wake < 0) {
+		err = errno;
+		accept_free(a);
+		return throw_errno(env, "eventfd", err);
+	}
+	if (napi_create_reference(env, argv[3], 1, &a->on_accept) != napi_ok)
+		a->on_accept = NULL;
+	if (a->on_accept == NULL || napi_create_string_utf8(env, "pgpool-ts accept", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+	    napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, a, accept_finalize, a, accept_call_js, &a->tsfn) != napi_ok) {
+		if (a->on_accept != NULL)
+			napi_delete_reference(env, a->on_accept);
+		close(a->wake);
+		accept_free(a);
+		napi_throw_error(env, NULL, "acceptStart: could not create the thread-safe function");
+		return NULL;
+	}
+	err = pthread_create(&a->thread, NULL, accept_thread, a);
+	if (err != 0) {
+		napi_release_threadsafe_function(a->tsfn, napi_tsfn_release);
+		return throw_errno(env, "pthread_create", err);
+	}
+	if (napi_create_external(env, a, accept_handle_finalize, NULL, &out) != napi_ok)
+		return NULL;
+	a->owners++;
+	return out;
+}
+
+static napi_value accept_stop(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1], out, v;
+	struct acceptor *a;
+	uint64_t one = 1;
+	uint32_t i = 0;
+	int value;
+
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return NULL;
+	if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&a) != napi_ok || a == NULL || a->stopped) {
+		napi_throw_type_error(env, NULL, "acceptStop(handle): a running handle from acceptStart");
+		return NULL;
+	}
+	/* The thread never blocks but in poll() on the eventfd, so the join is prompt. */
+	if (write(a->wake, &one, sizeof(one)) != sizeof(one))
+		return throw_errno(env, "acceptStop: eventfd", errno);
+	pthread_join(a->thread, NULL);
+	a->stopped = true;
+	/* Closed here, not a loop turn later: the kernel stops queueing connections for us before the
+	 * caller goes on (and logs that it stopped listening). */
+	close(a->fd);
+	/* What was accepted but not handed on yet is the caller's, as Node's server would have handed
+	 * it on before closing: those clients completed their handshake before the close. */
+	if (napi_create_array(env, &out) != napi_ok)
+		return NULL;
+	while (accept_pop(a, &value)) {
+		if (value < 0)
+			continue;
+		if (napi_create_int32(env, value, &v) != napi_ok || napi_set_element(env, out, i++, v) != napi_ok)
+			close(value);
+	}
+	/* A wake-up still queued finds nothing; the finalizer runs after it. */
+	napi_release_threadsafe_function(a->tsfn, napi_tsfn_release);
+	return out;
+}
+#endif
+
 static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb)
 {
 	napi_value fn;
@@ -452,6 +731,10 @@ static napi_value init(napi_env env, napi_value exports)
 	    !export_fn(env, exports, "listenTune", listen_tune) || !export_fn(env, exports, "tcpSocket", tcp_socket) || !export_fn(env, exports, "dgramConnect", dgram_connect) ||
 	    !export_fn(env, exports, "dgramSend", dgram_send) || !export_fn(env, exports, "monotonicMs", monotonic_ms))
 		return NULL;
+#ifdef __linux__
+	if (!export_fn(env, exports, "acceptStart", accept_start) || !export_fn(env, exports, "acceptStop", accept_stop))
+		return NULL;
+#endif
 	return exports;
 }
 

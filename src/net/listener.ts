@@ -8,16 +8,24 @@
 // running on it lands: the unix socket (also the console's), its own [peers] address, and the TCP
 // port when that is its [peers] address and not shared with so_reuseport (a port shared with
 // newer processes must close, or the kernel keeps handing it new clients).
+//
+// A TCP port is accepted on by a thread of the native addon where it has one (Linux): the thread
+// takes each connection off the kernel's queue as it arrives, so a storm of logins meeting an event
+// loop busy with TLS handshakes finds the queue of listen_backlog empty instead of full, its SYNs
+// dropped and retried a second later (peercred.c has the details, docs/benchmarks.md the storm it
+// was measured in). Without the addon, or with PGPOOL_ACCEPT=node, Node's server accepts when its
+// loop turns, as it always did.
 import { execFileSync } from 'node:child_process';
 import dns from 'node:dns/promises';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import util from 'node:util';
 import type { Config } from '../config/types.js';
-import { sockAddr } from '../log.js';
+import { log, sockAddr } from '../log.js';
 import { socketAddress } from './address.js';
-import { nativeFunction } from './native.js';
-import { tuneListener } from './tcp.js';
+import { nativeFunction, type NativeAddon } from './native.js';
+import { fdOf, tuneListener } from './tcp.js';
 
 /** `keep`: the listener stays open while the pooler drains (see the header). */
 export type OnConnection = (socket: net.Socket, isUnix: boolean, keep: boolean) => void;
@@ -76,32 +84,135 @@ function listenOne(server: net.Server, opts: net.ListenOptions): Promise<void> {
   });
 }
 
-/** Listen on TCP `addr`:`port`, through the addon when the port is shared (so_reuseport). */
+/** A socket bound by the addon to `addr`:`port` (SO_REUSEPORT when asked), not yet listening. */
+async function bindTcp(bind: NativeAddon['tcpBind'], addr: string, port: number, reusePort: boolean): Promise<number> {
+  // '*' is every address: IPv6 dual-stack, or IPv4 where there is no IPv6; a name is its first
+  // address, as Node's listen() resolves one.
+  const candidates = addr === '*' ? ['::', '0.0.0.0'] : [net.isIP(addr) !== 0 ? addr : (await dns.lookup(addr)).address];
+  for (const [i, a] of candidates.entries()) {
+    try {
+      return bind(a, port, reusePort);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (i === candidates.length - 1 || (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL')) throw err;
+    }
+  }
+  throw new Error(`no address to bind for ${addr}`);
+}
+
+/** Listen on TCP `addr`:`port` with Node's server, through the addon when the port is shared
+ * (so_reuseport). */
 async function listenTcp(server: net.Server, addr: string, port: number, backlog: number, reusePort: boolean): Promise<void> {
   const host = addr === '*' ? undefined : addr;
   if (!reusePort) return listenOne(server, { host, port, backlog });
   if (NODE_REUSEPORT) return listenOne(server, { host, port, backlog, reusePort: true } as net.ListenOptions);
   const bind = nativeFunction('tcpBind', REUSEPORT_PURPOSE);
   if ('error' in bind) throw new Error(bind.error);
-  // '*' is every address: IPv6 dual-stack, or IPv4 where there is no IPv6; a name is its first
-  // address, as Node's listen() resolves one.
-  const candidates = addr === '*' ? ['::', '0.0.0.0'] : [net.isIP(addr) !== 0 ? addr : (await dns.lookup(addr)).address];
-  let fd = -1;
-  for (const [i, a] of candidates.entries()) {
-    try {
-      fd = bind.fn(a, port, true);
-      break;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (i === candidates.length - 1 || (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL')) throw err;
-    }
-  }
+  const fd = await bindTcp(bind.fn, addr, port, true);
   try {
     await listenOne(server, { fd, backlog } as net.ListenOptions);
   } catch (err) {
     fs.closeSync(fd);
     throw err;
   }
+}
+
+/** One listening socket: Node's server, or a TCP port the addon's accept thread accepts on. */
+interface Listening {
+  readonly keep: boolean;
+  /** Still accepting. */
+  readonly open: boolean;
+  /** The descriptor of a TCP listening socket (tcp_defer_accept, tcp_socket_buffer); -1 for unix. */
+  readonly tcpFd: number;
+  close(): Promise<void>;
+}
+
+function serverListening(server: net.Server, keep: boolean, tcp: boolean): Listening {
+  return {
+    keep,
+    get open() {
+      return server.listening;
+    },
+    get tcpFd() {
+      return tcp ? fdOf(server) : -1;
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/** The addon's accept thread, or null (no addon, not Linux, or PGPOOL_ACCEPT=node). */
+function acceptThread(): { start: NativeAddon['acceptStart']; stop: NativeAddon['acceptStop']; bind: NativeAddon['tcpBind'] } | null {
+  if (process.env.PGPOOL_ACCEPT === 'node') return null;
+  const purpose = 'the accept thread is not used';
+  const start = nativeFunction('acceptStart', purpose);
+  const stop = nativeFunction('acceptStop', purpose);
+  const bind = nativeFunction('tcpBind', purpose);
+  if ('error' in start || 'error' in stop || 'error' in bind) {
+    const why = 'error' in start ? start.error : 'error' in stop ? stop.error : 'error' in bind ? bind.error : '';
+    log().debug(`accepting on the event loop: ${why}`);
+    return null;
+  }
+  return { start: start.fn, stop: stop.fn, bind: bind.fn };
+}
+
+/**
+ * Listen on TCP `addr`:`port` with an accept thread: each connection it takes becomes a
+ * net.Socket here, as Node's server would have made it. The thread's queue is capped at
+ * max_client_conn (listen_backlog if larger), the number of clients the pooler takes anyway.
+ */
+async function listenTcpThread(
+  accept: NonNullable<ReturnType<typeof acceptThread>>,
+  cfg: Config,
+  addr: string,
+  port: number,
+  reusePort: boolean,
+  keep: boolean,
+  onSocket: (socket: net.Socket) => void,
+): Promise<Listening> {
+  const fd = await bindTcp(accept.bind, addr, port, reusePort);
+  const onAccept = (c: number): void => {
+    if (c < 0) {
+      // Out of descriptors, mostly: the thread waits a second before it tries again.
+      const [name, message] = util.getSystemErrorMap().get(c) ?? [`E${-c}`, 'unknown error'];
+      log().error(`accept() failed: ${message} (${name})`);
+      return;
+    }
+    // Never throws: an exception would stop the addon handing on the rest of this wake-up's.
+    let socket: net.Socket;
+    try {
+      socket = new net.Socket({ fd: c, readable: true, writable: true });
+    } catch (err) {
+      fs.closeSync(c);
+      log().error(`accept() failed: ${(err as Error).message}`);
+      return;
+    }
+    socket.setNoDelay(true);
+    onSocket(socket);
+  };
+  let handle: ReturnType<typeof accept.start>;
+  try {
+    handle = accept.start(fd, cfg.listenBacklog, Math.max(cfg.maxClientConn, cfg.listenBacklog, 1), onAccept);
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+  let open = true;
+  return {
+    keep,
+    get open() {
+      return open;
+    },
+    get tcpFd() {
+      return open ? fd : -1;
+    },
+    close: () => {
+      // Connections the thread accepted before the close are served, as Node's server hands on
+      // those it accepted: they finished their TCP handshake while we were listening.
+      if (open) for (const c of accept.stop(handle)) onAccept(c);
+      open = false;
+      return Promise.resolve();
+    },
+  };
 }
 
 /** How a process of a multi-worker instance listens (cluster/): a worker shares the TCP port with
@@ -118,28 +229,35 @@ export interface ListenRole {
 }
 
 export async function openListeners(cfg: Config, onConnection: OnConnection, role: ListenRole | null = null): Promise<Listeners> {
-  const servers: { server: net.Server; keep: boolean }[] = [];
-  const tcpServers: net.Server[] = [];
+  const listening: Listening[] = [];
   const addresses: string[] = [];
   const unixPaths: string[] = [];
   const unixDir = role?.unixDir ?? cfg.unixSocketDir;
   const unixPath = unixDir === '' ? null : path.join(unixDir, `.s.PGSQL.${cfg.listenPort}`);
   const own = role?.ownPeer === false ? { extra: null, keepTcp: ownPeerListener(cfg, unixPath).keepTcp } : ownPeerListener(cfg, unixPath);
   const pauseOnConnect = role?.pauseOnConnect ?? false;
+  const accept = acceptThread();
 
   const tcp = async (addr: string, port: number, keep: boolean, reusePort: boolean): Promise<void> => {
-    const server = net.createServer({ noDelay: true, pauseOnConnect }, (s) => onConnection(s, false, keep));
-    servers.push({ server, keep });
-    await listenTcp(server, addr, port, cfg.listenBacklog, reusePort);
-    tuneListener(server, cfg);
-    tcpServers.push(server);
+    let l: Listening;
+    // The thread's sockets start reading at once; a process that hands connections on unread
+    // (pauseOnConnect) listens through Node.
+    if (accept !== null && !pauseOnConnect) {
+      l = await listenTcpThread(accept, cfg, addr, port, reusePort, keep, (s) => onConnection(s, false, keep));
+    } else {
+      const server = net.createServer({ noDelay: true, pauseOnConnect }, (s) => onConnection(s, false, keep));
+      await listenTcp(server, addr, port, cfg.listenBacklog, reusePort);
+      l = serverListening(server, keep, true);
+    }
+    listening.push(l);
+    tuneListener(l.tcpFd, cfg);
     addresses.push(sockAddr(addr, port));
   };
   const unix = async (p: string): Promise<void> => {
     await removeStaleSocket(p);
     const server = net.createServer({ pauseOnConnect }, (s) => onConnection(s, true, true));
-    servers.push({ server, keep: true });
     await listenOne(server, { path: p, backlog: cfg.listenBacklog });
+    listening.push(serverListening(server, true, false));
     unixPaths.push(p);
     fs.chmodSync(p, cfg.unixSocketMode);
     if (cfg.unixSocketGroup !== null) execFileSync('chgrp', [cfg.unixSocketGroup, p]);
@@ -154,7 +272,7 @@ export async function openListeners(cfg: Config, onConnection: OnConnection, rol
       else if (role?.tcp !== false) for (const addr of cfg.listenAddr) await tcp(addr, own.extra.port, true, false);
     }
   } catch (err) {
-    for (const s of servers) s.server.close();
+    for (const l of listening) void l.close();
     for (const p of unixPaths) fs.rmSync(p, { force: true });
     throw err;
   }
@@ -162,14 +280,14 @@ export async function openListeners(cfg: Config, onConnection: OnConnection, rol
     addresses,
     unixPath,
     close: async () => {
-      await Promise.all(servers.map((s) => new Promise<void>((r) => s.server.close(() => r()))));
+      await Promise.all(listening.map((l) => l.close()));
       for (const p of unixPaths) fs.rmSync(p, { force: true });
     },
     drain: () => {
-      for (const s of servers) if (!s.keep && s.server.listening) s.server.close();
+      for (const l of listening) if (!l.keep && l.open) void l.close();
     },
     retune: (next) => {
-      for (const s of tcpServers) if (s.listening) tuneListener(s, next);
+      for (const l of listening) if (l.open && l.tcpFd >= 0) tuneListener(l.tcpFd, next);
     },
   };
 }

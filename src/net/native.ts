@@ -36,7 +36,17 @@ export interface NativeAddon {
   dgramSend(fd: number, data: Buffer): boolean;
   /** CLOCK_MONOTONIC in milliseconds modulo 2^30: a small integer, no allocation (clock.ts). */
   monotonicMs(): number;
+  /** listen() on a socket from tcpBind and accept on a thread of the addon: each connection's
+   * descriptor (or -errno when accept failed) reaches onAccept on the event loop, at most
+   * maxQueue waiting for it (Linux only). The handle is for acceptStop, once. */
+  acceptStart(fd: number, backlog: number, maxQueue: number, onAccept: (fd: number) => void): AcceptHandle;
+  /** Stop that thread and close the listening socket; the descriptors accepted but not yet
+   * handed to onAccept are returned, the caller's to serve or close. */
+  acceptStop(handle: AcceptHandle): number[];
 }
+
+/** An accept thread of the addon (opaque). */
+export type AcceptHandle = { readonly __acceptHandle: unique symbol };
 
 /** dist/src/net/native.js → <root>/native/peercred/build/Release/peercred.node */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');

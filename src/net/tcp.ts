@@ -18,7 +18,7 @@ import { nativeFunction } from './native.js';
 const PURPOSE = 'the setting has no effect';
 
 /** The OS descriptor of a socket or server (public on Unix, not typed). */
-function fdOf(handleOwner: net.Socket | net.Server): number {
+export function fdOf(handleOwner: net.Socket | net.Server): number {
   const fd = (handleOwner as unknown as { _handle?: { fd?: number } })._handle?.fd;
   return typeof fd === 'number' ? fd : -1;
 }
@@ -50,9 +50,8 @@ export function tuneSocket(socket: net.Socket, cfg: Config): void {
 
 /** tcp_defer_accept and tcp_socket_buffer on a listening TCP socket (at start and on every
  * reload; a buffer size once set stays until a restart, the kernel having no "unset"). */
-export function tuneListener(server: net.Server, cfg: Config): void {
+export function tuneListener(fd: number, cfg: Config): void {
   const tune = nativeFunction('listenTune', PURPOSE);
-  const fd = fdOf(server);
   if ('error' in tune || fd < 0) return;
   try {
     tune.fn(fd, cfg.tcpDeferAccept, cfg.tcpSocketBuffer);
