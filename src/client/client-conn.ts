@@ -28,7 +28,7 @@ import { loginStats, type LoginRefusal } from '../metrics/stats.js';
 import { authFlow, type AuthFlow, type AuthResult } from './auth.js';
 import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js';
 import { ClientStatements } from './prepared.js';
-import { canonicalName, isTracked, setStatement } from './varcache.js';
+import { canonicalName, isTracked, setStatement, signature } from './varcache.js';
 
 export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
 
@@ -96,8 +96,19 @@ export class ClientConn implements PoolClient {
   private readonly acceptedAt = performance.now();
   /** Last time the client sent anything (client_idle_timeout). */
   lastActivity = now;
-  /** The parameter values this client's session should have (variable cache). */
-  readonly params = new Map<string, string>();
+  /** The parameter values this client's session should have (variable cache); changed only by
+   * setParameter, which drops their signature. */
+  private readonly vars = new Map<string, string>();
+  get params(): ReadonlyMap<string, string> {
+    return this.vars;
+  }
+  /** signature(vars) (client/varcache.ts), made at the first link after a change. */
+  private varsSig: string | null = null;
+
+  private setParameter(name: string, value: string): void {
+    this.vars.set(name, value);
+    this.varsSig = null;
+  }
   /** The pooler-minted cancel key the client was given (process id, then the secret). */
   cancelKey: Buffer | null = null;
   authMethod = '';
@@ -299,7 +310,7 @@ export class ClientConn implements PoolClient {
     if (unsupported instanceof PoolerError) return this.fail(unsupported);
     if (cfg.applicationNameAddHost && !this.isUnix) {
       const app = this.params.get('application_name') ?? '';
-      this.params.set('application_name', `${app} - ${this.remoteAddress}:${this.remotePort}`);
+      this.setParameter('application_name', `${app} - ${this.remoteAddress}:${this.remotePort}`);
     }
     // Console logins are exempt from max_client_conn, so an operator can always get in.
     this.admin = this.dbName === ADMIN_DB;
@@ -371,12 +382,12 @@ export class ClientConn implements PoolClient {
         const pairs = parseStartupOptions(value);
         if (pairs === null) return Errors.unsupportedOptions();
         for (const [key, v] of pairs) {
-          if (isTracked(key, extra)) this.params.set(canonicalName(key), v);
+          if (isTracked(key, extra)) this.setParameter(canonicalName(key), v);
           else if (!ignored.has(key.toLowerCase()) && !ignored.has('options')) return Errors.unsupportedParameterInOptions(key);
         }
         continue;
       }
-      if (isTracked(name, extra)) this.params.set(canonicalName(name), value);
+      if (isTracked(name, extra)) this.setParameter(canonicalName(name), value);
       else if (!ignored.has(name.toLowerCase())) return Errors.unsupportedParameter(name);
     }
     return unsupported;
@@ -571,7 +582,7 @@ export class ClientConn implements PoolClient {
     const parts: Buffer[] = [];
     for (const [name, value] of serverParams) {
       const mine = this.params.get(name);
-      if (mine === undefined && isTracked(name, this.host.cfg.trackExtraParameters)) this.params.set(name, value);
+      if (mine === undefined && isTracked(name, this.host.cfg.trackExtraParameters)) this.setParameter(name, value);
       parts.push(encode.parameterStatus(name, mine ?? value));
     }
     // Protocol 3.2 (PostgreSQL 18) keys have a 32-byte secret, as PostgreSQL sends; 3.0 keeps 4.
@@ -808,15 +819,21 @@ export class ClientConn implements PoolClient {
   }
 
   /** SET statements that give the server this client's parameter values (PgBouncer varcache).
-   * It runs at every link: a forEach with a callback made once, where a for-of over the Map would
-   * allocate an entry per parameter. */
+   * It runs at every link. A server last found matching clients of these same values, with no
+   * parameter changed since, needs none: the usual case (the client's previous server, or one
+   * that served a client of the same values), decided by two comparisons. Otherwise the maps are
+   * compared: a forEach with a callback made once, where a for-of over the Map would allocate an
+   * entry per parameter. */
   private parameterSync(server: ServerConn): string {
+    const sig = (this.varsSig ??= signature(this.vars));
+    if (server.matchesVarcache(sig)) return '';
     this.syncServer = server;
     this.syncSql = '';
-    this.params.forEach(this.syncParameter);
+    this.vars.forEach(this.syncParameter);
     this.syncServer = null;
     const sql = this.syncSql;
-    if (sql !== '') server.log.debug(`varcache_apply: ${sql}`);
+    if (sql === '') server.matchedVarcache(sig);
+    else server.log.debug(`varcache_apply: ${sql}`);
     return sql;
   }
 
@@ -832,7 +849,7 @@ export class ClientConn implements PoolClient {
   }
 
   onServerParameter(name: string, value: string): void {
-    if (isTracked(name, this.host.cfg.trackExtraParameters)) this.params.set(name, value);
+    if (isTracked(name, this.host.cfg.trackExtraParameters)) this.setParameter(name, value);
   }
 
   /**
@@ -842,11 +859,11 @@ export class ClientConn implements PoolClient {
    */
   private adoptCanonical(server: ServerConn): void {
     if (this.server !== server) return;
-    for (const [name, mine] of this.params) {
+    for (const [name, mine] of this.vars) {
       const theirs = server.params.get(name);
       if (theirs === undefined || theirs === mine) continue;
       this.log.debug(`varcache_set_canonical: setting ${name} to its canonical version ${mine} -> ${theirs}`);
-      this.params.set(name, theirs);
+      this.setParameter(name, theirs);
     }
   }
 

@@ -21,6 +21,18 @@ export function isTracked(name: string, extra: readonly string[]): boolean {
 }
 
 /**
+ * The content of a client's parameters as one string (`name\0value\0…`, in the map's order;
+ * neither can hold a NUL): two clients with equal signatures need the same SETs on any server,
+ * so a server found in step with one signature needs none for it until its own parameters change
+ * (ServerConn.varcacheFor). Made again only after the client's parameters change.
+ */
+export function signature(params: ReadonlyMap<string, string>): string {
+  let sig = '';
+  for (const [name, value] of params) sig += `${name}\0${value}\0`;
+  return sig;
+}
+
+/**
  * `SET name=value;` for a value as a client sent it or a server reported it. The value is always
  * a quoted literal, so no value can end the statement: `'…'` with quotes doubled, or `E'…'` when
  * it holds a backslash (right whatever standard_conforming_strings is), as PgBouncer's

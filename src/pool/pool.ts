@@ -6,10 +6,10 @@
 // max_user_connections), once per transaction, statement or session. A server returns when its
 // ReadyForQuery says the pool mode allows it.
 import { now } from '../clock.js';
-import type { Config, DatabaseDef, PoolMode } from '../config/types.js';
+import type { Config, DatabaseDef, PoolMode, UserDef } from '../config/types.js';
 import { Errors, PoolerError } from '../errors.js';
 import { log } from '../log.js';
-import { timings } from '../metrics/stats.js';
+import { timings, type DbTimings } from '../metrics/stats.js';
 import { TxStatus } from '../protocol/codes.js';
 import { ServerConn, type LoginError, type ServerState, type ServerTarget } from '../server/server-conn.js';
 import { ServerPool } from '../server/server-pool.js';
@@ -118,6 +118,8 @@ export class Pool {
    */
   private idleStack: ServerConn[] = [];
   private readonly servers: ServerPool;
+  /** The database's duration histograms, looked up once (observed three times a transaction). */
+  private readonly timings: DbTimings;
   private readonly logins = new Map<ServerConn, (s: ServerConn) => void>();
   private closed = false;
 
@@ -131,6 +133,7 @@ export class Pool {
     readonly userName: string,
     private readonly target: () => ServerTarget,
   ) {
+    this.timings = timings(dbName);
     this.servers = new ServerPool(
       {
         create: () => this.createServer(),
@@ -155,18 +158,31 @@ export class Pool {
     return this.db.user ?? this.userName;
   }
 
+  /** This pool's [users] entry, looked up again only when a reload replaced the map: the pool
+   * mode and sizes it may set are read per transaction. */
+  private get userDef(): UserDef | undefined {
+    const users = this.cfg.users;
+    if (this.usersSeen !== users) {
+      this.usersSeen = users;
+      this.userSeen = users.get(this.userName);
+    }
+    return this.userSeen;
+  }
+  private usersSeen: ReadonlyMap<string, UserDef> | null = null;
+  private userSeen: UserDef | undefined = undefined;
+
   get mode(): PoolMode {
     // A [users] pool_mode wins over the database's, as in PgBouncer.
-    return this.cfg.users.get(this.userName)?.poolMode ?? this.db.poolMode ?? this.cfg.poolMode;
+    return this.userDef?.poolMode ?? this.db.poolMode ?? this.cfg.poolMode;
   }
 
   get poolSize(): number {
-    const size = this.cfg.users.get(this.userName)?.poolSize ?? this.db.poolSize ?? this.cfg.defaultPoolSize;
+    const size = this.userDef?.poolSize ?? this.db.poolSize ?? this.cfg.defaultPoolSize;
     return size === 0 ? Number.MAX_SAFE_INTEGER : size;
   }
 
   get reservePoolSize(): number {
-    return this.cfg.users.get(this.userName)?.reservePoolSize ?? this.db.reservePoolSize ?? this.cfg.reservePoolSize;
+    return this.userDef?.reservePoolSize ?? this.db.reservePoolSize ?? this.cfg.reservePoolSize;
   }
 
   get minPoolSize(): number {
@@ -444,7 +460,7 @@ export class Pool {
     this.clActive.add(client);
     this.stats.serverAssignments++;
     this.stats.waitTime += (now - client.waitStart) * 1000;
-    timings(this.dbName).wait.observe(now - client.waitStart);
+    this.timings.wait.observe(now - client.waitStart);
     server.link(client);
     client.server = server;
     client.onLinked(server);
@@ -465,7 +481,8 @@ export class Pool {
     if (client === null) return;
     this.countTimes(server);
     // A replication client keeps its server for its whole session, whatever the pool mode.
-    if (this.replServers.has(server)) return;
+    // (Most pools have none: no lookup per transaction for them.)
+    if (this.replServers.size > 0 && this.replServers.has(server)) return;
     const mode = this.mode;
     if (mode === 'session' && !client.closing) return;
     if (!client.atMessageBoundary || client.inExtendedQuery) return;
@@ -497,7 +514,7 @@ export class Pool {
    */
   private countTimes(server: ServerConn): void {
     if (server.requestTime < server.lastUsed) return;
-    const t = timings(this.dbName);
+    const t = this.timings;
     const query = now - server.requestTime;
     this.stats.queryTime += query * 1000;
     t.query.observe(query);

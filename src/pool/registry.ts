@@ -257,7 +257,8 @@ export class Registry implements PoolHost {
   }
 
   isPaused(db: string): boolean {
-    return this.draining || this.pausedAll || this.suspended || this.paused.has(db);
+    // Asked at every hand-out of a server: no lookup while nothing is paused.
+    return this.draining || this.pausedAll || this.suspended || (this.paused.size > 0 && this.paused.has(db));
   }
 
   sweep(): void {

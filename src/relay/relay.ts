@@ -61,20 +61,29 @@ export class ClientRelay implements IoOwner {
     const c = this.c;
     c.lastActivity = now;
     if (c.phase !== 'ready') return;
+    if (c.server === null && this.heldLen === 0) {
+      if (c.framer.atBoundary && chunk[0] === Frontend.Terminate) return c.close('client close request', true);
+      if (!this.requestServer()) return;
+    }
     const server = c.server;
     if (server !== null && this.heldLen === 0) return this.forward(chunk, server);
-    if (server === null && this.heldLen === 0 && c.framer.atBoundary && chunk[0] === Frontend.Terminate) {
-      return c.close('client close request', true);
-    }
     this.hold(chunk);
     if (this.heldLen > HELD_MAX) c.io!.pause();
-    if (server === null && c.pool !== null && !c.pool.clWaiting.has(c)) c.pool.requestServer(c);
   };
 
   /** The client's socket drained: its server may read again. */
   readonly onWritable = (): void => {
     this.c.server?.io?.resume();
   };
+
+  /** A request usually finds an idle server at once: linked by this call, the read goes straight
+   * to it instead of through `held`. Otherwise the client now waits (and what it sends is held
+   * until it is linked). False when the client was refused. */
+  private requestServer(): boolean {
+    const c = this.c;
+    if (c.pool !== null && !c.pool.clWaiting.has(c)) c.pool.requestServer(c);
+    return c.phase !== 'closed';
+  }
 
   private hold(chunk: Buffer): void {
     const need = this.heldLen + chunk.length;

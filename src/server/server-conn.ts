@@ -107,8 +107,18 @@ export class ServerConn {
   io: Io | null = null;
   tls: TlsInfo | null = null;
 
-  /** Parameter values the server reported (its session's state). */
-  readonly params = new Map<string, string>();
+  /** Parameter values the server reported (its session's state); changed only by
+   * storeParameter, which counts each change in paramsVersion. */
+  private readonly reported = new Map<string, string>();
+  get params(): ReadonlyMap<string, string> {
+    return this.reported;
+  }
+  private paramsVersion = 0;
+  /** The signature of the client parameters (client/varcache.ts) this server's were last found
+   * to match, and paramsVersion then: while the version holds, a client with that signature needs
+   * no SET here, and the pool's hand-out skips the comparison of the two maps. */
+  private varcacheFor: string | null = null;
+  private varcacheVersion = -1;
   backendPid = 0;
   backendSecret: Buffer = Buffer.alloc(0);
   txStatus: number = TxStatus.Idle;
@@ -395,7 +405,8 @@ export class ServerConn {
     this.detachSocket();
     this.framer.reset();
     this.auth = new ServerAuth(this.target.user, this.target.creds);
-    this.params.clear();
+    this.reported.clear();
+    this.paramsVersion++;
     this.socket = new net.Socket();
     this.connect();
     return true;
@@ -421,8 +432,21 @@ export class ServerConn {
     const z2 = body.indexOf(0, z1 + 1);
     const name = body.toString('utf8', 0, z1);
     const value = body.toString('utf8', z1 + 1, z2 < 0 ? body.length : z2);
-    this.params.set(name, value);
+    this.reported.set(name, value);
+    this.paramsVersion++;
     return [name, value];
+  }
+
+  /** Whether this server's parameters were found to match a client's of signature `sig` and have
+   * not changed since (see varcacheFor). */
+  matchesVarcache(sig: string): boolean {
+    return this.varcacheVersion === this.paramsVersion && this.varcacheFor === sig;
+  }
+
+  /** A comparison found this server's parameters matching those of signature `sig`. */
+  matchedVarcache(sig: string): void {
+    this.varcacheFor = sig;
+    this.varcacheVersion = this.paramsVersion;
   }
 
   // ---------------------------------------------------------------- the relay's state changes

@@ -16,7 +16,7 @@ import { connectClient } from '../support/pg-client.js';
 import { startCluster, USERS, type Cluster } from '../support/pg-cluster.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
 import { firstErrorFields, RawConn, type BackendMessage } from '../support/raw-client.js';
-import { dumpLogsOnFailure, required } from '../support/suite.js';
+import { dumpLogsOnFailure, logSince, messageOf, required } from '../support/suite.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const QUERY_TIMEOUT_MS = 15_000;
@@ -229,6 +229,63 @@ describe('session parameters', () => {
       await intervalStylesStayApart(lower.port, 'intervalstyle', `SET intervalstyle TO 'iso_8601'`, 10);
     } finally {
       await lower.stop();
+    }
+  });
+
+  // A backend found in step with a client's values is not compared again while neither side's
+  // values change (ServerConn.varcacheFor): the next two tests are the cases where they do.
+  it('sends no SET while one backend goes between clients of the same values, and one as soon as a client changes the backend', async () => {
+    const p = await startPooler({
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1', verbose: '1' },
+      databases: { p0: `host=127.0.0.1 port=${required(() => cluster, 'cluster')().port} dbname=p0` },
+    });
+    const a = await connect(p.port, 'p0');
+    const b = await connect(p.port, 'p0');
+    try {
+      const tz = `SELECT current_setting('TimeZone') AS v`;
+      const initial = await one<string>(a, tz);
+      const from = p.logs().length;
+      for (let i = 0; i < 20; i++) {
+        assert.equal(await one<string>(a, tz), initial);
+        assert.equal(await one<string>(b, tz), initial);
+      }
+      // b's values are as they were, but the backend's changed under it: b gets a SET.
+      await a.query(`SET TimeZone = 'Asia/Tokyo'`);
+      assert.equal(await one<string>(b, tz), initial);
+      assert.equal(await one<string>(a, tz), 'Asia/Tokyo');
+      await logSince(p, from, /^varcache_apply: SET TimeZone='Asia\/Tokyo';$/);
+      const sets = p.logs().slice(from).map(messageOf).filter((m) => m.startsWith('varcache_apply'));
+      assert.deepEqual(sets, [`varcache_apply: SET TimeZone='${initial}';`, `varcache_apply: SET TimeZone='Asia/Tokyo';`]);
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+      await p.stop();
+    }
+  });
+
+  it('sets a client\'s value again on the backend it had, after server_reset_query changed it', async () => {
+    // The client and its backend are the same at every link, but the reset query (run at each
+    // release with server_reset_query_always) changed the backend's TimeZone since, in a reply the
+    // client never sees: the backend must be compared again, and set back, every time.
+    const p = await startPooler({
+      pgbouncer: {
+        auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1',
+        server_reset_query: `SET TimeZone = 'Europe/Paris'`, server_reset_query_always: '1',
+      },
+      databases: { p0: `host=127.0.0.1 port=${required(() => cluster, 'cluster')().port} dbname=p0` },
+    });
+    const a = await connect(p.port, 'p0');
+    try {
+      const sql = `SELECT current_setting('TimeZone') AS tz, pg_backend_pid() AS pid`;
+      const first = (await a.query<{ tz: string; pid: number }>(sql)).rows[0];
+      assert.ok(first !== undefined && first.tz !== 'Europe/Paris');
+      for (let i = 0; i < 10; i++) {
+        const r = (await a.query<{ tz: string; pid: number }>(sql)).rows[0];
+        assert.equal(r?.tz, first.tz, `transaction ${i}`);
+        assert.equal(r.pid, first.pid, 'one backend throughout');
+      }
+    } finally {
+      await a.end();
+      await p.stop();
     }
   });
 
