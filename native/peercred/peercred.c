@@ -52,9 +52,11 @@
  * thread keeps that queue empty. At most maxQueue descriptors wait for the loop; beyond that
  * the thread waits (10 ms at a time) and the kernel's queue fills as before. An accept() failure
  * (out of descriptors) is passed on as onAccept(-errno) and the thread waits a second before it
- * retries, as PgBouncer does. acceptStop wakes the thread through an eventfd, joins it, closes
- * the listening socket and returns the descriptors accepted but not yet handed on: those clients
- * finished their TCP handshake before the close, and Node's server would have handed them on.
+ * retries, as PgBouncer does. acceptStop wakes the thread through an eventfd; the thread takes
+ * what is still arriving for a few milliseconds (accept_settle says why) and closes the listening
+ * socket; acceptStop joins it and returns the descriptors accepted but not yet handed on: those
+ * clients finished their TCP handshake before the close, and Node's server would have handed them
+ * on.
  * Linux only (eventfd, accept4); the addon does not export the two elsewhere, and the pooler
  * listens through Node.
  *
@@ -472,6 +474,7 @@ struct acceptor {
 	int head, count, cap;
 	bool wake_pending;              /* a wake-up is on its way to the loop */
 	bool stopped;
+	bool closed;  /* the thread closed fd (set before it ends; read after the join) */
 	int owners;  /* the JS handle and the thread-safe function, each freeing on its finalizer */
 };
 
@@ -556,6 +559,65 @@ static bool accept_deliver(struct acceptor *a, int value)
 	}
 }
 
+/* Take every connection the kernel has queued: 0 once its queue is empty, -1 once the thread
+ * must end (acceptStop came while the loop's queue was full or accept() was failing). */
+static int accept_all(struct acceptor *a)
+{
+	for (;;) {
+		int c = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (c >= 0) {
+			if (!accept_deliver(a, c)) {
+				close(c);
+				return -1;
+			}
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		return !accept_deliver(a, -errno) || accept_wait_stop(a, 1000) ? -1 : 0;
+	}
+}
+
+static long long accept_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* How long acceptStop keeps taking connections: until none came for QUIET ms, SETTLE ms at most. */
+#define ACCEPT_QUIET_MS 2
+#define ACCEPT_SETTLE_MS 20
+
+/*
+ * acceptStop's last look. The kernel queues connections for this socket until it is closed, and
+ * the close resets every one still queued, and (TCP_DEFER_ACCEPT) every one that finished its
+ * handshake but has not sent its first byte yet; Linux moves them to another socket of a shared
+ * port only under net.ipv4.tcp_migrate_req = 1. In a rolling restart under pgbench -C that lost a
+ * connection in about one restart of five. So: stop deferring (a waiting connection completes with
+ * its first byte), take what comes until the queue has been quiet for a moment, and close right
+ * after the last empty look. What is lost now is what arrives in that microsecond, and a client
+ * that connected but sends nothing for longer than the wait.
+ */
+static void accept_settle(struct acceptor *a)
+{
+	struct pollfd p = { .fd = a->fd, .events = POLLIN };
+	long long deadline = accept_now_ms() + ACCEPT_SETTLE_MS;
+	int off = 0;
+
+	setsockopt(a->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &off, sizeof(off));
+	while (accept_all(a) == 0) {
+		long long left = deadline - accept_now_ms();
+		if (left <= 0 || poll(&p, 1, left < ACCEPT_QUIET_MS ? (int)left : ACCEPT_QUIET_MS) == 0)
+			break;
+	}
+	close(a->fd);
+	a->closed = true;
+}
+
 static void *accept_thread(void *arg)
 {
 	struct acceptor *a = arg;
@@ -567,26 +629,11 @@ static void *accept_thread(void *arg)
 				continue;
 			return NULL;
 		}
-		if (p[1].revents != 0)
-			return NULL;
-		for (;;) {
-			int c = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-			if (c >= 0) {
-				if (!accept_deliver(a, c)) {
-					close(c);
-					return NULL;
-				}
-				continue;
-			}
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			if (!accept_deliver(a, -errno) || accept_wait_stop(a, 1000))
-				return NULL;
+		if (p[1].revents != 0 || accept_all(a) < 0)
 			break;
-		}
 	}
+	accept_settle(a);
+	return NULL;
 }
 
 static void accept_free(struct acceptor *a)
@@ -692,14 +739,16 @@ static napi_value accept_stop(napi_env env, napi_callback_info info)
 		napi_throw_type_error(env, NULL, "acceptStop(handle): a running handle from acceptStart");
 		return NULL;
 	}
-	/* The thread never blocks but in poll() on the eventfd, so the join is prompt. */
+	/* The thread waits only in poll() on the eventfd, or in its last look (accept_settle), so the
+	 * join takes ACCEPT_SETTLE_MS at most. */
 	if (write(a->wake, &one, sizeof(one)) != sizeof(one))
 		return throw_errno(env, "acceptStop: eventfd", errno);
 	pthread_join(a->thread, NULL);
 	a->stopped = true;
-	/* Closed here, not a loop turn later: the kernel stops queueing connections for us before the
-	 * caller goes on (and logs that it stopped listening). */
-	close(a->fd);
+	/* Closed before the return, not a loop turn later: the kernel stops queueing connections for
+	 * us before the caller goes on (and logs that it stopped listening). */
+	if (!a->closed)
+		close(a->fd);
 	/* What was accepted but not handed on yet is the caller's, as Node's server would have handed
 	 * it on before closing: those clients completed their handshake before the close. */
 	if (napi_create_array(env, &out) != napi_ok)

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -227,7 +228,9 @@ describe('a client in flight when the drain begins', () => {
     // The TCP connection is accepted; its StartupMessage comes only after the drain began.
     const conn = await RawConn.connect(layout.ports.get(1)!, { timeoutMs: 10_000 });
     try {
-      await waitFor('the pooler has the connection', async () => (await show(layout, 1, 'LISTS')).some((r) => r.list === 'login_clients' && Number(r.items) >= 1));
+      // By its port: the start-up readiness probe's connection can still be a login client too.
+      const port = (conn.sock as net.Socket).localPort;
+      await waitFor('the pooler has the connection', async () => (await show(layout, 1, 'SOCKETS')).some((r) => r.state === 'cl_login' && Number(r.port) === port));
       const exited = p.stop('SIGTERM', 20_000);
       await p.waitForLog(/shutting down/);
       conn.send(startupPacket({ user: USER, database: 'p0' }));

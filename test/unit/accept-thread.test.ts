@@ -18,11 +18,12 @@ import { ADDON_PATH, nativeFunction, type NativeAddon } from '../../src/net/nati
 const start = nativeFunction('acceptStart', 'test');
 const stop = nativeFunction('acceptStop', 'test');
 const bind = nativeFunction('tcpBind', 'test');
+const tune = nativeFunction('listenTune', 'test');
 const skip = 'error' in start ? start.error : false;
 
-function fns(): { start: NativeAddon['acceptStart']; stop: NativeAddon['acceptStop']; bind: NativeAddon['tcpBind'] } {
-  if ('error' in start || 'error' in stop || 'error' in bind) throw new Error('no accept thread');
-  return { start: start.fn, stop: stop.fn, bind: bind.fn };
+function fns(): { start: NativeAddon['acceptStart']; stop: NativeAddon['acceptStop']; bind: NativeAddon['tcpBind']; tune: NativeAddon['listenTune'] } {
+  if ('error' in start || 'error' in stop || 'error' in bind || 'error' in tune) throw new Error('no accept thread');
+  return { start: start.fn, stop: stop.fn, bind: bind.fn, tune: tune.fn };
 }
 
 /** A free port on 127.0.0.1 (bound by the kernel, then released). */
@@ -148,6 +149,60 @@ describe('the accept thread', { skip }, () => {
     assert.equal(left.length, 16);
     for (const fd of left) fs.closeSync(fd);
     assert.throws(() => acceptStop(handle), /a running handle/, 'a second stop is refused');
+  });
+
+  it('stopped under a stream of connections (pgbench -C in a rolling restart), it resets none that connected', async () => {
+    // Closing a listening socket resets what the kernel still holds for it: the accept queue, and
+    // (TCP_DEFER_ACCEPT, on as the pooler sets it) connections waiting for their first byte.
+    // Four loops in a child connect, send a byte and wait for the answer, again and again, while
+    // the thread is started and stopped six times on their port.
+    const { start: acceptStart, stop: acceptStop, bind: tcpBind, tune: listenTune } = fns();
+    const port = await freePort();
+    const script = `
+      const net = require('node:net');
+      const counts = { answered: 0, reset: 0, refused: 0 };
+      let running = true;
+      const one = () => {
+        if (!running) return;
+        const s = net.connect(${port}, '127.0.0.1');
+        let connected = false, answered = false;
+        s.on('connect', () => { connected = true; s.write('x'); });
+        s.on('data', () => { answered = true; s.destroy(); });
+        s.on('error', () => {});
+        s.on('close', () => {
+          if (answered) counts.answered++; else if (connected) counts.reset++; else counts.refused++;
+          setTimeout(one, connected ? 0 : 1);
+        });
+      };
+      for (let i = 0; i < 4; i++) one();
+      process.on('SIGUSR2', () => { running = false; setTimeout(() => process.stdout.write(JSON.stringify(counts) + '\\n'), 300); });
+    `;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const serve = (fd: number): void => {
+      const s = new net.Socket({ fd });
+      s.on('error', () => undefined);
+      s.once('data', () => s.end('y'));
+    };
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    try {
+      for (let cycle = 0; cycle < 6; cycle++) {
+        const fd = tcpBind('127.0.0.1', port, false);
+        const handle = acceptStart(fd, 128, 1000, serve);
+        listenTune(fd, true, 0);
+        await sleep(150);
+        for (const left of acceptStop(handle)) serve(left);
+        await sleep(20);
+      }
+      process.kill(child.pid ?? 0, 'SIGUSR2');
+      while (!out.includes('\n')) await sleep(50);
+      const counts = JSON.parse(out) as { answered: number; reset: number; refused: number };
+      assert.ok(counts.answered > 100, `${counts.answered} answered`);
+      assert.equal(counts.reset, 0, `${counts.reset} of ${counts.answered + counts.reset} connections reset`);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('out of descriptors: reports accept() failing as -EMFILE, and accepts again once there are some', async () => {
