@@ -598,9 +598,10 @@ static long long accept_now_ms(void)
  * handshake but has not sent its first byte yet; Linux moves them to another socket of a shared
  * port only under net.ipv4.tcp_migrate_req = 1. In a rolling restart under pgbench -C that lost a
  * connection in about one restart of five. So: stop deferring (a waiting connection completes with
- * its first byte), take what comes until the queue has been quiet for a moment, and close right
- * after the last empty look. What is lost now is what arrives in that microsecond, and a client
- * that connected but sends nothing for longer than the wait.
+ * its first byte), take what comes until the queue has been quiet for a moment, shrink the queue
+ * to one and close right after the last empty look. What can be lost now is one connection that
+ * arrives in that microsecond, and a client that connected but sends nothing for longer than the
+ * wait.
  */
 static void accept_settle(struct acceptor *a)
 {
@@ -614,6 +615,12 @@ static void accept_settle(struct acceptor *a)
 		if (left <= 0 || poll(&p, 1, left < ACCEPT_QUIET_MS ? (int)left : ACCEPT_QUIET_MS) == 0)
 			break;
 	}
+	/* With a backlog of 0 the kernel queues one connection at most and drops further SYNs (their
+	 * clients retry a second later and reach another process of the port, or a refusal): should
+	 * the thread lose its core between the last look and the close, one connection is reset at
+	 * most, not every one that arrived meanwhile. */
+	listen(a->fd, 0);
+	accept_all(a);
 	close(a->fd);
 	a->closed = true;
 }
