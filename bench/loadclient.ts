@@ -44,7 +44,16 @@ export interface LoadResult {
   /** idle: the watched process's RSS before the first and after the last connection, KiB. */
   rssBeforeKiB: number | null;
   rssAfterKiB: number | null;
+  /** Connections whose TCP connect took a second or more: the pooler's queue (listen_backlog) was
+   * full, their SYN was dropped and retried by the kernel a second later. */
+  synRetried: number;
+  /** This process's CPU (user + system), ms: on a small machine a storm is bound by it. */
+  clientCpuMs: number;
 }
+
+/** Linux retries a dropped SYN after 1 s: a connect that took this long met a full queue. */
+const SYN_RETRY_MS = 1000;
+let synRetried = 0;
 
 
 class LoginError extends Error {
@@ -123,7 +132,11 @@ class Conn {
   }
 
   static async open(t: Target): Promise<Conn> {
+    const started = performance.now();
     const raw = net.connect({ host: t.host, port: t.port, noDelay: true });
+    raw.once('connect', () => {
+      if (performance.now() - started >= SYN_RETRY_MS) synRetried++;
+    });
     let conn = new Conn(raw);
     if (t.tls) {
       raw.write(sslRequest());
@@ -282,6 +295,8 @@ export async function runJob(t: Target, job: Job): Promise<LoadResult> {
     maxMs: times.at(-1) ?? null,
     rssBeforeKiB,
     rssAfterKiB,
+    synRetried,
+    clientCpuMs: (({ user, system }) => (user + system) / 1000)(process.cpuUsage()),
   };
 }
 

@@ -128,6 +128,7 @@ function loadScenario(
         error: r.ok === 0 ? `no connection succeeded (${kinds})` : null,
         output: null,
         detail: `${r.ok} ok, ${r.failed} failed${kinds === '' ? '' : ` (${kinds})`}, p50 ${r.p50Ms?.toFixed(1)} ms, p99 ${r.p99Ms?.toFixed(1)} ms, max ${r.maxMs?.toFixed(1)} ms` +
+          `, ${r.synRetried} SYN retried, client CPU ${r.clientCpuMs.toFixed(0)} ms` +
           (r.rssAfterKiB === null ? '' : `, RSS ${r.rssBeforeKiB} → ${r.rssAfterKiB} KiB`),
       };
     },

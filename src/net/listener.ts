@@ -13,8 +13,11 @@
 // takes each connection off the kernel's queue as it arrives, so a storm of logins meeting an event
 // loop busy with TLS handshakes finds the queue of listen_backlog empty instead of full, its SYNs
 // dropped and retried a second later (peercred.c has the details, docs/benchmarks.md the storm it
-// was measured in). Without the addon, or with PGPOOL_ACCEPT=node, Node's server accepts when its
-// loop turns, as it always did.
+// was measured in). The thread runs at real-time priority where the process may ask for it (root,
+// CAP_SYS_NICE): only then does it keep up with a burst of connects, and tcp_defer_accept is then
+// left to it (the kernel's deferring would drop SYNs of the burst); the client's first bytes are
+// waited for on the loop, as for every socket. Without the addon, or with PGPOOL_ACCEPT=node,
+// Node's server accepts when its loop turns, as it always did.
 import { execFileSync } from 'node:child_process';
 import dns from 'node:dns/promises';
 import fs from 'node:fs';
@@ -124,6 +127,8 @@ interface Listening {
   readonly open: boolean;
   /** The descriptor of a TCP listening socket (tcp_defer_accept, tcp_socket_buffer); -1 for unix. */
   readonly tcpFd: number;
+  /** tcp_defer_accept applies: not under a real-time accept thread (the header says why). */
+  readonly defer: boolean;
   close(): Promise<void>;
 }
 
@@ -136,6 +141,7 @@ function serverListening(server: net.Server, keep: boolean, tcp: boolean): Liste
     get tcpFd() {
       return tcp ? fdOf(server) : -1;
     },
+    defer: true,
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }
@@ -154,6 +160,9 @@ function acceptThread(): { start: NativeAddon['acceptStart']; stop: NativeAddon[
   }
   return { start: start.fn, stop: stop.fn, bind: bind.fn };
 }
+
+/** Said once per process: every listener's thread asks for the same priority. */
+let warnedNotRealtime = false;
 
 /**
  * Listen on TCP `addr`:`port` with an accept thread: each connection it takes becomes a
@@ -189,12 +198,17 @@ async function listenTcpThread(
     socket.setNoDelay(true);
     onSocket(socket);
   };
-  let handle: ReturnType<typeof accept.start>;
+  let started: ReturnType<typeof accept.start>;
   try {
-    handle = accept.start(fd, cfg.listenBacklog, Math.max(cfg.maxClientConn, cfg.listenBacklog, 1), onAccept);
+    started = accept.start(fd, cfg.listenBacklog, Math.max(cfg.maxClientConn, cfg.listenBacklog, 1), onAccept);
   } catch (err) {
     fs.closeSync(fd);
     throw err;
+  }
+  const { handle, realtime } = started;
+  if (!realtime && !warnedNotRealtime) {
+    warnedNotRealtime = true;
+    log().info('accept thread at normal priority (real-time priority needs root or CAP_SYS_NICE): a burst of connections can overflow listen_backlog');
   }
   let open = true;
   return {
@@ -205,6 +219,7 @@ async function listenTcpThread(
     get tcpFd() {
       return open ? fd : -1;
     },
+    defer: !realtime,
     close: () => {
       // Connections the thread accepted before the close are served, as Node's server hands on
       // those it accepted: they finished their TCP handshake while we were listening.
@@ -250,7 +265,7 @@ export async function openListeners(cfg: Config, onConnection: OnConnection, rol
       l = serverListening(server, keep, true);
     }
     listening.push(l);
-    tuneListener(l.tcpFd, cfg);
+    tuneListener(l.tcpFd, cfg, l.defer);
     addresses.push(sockAddr(addr, port));
   };
   const unix = async (p: string): Promise<void> => {
@@ -287,7 +302,7 @@ export async function openListeners(cfg: Config, onConnection: OnConnection, rol
       for (const l of listening) if (!l.keep && l.open) void l.close();
     },
     retune: (next) => {
-      for (const l of listening) if (l.open && l.tcpFd >= 0) tuneListener(l.tcpFd, next);
+      for (const l of listening) if (l.open && l.tcpFd >= 0) tuneListener(l.tcpFd, next, l.defer);
     },
   };
 }

@@ -38,8 +38,9 @@ export interface NativeAddon {
   monotonicMs(): number;
   /** listen() on a socket from tcpBind and accept on a thread of the addon: each connection's
    * descriptor (or -errno when accept failed) reaches onAccept on the event loop, at most
-   * maxQueue waiting for it (Linux only). The handle is for acceptStop, once. */
-  acceptStart(fd: number, backlog: number, maxQueue: number, onAccept: (fd: number) => void): AcceptHandle;
+   * maxQueue waiting for it (Linux only). The handle is for acceptStop, once; `realtime`: the
+   * thread got real-time priority, and the socket then wants no TCP_DEFER_ACCEPT (peercred.c). */
+  acceptStart(fd: number, backlog: number, maxQueue: number, onAccept: (fd: number) => void): { handle: AcceptHandle; realtime: boolean };
   /** Stop that thread and close the listening socket; the descriptors accepted but not yet
    * handed to onAccept are returned, the caller's to serve or close. */
   acceptStop(handle: AcceptHandle): number[];

@@ -49,12 +49,14 @@ export function tuneSocket(socket: net.Socket, cfg: Config): void {
 }
 
 /** tcp_defer_accept and tcp_socket_buffer on a listening TCP socket (at start and on every
- * reload; a buffer size once set stays until a restart, the kernel having no "unset"). */
-export function tuneListener(fd: number, cfg: Config): void {
+ * reload; a buffer size once set stays until a restart, the kernel having no "unset").
+ * `defer` false: a real-time accept thread takes the socket's connections, and the kernel's
+ * deferring would only cost SYNs (listener.ts). */
+export function tuneListener(fd: number, cfg: Config, defer: boolean): void {
   const tune = nativeFunction('listenTune', PURPOSE);
   if ('error' in tune || fd < 0) return;
   try {
-    tune.fn(fd, cfg.tcpDeferAccept, cfg.tcpSocketBuffer);
+    tune.fn(fd, cfg.tcpDeferAccept && defer, cfg.tcpSocketBuffer);
   } catch (err) {
     warnOnce(`tcp_defer_accept / tcp_socket_buffer not applied: ${(err as Error).message}`);
   }

@@ -95,7 +95,7 @@ describe('the accept thread', { skip }, () => {
     const { start: acceptStart, stop: acceptStop, bind: tcpBind } = fns();
     const port = await freePort();
     const accepted: number[] = [];
-    const handle = acceptStart(tcpBind('127.0.0.1', port, false), 4, 1000, (fd) => accepted.push(fd));
+    const { handle } = acceptStart(tcpBind('127.0.0.1', port, false), 4, 1000, (fd) => accepted.push(fd));
     const { counts, kill } = await connectWhileBlocked(port, 64);
     try {
       assert.equal(counts.connected, 64, 'every connection completed while the loop was blocked');
@@ -127,7 +127,7 @@ describe('the accept thread', { skip }, () => {
   it('holds at most maxQueue connections for the loop; the kernel queue takes the rest, as without it', async () => {
     const { start: acceptStart, stop: acceptStop, bind: tcpBind } = fns();
     const port = await freePort();
-    const handle = acceptStart(tcpBind('127.0.0.1', port, false), 4, 4, (fd) => fs.closeSync(fd));
+    const { handle } = acceptStart(tcpBind('127.0.0.1', port, false), 4, 4, (fd) => fs.closeSync(fd));
     const { counts, kill } = await connectWhileBlocked(port, 64);
     kill();
     acceptStop(handle);
@@ -140,7 +140,7 @@ describe('the accept thread', { skip }, () => {
     const port = await freePort();
     let handed = 0;
     let left: number[] = [];
-    const handle = acceptStart(tcpBind('127.0.0.1', port, false), 4, 1000, () => handed++);
+    const { handle } = acceptStart(tcpBind('127.0.0.1', port, false), 4, 1000, () => handed++);
     const { counts, kill } = await connectWhileBlocked(port, 16, 1500, () => (left = acceptStop(handle)));
     kill();
     assert.equal(counts.connected, 16);
@@ -193,7 +193,7 @@ describe('the accept thread', { skip }, () => {
     try {
       for (let cycle = 0; cycle < 6; cycle++) {
         const fd = tcpBind('127.0.0.1', port, false);
-        const handle = acceptStart(fd, 128, 1000, serve);
+        const { handle } = acceptStart(fd, 128, 1000, serve);
         listenTune(fd, true, 0);
         await sleep(150);
         for (const left of acceptStop(handle)) serve(left);
