@@ -43,20 +43,19 @@
  * a 16-byte heap number per call (its value is past the small-integer range); this does not.
  * src/clock.ts accumulates the differences, so the wrap every 12 days does not matter.
  *
- * And acceptStart(fd, backlog, maxQueue, onAccept) -> { handle, realtime } and acceptStop(handle): listen() on
- * a socket from tcpBind, and a thread of its own that takes each connection off the kernel's
- * queue as it arrives (accept4) and queues its descriptor for onAccept(fd) on the event loop.
- * Node accepts only when its loop turns, and a loop busy with TLS handshakes turns seldom: in a
- * connection storm the kernel's queue (listen_backlog) fills within a millisecond and every SYN
- * beyond it is dropped, to be retried by the client a whole second later (then 3, 7 s). The
- * thread keeps that queue empty. At most maxQueue descriptors wait for the loop; beyond that
- * the thread waits (10 ms at a time) and the kernel's queue fills as before. An accept() failure
- * (out of descriptors) is passed on as onAccept(-errno) and the thread waits a second before it
- * retries, as PgBouncer does. acceptStop wakes the thread through an eventfd; the thread takes
- * what is still arriving for a few milliseconds (accept_settle says why) and closes the listening
- * socket; acceptStop joins it and returns the descriptors accepted but not yet handed on: those
- * clients finished their TCP handshake before the close, and Node's server would have handed them
- * on.
+ * And acceptStart(fd, backlog, maxQueue, onAccept) -> { handle, realtime } and acceptStop(handle):
+ * listen() on a socket from tcpBind, and a thread of its own that takes each connection off the
+ * kernel's queue as it arrives (accept4) and queues its descriptor for onAccept(fd) on the event
+ * loop. Node accepts only when its loop turns, and a loop busy with TLS handshakes turns seldom: in
+ * a connection storm the kernel's queue (listen_backlog) fills within a millisecond and every SYN
+ * beyond it is dropped, to be retried by the client a whole second later (then 3, 7 s). The thread
+ * keeps that queue empty. At most maxQueue descriptors wait for the loop; beyond that the thread
+ * waits (10 ms at a time) and the kernel's queue fills as before. An accept() failure (out of
+ * descriptors) is passed on as onAccept(-errno) and the thread waits a second before it retries, as
+ * PgBouncer does. acceptStop wakes the thread through an eventfd; the thread takes what is still
+ * arriving for a few milliseconds (accept_settle says why) and closes the listening socket;
+ * acceptStop joins it and returns the descriptors accepted but not yet handed on: those clients
+ * finished their TCP handshake before the close, and Node's server would have handed them on.
  * The thread runs at real-time priority (SCHED_FIFO 1) where the process may ask for it (root,
  * CAP_SYS_NICE, or an RLIMIT_RTPRIO), and acceptStart says whether it does. At normal priority a
  * woken thread waits for the running one's time slice: a burst of 500 connects from one client,

@@ -27,7 +27,7 @@ import util from 'node:util';
 import type { Config } from '../config/types.js';
 import { log, sockAddr } from '../log.js';
 import { socketAddress } from './address.js';
-import { nativeFunction, type NativeAddon } from './native.js';
+import { nativeFunction, type AcceptHandle, type NativeAddon } from './native.js';
 import { fdOf, tuneListener } from './tcp.js';
 
 /** `keep`: the listener stays open while the pooler drains (see the header). */
@@ -205,7 +205,8 @@ async function listenTcpThread(
     fs.closeSync(fd);
     throw err;
   }
-  const { handle, realtime } = started;
+  // An addon built before the thread's priority returns the bare handle (an external: no keys).
+  const { handle, realtime } = 'handle' in started ? started : { handle: started as unknown as AcceptHandle, realtime: false };
   if (!realtime && !warnedNotRealtime) {
     warnedNotRealtime = true;
     log().info('accept thread at normal priority (real-time priority needs root or CAP_SYS_NICE): a burst of connections can overflow listen_backlog');
