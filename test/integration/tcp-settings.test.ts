@@ -7,7 +7,8 @@
 //
 // And the accept thread (src/net/listener.ts): at real-time priority, where the pooler may ask
 // for it, it leaves TCP_DEFER_ACCEPT off, and a burst of connects against a small listen_backlog
-// loses no SYN (one lost is retried by the client a second later).
+// loses no SYN (one lost is retried by the client a second later); without the privilege
+// (setpriv drops CAP_SYS_NICE) it runs as before, the kernel deferring, and says so once.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -220,6 +221,22 @@ describe('a burst of connects at listen_backlog = 16', { skip: SKIP }, () => {
     // and then (once in 35 bench rounds), hence a margin far below the 225+ without it.
     assert.ok(r.slow !== undefined && r.slow <= 10, `connects that took a SYN retransmit: ${out}`);
     // The pooler goes on serving.
+    const { client } = await linkedClient(p());
+    await client.end();
+  });
+});
+
+describe('the accept thread without the privilege of real-time priority', { skip: SKIP }, () => {
+  // setpriv execs the pooler without CAP_SYS_NICE (root here has it; a container's user has not).
+  const { p } = usePooler({ ini: () => ini({ tcp_defer_accept: '1' }), options: { wrap: ['setpriv', '--bounding-set=-sys_nice', '--inh-caps=-sys_nice'] } });
+
+  it('runs at normal priority, says so once, and leaves tcp_defer_accept to the kernel', async () => {
+    assert.deepEqual(acceptThreadPolicies(p().pid), [0]);
+    // Logged before "listening on", whose output may reach us after the port opened.
+    await p().waitForLog(/listening on/);
+    assert.equal(p().logs().filter((l) => l.includes('accept thread at normal priority')).length, 1, p().logs().join('\n'));
+    const listener = (await sockets(p())).find((s) => s.listen && s.local === p().port);
+    assert.ok(listener !== undefined && listener.defer_accept > 0, JSON.stringify(listener));
     const { client } = await linkedClient(p());
     await client.end();
   });

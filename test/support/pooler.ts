@@ -28,6 +28,8 @@ export interface PoolerOptions {
   readyTimeoutMs?: number;
   /** Entry script to run instead of dist/src/main.js (the harness test uses a stand-in). */
   main?: string;
+  /** A command that execs the pooler's (e.g. setpriv dropping a capability); its pid is the pooler's. */
+  wrap?: readonly string[];
 }
 
 export interface ExitStatus {
@@ -224,7 +226,8 @@ export async function startPooler(ini: string | IniSections, opts: PoolerOptions
   noteConfigSecrets(iniPath, dir, source);
   const log = new OutputLog(`pooler-${port}`);
 
-  const child = spawn(process.execPath, [opts.main ?? MAIN_JS, '-c', iniPath], {
+  const [command = process.execPath, ...args] = [...(opts.wrap ?? []), process.execPath, opts.main ?? MAIN_JS, '-c', iniPath];
+  const child = spawn(command, args, {
     cwd: dir,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
