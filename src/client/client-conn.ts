@@ -23,7 +23,7 @@ import type { PoolClient, ReplicationRequest } from '../pool/types.js';
 import type { QueryResult, ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type HandshakeGate, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { tuneSocket } from '../net/tcp.js';
-import { isOwnUid, osUserName, peerCredAvailable, peerCredentials } from '../net/peercred.js';
+import { isOwnUid, osUserName, peerCredAvailable, peerCredentials, peerPid } from '../net/peercred.js';
 import { loginStats, type LoginRefusal } from '../metrics/stats.js';
 import { authFlow, type AuthFlow, type AuthResult } from './auth.js';
 import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js';
@@ -153,7 +153,7 @@ export class ClientConn implements PoolClient {
     this.arrivedDraining = host.stopping;
     this.remoteAddress = isUnix ? '' : (socket.remoteAddress ?? '');
     this.remotePort = isUnix ? 0 : (socket.remotePort ?? 0);
-    this.logAddr = isUnix ? `unix:${host.cfg.listenPort}` : sockAddr(this.remoteAddress, this.remotePort);
+    this.logAddr = isUnix ? unixLogAddr(socket, host.cfg.listenPort) : sockAddr(this.remoteAddress, this.remotePort);
     this.log = connLogger({ id: this.label, addr: this.logAddr });
     this.framer = new Framer(STARTUP_TYPES, Math.min(host.cfg.maxPacketSize, MAX_STARTUP), true);
     if (!isUnix) {
@@ -180,7 +180,7 @@ export class ClientConn implements PoolClient {
     return `C-0x${this.id.toString(16)}`;
   }
 
-  /** The address in the log prefix: `host:port`, or `unix:port` for the unix socket. */
+  /** The address in the log prefix: `host:port`, or `unix(pid):port` for the unix socket. */
   private readonly logAddr: string;
 
   get atMessageBoundary(): boolean {
@@ -943,6 +943,12 @@ const NO = Buffer.from('N');
 const YES = Buffer.from('S');
 const UNENCRYPTED_AFTER_SSL_REQUEST = 'received unencrypted data after SSL request';
 /** The first byte of a TLS handshake record. */
+/** PgBouncer's `unix(pid):port`; `unix:port` when the peer's pid cannot be read. */
+function unixLogAddr(socket: net.Socket, port: number): string {
+  const pid = peerPid(socket);
+  return pid === null ? `unix:${port}` : `unix(${pid}):${port}`;
+}
+
 const TLS_HANDSHAKE = 0x16;
 const MAX_STARTUP = 10_000;
 const STARTUP_TYPES = [0, Frontend.Password, Frontend.Terminate];

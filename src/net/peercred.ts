@@ -28,12 +28,24 @@ export function peerCredAvailable(): boolean {
 
 /** The credentials of the process that connected `socket` (a unix-domain socket), or why not. */
 export function peerCredentials(socket: net.Socket): { cred: PeerCred } | { error: string } {
-  const a = nativeFunction('peercred', PURPOSE);
-  if ('error' in a) {
-    if (!told) log().warn({ addon: ADDON_PATH }, a.error);
+  const r = readPeerCred(socket);
+  if ('error' in r && !peerCredAvailable() && !told) {
+    log().warn({ addon: ADDON_PATH }, r.error);
     told = true;
-    return { error: a.error };
   }
+  return r;
+}
+
+/** The pid of the process that connected `socket`, for the log prefix `unix(pid):port` as
+ * PgBouncer writes it; null when it cannot be read (no addon: not worth a warning here). */
+export function peerPid(socket: net.Socket): number | null {
+  const r = readPeerCred(socket);
+  return 'cred' in r && r.cred.pid > 0 ? r.cred.pid : null;
+}
+
+function readPeerCred(socket: net.Socket): { cred: PeerCred } | { error: string } {
+  const a = nativeFunction('peercred', PURPOSE);
+  if ('error' in a) return { error: a.error };
   // The handle of an accepted unix socket is a Pipe; its fd is public on Unix but not typed.
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) return { error: 'cannot read the peer credentials: the socket has no file descriptor' };

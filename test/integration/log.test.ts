@@ -146,6 +146,20 @@ describe('the logfile speaks PgBouncer', () => {
     });
   });
 
+  it('a client of the unix socket is `unix(pid):port` in the prefix, as in PgBouncer', async () => {
+    await withPooler({}, async (p, logfile) => {
+      const pg = await import('pg');
+      // This process connects: the pid PgBouncer reads with SO_PEERCRED is ours.
+      const client = new pg.default.Client({ host: p.dir, port: p.port, user: USERS.md5.name, password: USERS.md5.password, database: 'p0' });
+      await client.connect();
+      await client.end();
+      const addr = `unix(${process.pid}):${p.port}`;
+      const text = await waitFor(logfile, (t) => t.split('\n').some((l) => parseLogLine(l).addr === addr && parseLogLine(l).msg.startsWith('closing because')));
+      const mine = text.split('\n').filter((l) => parseLogLine(l).addr === addr).map((l) => parseLogLine(l).msg);
+      assert.equal(mine[0], `login attempt: db=p0 user=${USERS.md5.name} tls=no replication=no`);
+    });
+  });
+
   it('log_format = json: the same events as JSON lines with the connection as fields', async () => {
     await withPooler({ log_format: 'json' }, async (p, logfile) => {
       const r = await refusedLogin(p, logfile, USERS.md5.name, 'nosuchdb', USERS.md5.password);
