@@ -72,7 +72,8 @@ export interface DnsHost {
   readonly hostname: string;
   /** Seconds until the entry expires. */
   readonly ttl: number;
-  /** The addresses, or empty for a name that did not resolve. */
+  /** The addresses, or empty for a name that did not resolve: as PgBouncer prints a resolver's
+   * sockaddr (`127.0.0.1:0`, `[::1]:0`; a name is looked up without a port). */
   readonly addrs: readonly string[];
 }
 
@@ -86,7 +87,7 @@ export function dnsHosts(): DnsHost[] {
       cache.delete(hostname);
       continue;
     }
-    out.push({ hostname, ttl: Math.ceil(left / 1000), addrs: Array.isArray(e.addrs) ? e.addrs.map((a) => a.address) : [] });
+    out.push({ hostname, ttl: Math.ceil(left / 1000), addrs: Array.isArray(e.addrs) ? e.addrs.map((a) => (a.family === 6 ? `[${a.address}]:0` : `${a.address}:0`)) : [] });
   }
   return out;
 }

@@ -108,7 +108,8 @@ describe('load_balance_hosts', () => {
     const hosts = await console(p(), 'SHOW DNS_HOSTS');
     const localhost = hosts.find((h) => h.hostname === 'localhost');
     assert.ok(localhost, JSON.stringify(hosts));
-    assert.match(localhost.addrs ?? '', /127\.0\.0\.1/);
+    // PgBouncer prints the resolver's sockaddr: port 0.
+    assert.ok((localhost.addrs ?? '').split(',').includes('127.0.0.1:0'), localhost.addrs ?? '');
     assert.ok(Number(localhost.ttl) > 0 && Number(localhost.ttl) <= 15, `ttl ${localhost.ttl}`);
     // The name that did not resolve is kept for dns_nxdomain_ttl, with no address.
     assert.equal(hosts.find((h) => h.hostname === 'no-such-host.invalid')?.addrs, '');
