@@ -201,8 +201,11 @@ async function runHostileCase(port: number, c: HostileCase): Promise<Outcome> {
   sock.setNoDelay(true);
   let got = Buffer.alloc(0);
   let closed = false;
+  let onReady: () => void = () => undefined;
+  const readyP = new Promise<void>((resolve) => (onReady = resolve));
   sock.on('data', (b: Buffer) => {
     if (got.length < 64 * 1024) got = Buffer.concat([got, b]);
+    if (got.includes(READY)) onReady();
   });
   sock.on('error', () => undefined);
   const closedP = new Promise<void>((resolve) => sock.once('close', () => ((closed = true), resolve())));
@@ -215,11 +218,19 @@ async function runHostileCase(port: number, c: HostileCase): Promise<Outcome> {
   // Give the pooler a moment to answer what it has, then end our side (unless the case stays
   // silent and is not logged in: then client_login_timeout must close it).
   await Promise.race([closedP, sleep(5)]);
-  const loggedIn = got.includes(READY);
   let waitMs = 3_000 + SLACK_MS;
-  if (!closed) {
-    if (c.finish === 'silent' && !loggedIn) waitMs = LOGIN_TIMEOUT_S * 1000 + 2 * SLACK_MS;
-    else if (c.finish === 'reset') sock.resetAndDestroy();
+  if (!closed && c.finish === 'silent' && !got.includes(READY)) {
+    // Not logged in: client_login_timeout must close it. Unless the login completes meanwhile
+    // (a server login under load takes longer than the look above): a silent client that is
+    // logged in is an ordinary idle one, and is ended like the others.
+    const loginLimit = LOGIN_TIMEOUT_S * 1000 + 2 * SLACK_MS;
+    const startedWaiting = Date.now();
+    await Promise.race([closedP, readyP, sleep(loginLimit)]);
+    waitMs = Math.max(0, loginLimit - (Date.now() - startedWaiting));
+  }
+  if (!closed && (c.finish !== 'silent' || got.includes(READY))) {
+    waitMs = 3_000 + SLACK_MS;
+    if (c.finish === 'reset') sock.resetAndDestroy();
     else sock.end();
   }
   let timer: NodeJS.Timeout | undefined;
