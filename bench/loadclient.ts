@@ -65,7 +65,7 @@ class LoginError extends Error {
 /** The SCRAM keys for `password` under the salt and iteration count of `secret` (the verifier
  * PostgreSQL stores, which the poolers' userlist holds too): derived once, so a login costs the
  * client two HMACs instead of 4096 PBKDF2 rounds. */
-export function scramKeys(password: string, secret: string): ScramCredentials {
+export function scramKeys(password: string, secret: string): { clientKey: Buffer; serverKey: Buffer } {
   const parsed = parseScramSecret(secret);
   if (parsed === null) throw new Error('not a SCRAM-SHA-256 secret');
   const salted = pbkdf2Sync(password, parsed.salt, parsed.iterations, 32, 'sha256');

@@ -16,7 +16,7 @@ import { runPgbench } from './pgbench.js';
 import { BENCH_DB, BENCH_PASSWORD, BENCH_USER, Cluster, PGBENCH_SCALE, SERVER_CONF, cleanEnv } from './postgres.js';
 import { CLK_TCK, killAllSync, runCmd } from './procs.js';
 import { renderTables, summarize, type RunRecord, type ScenarioSummary } from './report.js';
-import type { Job, LoadResult, LoadSpec } from './loadclient.js';
+import { scramKeys, type Job, type LoadResult, type LoadSpec } from './loadclient.js';
 import { SCENARIO_NAMES, scenarios, type RunContext, type Scenario } from './scenarios.js';
 import { PLAIN, POOLER_SETTINGS, TARGET_ORDER, Targets, pgbouncerVersion, type Target, type TargetName } from './targets.js';
 
@@ -61,7 +61,8 @@ const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] [--scen
   --render    RESULTS.json: print that run's tables and write its chart, measuring nothing
 env: PGPOOL_BENCH_PG_BIN (PostgreSQL bin dir, default /usr/lib/postgresql/15/bin),
      PGPOOL_BENCH_PGBOUNCER (pgbouncer binary, default from PATH),
-     PGPOOL_BENCH_NODE_ARGS (node flags for pgpool-ts, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof")`;
+     PGPOOL_BENCH_NODE_ARGS (node flags for pgpool-ts, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"),
+     PGPOOL_BENCH_LOAD_NODE_ARGS (node flags for bench/loadclient.js: the churn and idle scenarios)`;
 
 function fail(msg: string): never {
   process.stderr.write(`bench: ${msg}\n`);
@@ -147,16 +148,44 @@ async function environment(cluster: Cluster): Promise<Environment> {
   };
 }
 
-/** Run bench/loadclient.js in its own process with the descriptor limit raised; an idle job
- * watches the target process's RSS. */
-async function runLoad(target: Target, job: Job, secret: string, abort: AbortSignal): Promise<LoadResult> {
+/** The storm's load client (bench/stormclient.c), built once into the work dir; null when it cannot
+ * be built (no C compiler or OpenSSL headers: apt-get install -y gcc libssl-dev), and the storm then
+ * runs on bench/loadclient.js, which takes most of a 2-core machine's CPU itself. */
+let stormClient: string | null | undefined;
+
+function buildStormClient(dir: string): string | null {
+  if (stormClient !== undefined) return stormClient;
+  const out = path.join(dir, 'stormclient');
+  try {
+    execFileSync('cc', ['-O2', '-o', out, path.join(ROOT, 'bench/stormclient.c'), '-lssl', '-lcrypto'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    stormClient = out;
+  } catch (err) {
+    const why = ((err as { stderr?: Buffer }).stderr?.toString() ?? (err as Error).message).split('\n')[0];
+    say(`bench/stormclient.c was not built (${why}): the storm runs on the Node load client (apt-get install -y gcc libssl-dev)`);
+    stormClient = null;
+  }
+  return stormClient;
+}
+
+/** Run a load job in its own process with the descriptor limit raised: a storm on the C client
+ * where it builds, the rest on bench/loadclient.js; an idle job watches the target's RSS. */
+async function runLoad(target: Target, job: Job, secret: string, dir: string, abort: AbortSignal): Promise<LoadResult> {
   const spec: LoadSpec = {
     target: { host: '127.0.0.1', port: target.port, tls: target.flavor.tls, user: BENCH_USER, database: BENCH_DB, password: BENCH_PASSWORD, secret },
     job: job.mode === 'idle' ? { ...job, rssPid: target.proc?.pid ?? null } : job,
   };
   const script = 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"';
   const limitS = job.mode === 'churn' ? job.durationS + 60 : 600;
-  const r = await runCmd('bash', ['-c', script, process.execPath, LOADCLIENT, JSON.stringify(spec)], { env: cleanEnv(), timeoutMs: limitS * 1000, abort });
+  const native = job.mode === 'storm' && target.flavor.tls ? buildStormClient(dir) : null;
+  let argv: string[];
+  if (native !== null && job.mode === 'storm') {
+    const keys = scramKeys(BENCH_PASSWORD, secret);
+    argv = [native, '127.0.0.1', String(target.port), BENCH_USER, BENCH_DB, keys.clientKey.toString('hex'), keys.serverKey.toString('hex'), String(job.total), String(job.concurrency), String(job.timeoutMs)];
+  } else {
+    const nodeArgs = (process.env.PGPOOL_BENCH_LOAD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+    argv = [process.execPath, ...nodeArgs, LOADCLIENT, JSON.stringify(spec)];
+  }
+  const r = await runCmd('bash', ['-c', script, ...argv], { env: cleanEnv(), timeoutMs: limitS * 1000, abort });
   if (r.code !== 0) throw new Error(`load client exited with ${r.code}${r.timedOut ? ' (timed out)' : ''}: ${r.stderr.slice(-400)}`);
   return JSON.parse(r.stdout) as LoadResult;
 }
@@ -323,7 +352,7 @@ async function main(): Promise<number> {
       pgbench: c.bins.pgbench,
       psql: c.bins.psql,
       env: (t) => c.benchEnv(t.port, t.flavor.tls),
-      load: (t, job) => runLoad(t, job, secret, abort.signal),
+      load: (t, job) => runLoad(t, job, secret, tmp, abort.signal),
       dir: tmp,
       copyMb: opts.copyMb,
       abort: abort.signal,

@@ -98,6 +98,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #endif
 #include <node_api.h>
 
@@ -489,6 +490,22 @@ struct acceptor {
 	int owners;  /* the JS handle and the thread-safe function, each freeing on its finalizer */
 };
 
+/* The real-time thread and the event loop share the queue's lock. Should the loop be preempted
+ * while it holds the lock (by any normal-priority task: the load itself, in a storm), the thread
+ * would wait behind it for a time slice, its kernel queue filling; with priority inheritance the
+ * holder runs at the thread's priority until it lets go. */
+static void accept_lock_init(pthread_mutex_t *lock)
+{
+	pthread_mutexattr_t attr;
+
+	if (pthread_mutexattr_init(&attr) == 0 && pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT) == 0 &&
+	    pthread_mutex_init(lock, &attr) == 0) {
+		pthread_mutexattr_destroy(&attr);
+		return;
+	}
+	pthread_mutex_init(lock, NULL);
+}
+
 /* Take the oldest queued value; false when there is none. */
 static bool accept_pop(struct acceptor *a, int *value)
 {
@@ -707,6 +724,31 @@ static void accept_handle_finalize(napi_env env, void *data, void *hint)
 	accept_release(data);
 }
 
+/*
+ * Make the process's descriptor table big enough for `want` descriptors now, while nothing waits.
+ * The kernel grows it by doubling when a new descriptor does not fit, and in a process with
+ * threads each growth waits for an RCU grace period (expand_fdtable's synchronize_rcu): measured
+ * 12 ms in the first second of a storm, in accept4 on the accept thread, while 200 connections
+ * found its 16-slot queue full and waited a second for their SYN to be sent again. The table never
+ * shrinks, so one descriptor at `want` (closed at once) grows it for good; capped by RLIMIT_NOFILE.
+ */
+static void grow_fd_table(int fd, int want)
+{
+	struct rlimit rl;
+	int high;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)want >= rl.rlim_cur)
+		want = rl.rlim_cur > 0 ? (int)(rl.rlim_cur - 1) : 0;
+	if (want <= fd)
+		return;
+	/* F_DUPFD takes the lowest free descriptor at or above `want`: nothing open is touched. */
+	high = fcntl(fd, F_DUPFD_CLOEXEC, want);
+	if (high >= 0)
+		close(high);
+}
+
 static napi_value accept_start(napi_env env, napi_callback_info info)
 {
 	size_t argc = 4;
@@ -727,6 +769,8 @@ static napi_value accept_start(napi_env env, napi_callback_info info)
 	/* Non-blocking, so that the thread waits only in poll(), where acceptStop can wake it. */
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 || listen(fd, backlog) != 0)
 		return throw_errno(env, "listen", errno);
+	/* Room for every client the queue admits and as many descriptors again (servers, the rest). */
+	grow_fd_table(fd, max_queue > INT32_MAX / 2 ? INT32_MAX : 2 * max_queue);
 	a = calloc(1, sizeof(*a));
 	if (a == NULL || (a->queue = calloc((size_t)max_queue, sizeof(int))) == NULL) {
 		free(a);
@@ -735,7 +779,7 @@ static napi_value accept_start(napi_env env, napi_callback_info info)
 	a->fd = fd;
 	a->cap = max_queue;
 	a->owners = 1;
-	pthread_mutex_init(&a->lock, NULL);
+	accept_lock_init(&a->lock);
 	a->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (a->wake < 0) {
 		err = errno;
