@@ -25,6 +25,7 @@ import { encodeCancelRequest } from './protocol/startup.js';
 import { PeerPool, Peers } from './pool/peer-pool.js';
 import { zeroStats, type Pool } from './pool/pool.js';
 import { Registry, type AuthLookup } from './pool/registry.js';
+import type { CancelRequest } from './pool/types.js';
 import { TxStatus } from './protocol/codes.js';
 
 export const VERSION = '0.1.0';
@@ -215,36 +216,40 @@ export class App implements ClientHost, AdminHost, WorkerHost {
   }
 
   /** A cancel for a client of another worker: to that worker's own unix socket. */
-  private forwardToWorker(worker: number, key: Buffer): void {
+  private forwardToWorker(worker: number, key: Buffer, request: CancelRequest): void {
     const link = this.link;
-    if (link === null || worker < 1 || worker > link.count) return void log().debug({ worker }, 'cancel request names no worker of this instance');
+    if (link === null || worker < 1 || worker > link.count) return request.done('cancel request names no worker of this instance');
     let pool = this.siblings.get(worker);
     if (pool === undefined) {
       const address = { unix: path.join(workerSocketDir(link.dir, worker), `.s.PGSQL.${this.cfg.listenPort}`) };
       pool = new PeerPool(worker, address, this.cfg.defaultPoolSize, () => this.cfg);
       this.siblings.set(worker, pool);
     }
-    pool.forward(encodeCancelRequest(key.readInt32BE(0), key.subarray(4)));
+    pool.forward(encodeCancelRequest(key.readInt32BE(0), key.subarray(4)), request);
   }
 
   mintCancelKey(secretLength: number, client: ClientConn): Buffer {
     return this.cancelKeys.mint(secretLength, this.keyOrigin, client);
   }
 
-  cancel(pid: number, secret: Buffer): void {
+  /** PgBouncer's accept_cancel_request: each way a cancel ends closes its request with PgBouncer's
+   * reason (the client itself is told nothing, as PostgreSQL tells it nothing). */
+  cancel(pid: number, secret: Buffer, request: CancelRequest): void {
     const route = routeCancel(cancelKey(pid, secret), this.keyOrigin);
-    if (route.to === 'drop') return void log().debug(route.reason);
+    if (route.to === 'drop') return request.done(route.reason);
     if (route.to === 'peer') {
       const packet = encodeCancelRequest(route.key.readInt32BE(0), route.key.subarray(4));
-      if (!this.peers.forward(route.peerId, packet)) log().debug({ peer: route.peerId }, 'could not find peer to forward request to');
+      if (!this.peers.forward(route.peerId, packet, request)) request.done('could not find peer to forward request to');
       return;
     }
-    if (route.to === 'worker') return this.forwardToWorker(route.worker, route.key);
+    if (route.to === 'worker') return this.forwardToWorker(route.worker, route.key, request);
     const client = this.cancelKeys.get(route.key);
-    // Unknown keys are ignored, as PostgreSQL does: nothing tells the sender whether it hit.
-    if (client === undefined) return;
+    if (client === undefined) return request.done('failed cancel request');
+    if (client.admin) return request.done('cancel request for console client');
     // Only a query running for this client now: a server it no longer holds serves someone else.
-    client.server?.sendCancel(this.cfg.cancelWaitTimeout * 1000 || 10_000);
+    const server = client.server;
+    if (server === null) return request.done('cancel request for idle client');
+    server.sendCancel(request);
   }
 
   onClientClosed(client: ClientConn): void {
@@ -278,6 +283,11 @@ export class App implements ClientHost, AdminHost, WorkerHost {
     const t = sync();
     const cfg = this.cfg;
     for (const c of this.clients) {
+      if (c.phase === 'cancel') {
+        // 0 is taken as 10 s (docs/configuration.md): a forward must not hang on for good.
+        if (t - c.cancelSince >= (cfg.cancelWaitTimeout || 10) * 1000) c.close('cancel_wait_timeout', false);
+        continue;
+      }
       if (c.phase === 'startup' || c.phase === 'auth' || c.phase === 'welcome') {
         if (cfg.clientLoginTimeout > 0 && t - c.connectTime >= cfg.clientLoginTimeout * 1000) c.fail(Errors.loginTimeout(c.pool?.waitDetail()), 'timeout');
         continue;

@@ -75,6 +75,10 @@ export interface PoolRecord {
   readonly svTested: number;
   readonly svBeingCanceled: number;
   readonly svLogin: number;
+  /** Cancel requests sent, until PostgreSQL closes their connection (also sv_active_cancel). */
+  readonly clActiveCancelReq: number;
+  /** Cancel requests whose connection to PostgreSQL is being opened. */
+  readonly clWaitingCancelReq: number;
   /** How long the oldest waiting client has waited, in µs. */
   readonly maxwaitUs: number;
   readonly poolMode: string;
@@ -84,7 +88,8 @@ export interface PoolRecord {
 export function poolRecords(h: ShowHost): PoolRecord[] {
   const admin: PoolRecord = {
     database: ADMIN_DB, user: ADMIN_DB, clActive: consoleClients(h).length, clWaiting: 0,
-    svActive: 0, svIdle: 0, svUsed: 0, svTested: 0, svBeingCanceled: 0, svLogin: 0, maxwaitUs: 0, poolMode: 'statement', loadBalanceHosts: null,
+    svActive: 0, svIdle: 0, svUsed: 0, svTested: 0, svBeingCanceled: 0, svLogin: 0, clActiveCancelReq: 0, clWaitingCancelReq: 0,
+    maxwaitUs: 0, poolMode: 'statement', loadBalanceHosts: null,
   };
   const pools = sortedPools(h.registry).map((p): PoolRecord => ({
     database: p.dbName,
@@ -97,6 +102,8 @@ export function poolRecords(h: ShowHost): PoolRecord[] {
     svTested: p.svTested.size,
     svBeingCanceled: p.svBeingCanceled.size,
     svLogin: p.svLogin.size,
+    clActiveCancelReq: p.cancels.active,
+    clWaitingCancelReq: p.cancels.waiting,
     maxwaitUs: Math.max(0, p.maxWaitMs()) * 1000,
     poolMode: p.mode,
     loadBalanceHosts: p.db.hosts.length > 1 ? p.db.loadBalanceHosts : null,
@@ -329,7 +336,8 @@ function showPools(h: ShowHost): ResultSet {
   return {
     columns: POOLS,
     rows: poolRecords(h).map((p) => [
-      p.database, p.user, p.clActive, p.clWaiting, 0, 0, p.svActive, 0, p.svBeingCanceled, p.svIdle, p.svUsed, p.svTested, p.svLogin,
+      p.database, p.user, p.clActive, p.clWaiting, p.clActiveCancelReq, p.clWaitingCancelReq, p.svActive, p.clActiveCancelReq,
+      p.svBeingCanceled, p.svIdle, p.svUsed, p.svTested, p.svLogin,
       int(p.maxwaitUs / 1e6), int(p.maxwaitUs % 1e6), p.poolMode, p.loadBalanceHosts,
     ]),
   };

@@ -19,7 +19,7 @@ import { Io } from '../net/io.js';
 import { ClientRelay } from '../relay/relay.js';
 import type { Pool } from '../pool/pool.js';
 import type { AuthLookup } from '../pool/registry.js';
-import type { PoolClient, ReplicationRequest } from '../pool/types.js';
+import type { CancelRequest, PoolClient, ReplicationRequest } from '../pool/types.js';
 import type { QueryResult, ServerConn } from '../server/server-conn.js';
 import { acceptClientTls, type ClientTlsContext, type HandshakeGate, type PeerCert, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import { tuneSocket } from '../net/tcp.js';
@@ -30,7 +30,8 @@ import { identAllows, matchHba, noMatchMessage, type AuthRules } from './hba.js'
 import { ClientStatements } from './prepared.js';
 import { canonicalName, isTracked, setStatement, signature } from './varcache.js';
 
-export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'closed';
+/** `cancel`: the connection sent a CancelRequest, which is being forwarded (it is closed when done). */
+export type ClientPhase = 'startup' | 'auth' | 'welcome' | 'ready' | 'cancel' | 'closed';
 
 /** What a client needs from the pooler around it. */
 export interface ClientHost {
@@ -58,7 +59,8 @@ export interface ClientHost {
   readonly handshakes: HandshakeGate;
   /** A shutdown is under way: clients accepted from now on may only cancel or use the console. */
   readonly stopping: boolean;
-  cancel(pid: number, secret: Buffer): void;
+  /** Forward a CancelRequest; `request.done` closes its connection once it is over. */
+  cancel(pid: number, secret: Buffer, request: CancelRequest): void;
   /** A fresh cancel key (process id then a secret of `secretLength` bytes) for the client's
    * BackendKeyData, registered to it until it closes. */
   mintCancelKey(secretLength: number, client: ClientConn): Buffer;
@@ -205,6 +207,8 @@ export class ClientConn implements PoolClient {
     refresh();
     this.lastActivity = now;
     if (this.phase === 'ready') return this.onReadyData(chunk);
+    // Bytes after a CancelRequest (some drivers send them) mean nothing: PgBouncer ignores them too.
+    if (this.phase === 'cancel') return;
     if (this.leaveHandshakeQueue !== null) return this.fail(Errors.protocolViolation(UNENCRYPTED_AFTER_SSL_REQUEST));
     if (this.phase === 'welcome') {
       // Logged in, waiting for the pool's parameters: keep what the client pipelined, and read no
@@ -280,13 +284,26 @@ export class ClientConn implements PoolClient {
         this.framer.startup = true;
         return;
       case 'cancel':
-        this.host.cancel(p.pid, p.secret);
-        return this.close('cancel request', false);
+        return this.requestCancel(p.pid, p.secret);
       case 'invalid':
         return this.fail(Errors.protocolViolation(p.reason));
       case 'startup':
         return this.startup(p.minor, p.params);
     }
+  }
+
+  /** Set while this connection's CancelRequest is forwarded (phase `cancel`). */
+  private cancelRequest: CancelRequest | null = null;
+  /** When the CancelRequest arrived (cancel_wait_timeout, applied by the janitor). */
+  cancelSince = 0;
+
+  private requestCancel(pid: number, secret: Buffer): void {
+    this.phase = 'cancel';
+    this.cancelSince = now;
+    this.socket.pause();
+    const request: CancelRequest = { done: (reason) => this.close(reason, false), abort: null };
+    this.cancelRequest = request;
+    this.host.cancel(pid, secret, request);
   }
 
   private startup(minor: number, params: Map<string, string>): void {
@@ -906,6 +923,10 @@ export class ClientConn implements PoolClient {
     }
     this.phase = 'closed';
     this.closing = true;
+    // A cancel still on its way is not sent any more once its requester is gone or has given up.
+    const abort = this.cancelRequest?.abort ?? null;
+    this.cancelRequest = null;
+    abort?.();
     this.leaveHandshakeQueue?.();
     this.leaveHandshakeQueue = null;
     // Its statement names go; statements no other client names are forgotten pooler-wide.

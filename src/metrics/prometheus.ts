@@ -156,10 +156,10 @@ function buildRegistry(h: MetricsHost): { registry: Registry; refresh(): void } 
     aggregator);
   pool('client_active_connections', 'Client connections linked to a server or idle between transactions (cl_active)', (p) => p.clActive);
   pool('client_waiting_connections', 'Client connections waiting for a server (cl_waiting)', (p) => p.clWaiting);
-  pool('client_active_cancel_connections', 'Clients whose cancel request was forwarded (cl_active_cancel_req)', () => 0);
-  pool('client_waiting_cancel_connections', 'Clients whose cancel request waits to be forwarded (cl_waiting_cancel_req)', () => 0);
+  pool('client_active_cancel_connections', 'Clients whose cancel request was forwarded (cl_active_cancel_req)', (p) => p.clActiveCancelReq);
+  pool('client_waiting_cancel_connections', 'Clients whose cancel request waits to be forwarded (cl_waiting_cancel_req)', (p) => p.clWaitingCancelReq);
   pool('server_active_connections', 'Server connections linked to a client (sv_active)', (p) => p.svActive);
-  pool('server_active_cancel_connections', 'Server connections forwarding a cancel request (sv_active_cancel)', () => 0);
+  pool('server_active_cancel_connections', 'Server connections forwarding a cancel request (sv_active_cancel)', (p) => p.clActiveCancelReq);
   pool('server_being_canceled_connections', 'Servers waiting for cancel requests against them to finish (sv_being_canceled)', (p) => p.svBeingCanceled);
   pool('server_idle_connections', 'Server connections idle and ready for a client (sv_idle)', (p) => p.svIdle);
   pool('server_used_connections', 'Server connections running server_reset_query (sv_used)', (p) => p.svUsed);

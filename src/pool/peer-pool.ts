@@ -3,21 +3,28 @@
 // connection of its own, plain, with nothing else on it, as PostgreSQL's protocol has it. At most
 // pool_size forwards per peer are open at once; the others wait in arrival order (the queue is
 // capped at max_client_conn: there cannot be more queries to cancel than clients). The janitor
-// bounds a forward with server_connect_timeout while it connects and cancel_wait_timeout overall.
+// bounds a forward with server_connect_timeout while it connects; cancel_wait_timeout is its
+// request's (app.ts), which drops it if it was not sent yet. The request is closed when the forward
+// ends, so the client learns its cancel arrived when the peer has acted on it, as with PostgreSQL.
 import net from 'node:net';
 import { now } from '../clock.js';
 import type { Config } from '../config/types.js';
 import { log } from '../log.js';
 import { addressText, socketAddress, type SocketAddress } from '../net/address.js';
+import type { CancelRequest } from './types.js';
 
 interface Forward {
   /** The whole CancelRequest packet. */
   readonly packet: Buffer;
-  /** When it was asked for (cancel_wait_timeout). */
-  readonly since: number;
+  /** The connection that asked for it, closed when the forward ends. */
+  readonly request: CancelRequest;
   socket: net.Socket | null;
   /** When its connection was opened (server_connect_timeout). */
   connectStart: number;
+  /** The packet went out: the peer closing the connection means it acted on it. */
+  sent: boolean;
+  /** Why it was given up, if it was. */
+  abandoned: string | null;
 }
 
 export class PeerPool {
@@ -42,14 +49,24 @@ export class PeerPool {
     return this.waiting.length + this.login.size;
   }
 
-  /** Forward the CancelRequest `packet`; dropped (and logged) when the queue is full. */
-  forward(packet: Buffer): void {
+  /** Forward the CancelRequest `packet` for `request`; dropped (and logged) when the queue is full. */
+  forward(packet: Buffer, request: CancelRequest): void {
     if (this.waiting.length >= this.cfg().maxClientConn) {
       log().warn({ peer: this.id }, `dropping cancel request for peer ${this.id}: ${this.waiting.length} are already waiting`);
-      return;
+      return request.done('too many cancel requests waiting');
     }
-    this.waiting.push({ packet, since: now, socket: null, connectStart: 0 });
+    const f: Forward = { packet, request, socket: null, connectStart: 0, sent: false, abandoned: null };
+    request.abort = () => this.drop(f);
+    this.waiting.push(f);
     this.pump();
+  }
+
+  /** The request gave up (cancel_wait_timeout) or went before its packet was sent: it is not sent. */
+  private drop(f: Forward): void {
+    f.request.abort = null;
+    const i = this.waiting.indexOf(f);
+    if (i >= 0) this.waiting.splice(i, 1);
+    f.socket?.destroy();
   }
 
   private pump(): void {
@@ -67,6 +84,9 @@ export class PeerPool {
     socket.once('connect', () => {
       this.login.delete(f);
       this.active.add(f);
+      f.sent = true;
+      // Sent: the peer may act on it whatever the request does now.
+      f.request.abort = null;
       // The peer answers nothing and closes once it has acted (PostgreSQL's cancel protocol).
       socket.end(f.packet);
     });
@@ -81,33 +101,32 @@ export class PeerPool {
     this.login.delete(f);
     this.active.delete(f);
     f.socket = null;
+    f.request.abort = null;
+    f.request.done(f.abandoned ?? (f.sent ? 'successfully sent cancel request' : 'failed to send cancel request'));
     this.pump();
   }
 
-  /** One janitor pass: connect and overall timeouts. */
+  /** One janitor pass: connect timeouts. */
   sweep(): void {
     const cfg = this.cfg();
-    // 0 means 10 s, as for a cancel sent to a server: a forward must not hang on for good.
-    const wait = (cfg.cancelWaitTimeout || 10) * 1000;
+    if (cfg.serverConnectTimeout <= 0) return;
     for (const f of this.login) {
-      if (cfg.serverConnectTimeout > 0 && now - f.connectStart >= cfg.serverConnectTimeout * 1000) this.abandon(f, 'connect timeout');
-      else if (now - f.since >= wait) this.abandon(f, 'cancel_wait_timeout');
-    }
-    for (const f of this.active) if (now - f.since >= wait) this.abandon(f, 'cancel_wait_timeout');
-    while (this.waiting.length > 0 && now - this.waiting[0]!.since >= wait) {
-      this.waiting.shift();
-      log().warn({ peer: this.id }, `cancel request for peer ${this.id} dropped: cancel_wait_timeout`);
+      if (now - f.connectStart >= cfg.serverConnectTimeout * 1000) this.abandon(f, 'connect timeout');
     }
   }
 
   private abandon(f: Forward, reason: string): void {
     log().warn({ peer: this.id, addr: addressText(this.address) }, `cancel request for peer ${this.id} abandoned: ${reason}`);
+    f.abandoned = reason;
     f.socket?.destroy();
   }
 
   /** Drop everything (the peer left [peers], or shutdown). */
   close(): void {
-    this.waiting.length = 0;
+    for (const f of this.waiting.splice(0)) {
+      f.request.abort = null;
+      f.request.done('peer pool closed');
+    }
     for (const f of [...this.login, ...this.active]) f.socket?.destroy();
   }
 }
@@ -118,8 +137,8 @@ export class Peers {
 
   constructor(private readonly cfg: () => Config) {}
 
-  /** Forward to [peers] entry `id`; false when there is none. */
-  forward(id: number, packet: Buffer): boolean {
+  /** Forward to [peers] entry `id` for `request`; false when there is none. */
+  forward(id: number, packet: Buffer, request: CancelRequest): boolean {
     const def = this.cfg().peers.get(id);
     if (def === undefined) return false;
     let pool = this.pools.get(id);
@@ -128,7 +147,7 @@ export class Peers {
       this.pools.set(id, pool);
     }
     log().debug({ peer: id }, `forwarding cancellation request to peer ${id}`);
-    pool.forward(packet);
+    pool.forward(packet, request);
     return true;
   }
 

@@ -11,7 +11,7 @@ import { Errors, PoolerError } from '../errors.js';
 import { log } from '../log.js';
 import { timings, type DbTimings } from '../metrics/stats.js';
 import { TxStatus } from '../protocol/codes.js';
-import { ServerConn, type LoginError, type ServerState, type ServerTarget } from '../server/server-conn.js';
+import { ServerConn, type CancelCounts, type LoginError, type ServerState, type ServerTarget } from '../server/server-conn.js';
 import { ServerPool } from '../server/server-pool.js';
 import type { TlsContexts } from '../net/tls.js';
 import { StateList } from './list.js';
@@ -85,6 +85,8 @@ export class Pool {
   readonly svTested = new StateList<ServerConn>();
   /** Back from a client while cancels sent for it are still on their way (see giveBack). */
   readonly svBeingCanceled = new StateList<ServerConn>();
+  /** Cancels sent for its clients' queries (ServerConn.sendCancel keeps the counts). */
+  readonly cancels: CancelCounts = { waiting: 0, active: 0 };
   /** Replication clients waiting for a server of their own, in order (cl_waiting with clWaiting). */
   readonly replWaiting = new Set<PoolClient>();
   /** Dedicated replication servers, logging in or linked, and their client: they take pool_size

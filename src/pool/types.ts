@@ -14,6 +14,20 @@ export interface ReplicationRequest {
   readonly options: string | null;
 }
 
+/**
+ * A CancelRequest connection, held open while its cancel is forwarded, as PgBouncer holds it
+ * (cl_waiting_cancel_req, then cl_active_cancel_req): the client learns that its cancel reached
+ * the server when the pooler closes the connection, as PostgreSQL itself tells it.
+ */
+export interface CancelRequest {
+  /** The forward is over (sent and closed by the server, failed, or not made): close the
+   * connection with PgBouncer's reason. Calls after the first do nothing. */
+  done(reason: string): void;
+  /** Set by the forwarder while its forward is under way: stops it (the request timed out or
+   * its client went away). */
+  abort: (() => void) | null;
+}
+
 export interface PoolClient extends ServerPeer, ListMember {
   /** Lines about this client (the pool logs its reserve use under it, as PgBouncer does). */
   readonly log: Logger;

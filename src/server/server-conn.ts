@@ -20,6 +20,7 @@ import { Io } from '../net/io.js';
 import { sizedSocket, tuneSocket } from '../net/tcp.js';
 import { connectServerTls, effectiveServerMode, type TlsContexts, type TlsInfo } from '../net/tls.js';
 import type { Config, PoolMode } from '../config/types.js';
+import type { CancelRequest } from '../pool/types.js';
 import { Frontend, ServerAuth, type ServerCredentials } from './server-auth.js';
 import { ReplyQueue, type Statement } from '../client/prepared.js';
 import { ServerRelay } from '../relay/relay.js';
@@ -38,8 +39,18 @@ export interface ServerOwner {
   onServerClosed(server: ServerConn, reason: string): void;
   /** The last cancel sent for this server's backend has finished (see sendCancel). */
   onCancelsDone(server: ServerConn): void;
+  /** Cancels for the pool's servers on their way (SHOW POOLS). */
+  readonly cancels: CancelCounts;
   /** A linked server reached a point where the client may be unlinked (ReadyForQuery, owed = 0). */
   onServerReady(server: ServerConn): void;
+}
+
+/** SHOW POOLS' cancel columns: requests whose connection to PostgreSQL is being opened
+ * (cl_waiting_cancel_req), and those sent, until PostgreSQL closes it (cl_active_cancel_req,
+ * sv_active_cancel). */
+export interface CancelCounts {
+  waiting: number;
+  active: number;
 }
 
 export interface ServerPeer {
@@ -388,9 +399,16 @@ export class ServerConn {
     }
   };
 
-  /** server_connect_timeout passed before the login finished: a failed login, as PgBouncer. */
+  /**
+   * server_connect_timeout passed before the login finished: a failed login, as PgBouncer. Its
+   * closing reason says where: "connect failed" while TCP still connects (PgBouncer's connect()
+   * timing out), "connect timeout" once connected (its janitor).
+   */
   loginTimedOut(): void {
-    this.loginFailed(connectFailure('connect timeout'), { detail: `connect timeout (server_connect_timeout ${this.owner.cfg.serverConnectTimeout} s)` });
+    this.loginFailed(connectFailure('connect timeout'), {
+      detail: `connect timeout (server_connect_timeout ${this.owner.cfg.serverConnectTimeout} s)`,
+      why: this.socket.connecting ? 'connect failed' : 'connect timeout',
+    });
   }
 
   /**
@@ -508,16 +526,37 @@ export class ServerConn {
    */
   cancelsInFlight = 0;
 
-  /** Send a client's cancel to this server's backend, over a connection of its own. */
-  sendCancel(timeoutMs: number): void {
+  /**
+   * Send a client's cancel to this server's backend, over a connection of its own. PostgreSQL
+   * closes it once it has signalled the backend; the request is closed then. A request that times
+   * out (cancel_wait_timeout, the janitor's) stops a forward still connecting; one already sent
+   * goes on, and this server serves no one else until PostgreSQL has closed it (being_canceled):
+   * the cancel may still land.
+   */
+  sendCancel(request: CancelRequest): void {
     const t = this.target;
+    const counts = this.owner.cancels;
     this.cancelsInFlight++;
+    counts.waiting++;
+    let sent = false;
     const sock = t.unix ? net.connect({ path: t.host }) : net.connect({ host: t.host, port: t.port });
-    sock.on('error', () => sock.destroy());
-    sock.on('connect', () => sock.end(encodeCancelRequest(this.backendPid, this.backendSecret)));
-    sock.setTimeout(timeoutMs, () => sock.destroy());
-    // PostgreSQL closes the connection once it has signalled the backend.
+    request.abort = () => sock.destroy();
+    sock.on('error', (err) => {
+      this.log.debug({ err: err.message }, 'cancel connection failed');
+      sock.destroy();
+    });
+    sock.on('connect', () => {
+      sent = true;
+      request.abort = null;
+      counts.waiting--;
+      counts.active++;
+      sock.end(encodeCancelRequest(this.backendPid, this.backendSecret));
+    });
     sock.on('close', () => {
+      if (sent) counts.active--;
+      else counts.waiting--;
+      request.abort = null;
+      request.done(sent ? 'successfully sent cancel request' : 'failed to send cancel request');
       if (--this.cancelsInFlight === 0) this.owner.onCancelsDone(this);
     });
   }

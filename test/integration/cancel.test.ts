@@ -5,12 +5,15 @@
 // keys that match nothing (ignored: the query runs on and the pooler is unharmed), in transaction
 // mode with two clients whose queries run on two servers at once, and with cancels still on their
 // way when their client's server goes to another client (they must not cancel that one's query).
+// The CancelRequest's own connection is held as PgBouncer holds it: closed once the cancel has
+// landed, listed in SHOW POOLS meanwhile, and given up at cancel_wait_timeout when it cannot land.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { backendPid, connectClient, type PgError } from '../support/pg-client.js';
+import { startDeafListener } from '../support/deaf-listener.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { startPooler, type Pooler } from '../support/pooler.js';
 import { sendCancelRequest } from '../support/raw-client.js';
@@ -219,37 +222,45 @@ describe('cancel through the pooler', () => {
   });
 });
 
-// PgBouncer's test_cancel_race: a cancel aimed at one client, still on its way to PostgreSQL when
-// that client's query has ended and its server went to the next client, must not cancel the next
-// client's query. PgBouncer keeps such a server out of use (SV_BEING_CANCELED) until every cancel
-// sent for it has finished. Here PostgreSQL is behind a fault proxy that delays the pooler's cancel
-// connections, so a cancel can be made to land while the server would already run another query.
-describe('a late cancel never reaches the next client of the server', () => {
+/** A pooler (trust, transaction mode, `pgbouncer` on top) whose database `db` reaches PostgreSQL
+ * through a fault proxy, started before the describe block's tests and stopped after them. */
+function proxiedPooler(pgbouncer: Record<string, string>, db: string): { px: () => FaultProxy; pp: () => Pooler } {
   let proxy: FaultProxy | undefined;
   let pooler: Pooler | undefined;
-  const px = required(() => proxy, 'proxy');
-  const pp = required(() => pooler, 'pooler');
   before(async () => {
     proxy = await startFaultProxy({ host: c().host, port: c().port });
     pooler = await startPooler({
-      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1' },
-      databases: { slowcancel: `host=127.0.0.1 port=${proxy.port} dbname=p0` },
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', ...pgbouncer },
+      databases: { [db]: `host=127.0.0.1 port=${proxy.port} dbname=p0` },
     });
   });
   after(async () => {
     await pooler?.stop('SIGTERM', 3_000);
     await proxy?.close();
   });
+  return { px: required(() => proxy, 'proxy'), pp: required(() => pooler, 'pooler') };
+}
+
+// PgBouncer's test_cancel_race: a cancel aimed at one client, still on its way to PostgreSQL when
+// that client's query has ended and its server went to the next client, must not cancel the next
+// client's query. PgBouncer keeps such a server out of use (SV_BEING_CANCELED) until every cancel
+// sent for it has finished. Here PostgreSQL is behind a fault proxy that delays the pooler's cancel
+// connections, so a cancel can be made to land while the server would already run another query.
+describe('a late cancel never reaches the next client of the server', () => {
+  const { px, pp } = proxiedPooler({ default_pool_size: '1' }, 'slowcancel');
 
   const client = () => connectClient({ connectionString: pp().url(USER, '', 'slowcancel'), connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
 
   /** Send a CancelRequest whose forwarded connection the proxy delays by `delayMs`; resolves once
-   * the pooler has opened that connection (later ones get other delays). */
-  async function cancelDelayed(key: { pid: number; secret: Buffer }, delayMs: number): Promise<void> {
+   * the pooler has opened that connection (later ones get other delays), with the request's close
+   * to wait for: the pooler closes it once the cancel has landed. */
+  async function cancelDelayed(key: { pid: number; secret: Buffer }, delayMs: number): Promise<{ closed: Promise<void> }> {
     const accepted = px().accepted;
     px().set({ delayMs });
-    await sendCancelRequest(pp().port, key.pid, key.secret);
+    const closed = sendCancelRequest(pp().port, key.pid, key.secret);
+    closed.catch(() => undefined);
     await waitFor('the pooler to forward the cancel', async () => px().accepted > accepted, 2_000);
+    return { closed };
   }
 
   /** One round: A's long query is canceled by the cancels `send` sends, while B waits for the
@@ -272,8 +283,9 @@ describe('a late cancel never reaches the next client of the server', () => {
       // The first cancel lands after 100 ms, the second after 700 ms: by then the server would run
       // B's one-second query.
       await round(a, b, 1, async () => {
-        await cancelDelayed(keyOf(a), 100);
-        await cancelDelayed(keyOf(a), 700);
+        const first = await cancelDelayed(keyOf(a), 100);
+        const second = await cancelDelayed(keyOf(a), 700);
+        await Promise.all([first.closed, second.closed]);
       });
       assert.deepEqual((await a.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
     } finally {
@@ -293,6 +305,134 @@ describe('a late cancel never reaches the next client of the server', () => {
       }
     } finally {
       await Promise.all([a.end().catch(() => undefined), b.end().catch(() => undefined)]);
+    }
+  });
+});
+
+// The connection a CancelRequest came on, as PgBouncer keeps it (cl_waiting_cancel_req, then
+// cl_active_cancel_req): open until PostgreSQL has closed the connection the cancel was forwarded
+// on, so a client's cancel call returns once the cancel has landed, as it does against PostgreSQL
+// (a query sent after it is not hit by it); closed with PgBouncer's reason; and ended by
+// cancel_wait_timeout when the forward is slow, the forward going on. PostgreSQL is behind a fault
+// proxy that delays the forwarded connections.
+describe('a CancelRequest connection is held until its cancel has landed', () => {
+  const { px, pp } = proxiedPooler({ default_pool_size: '2', admin_users: USER, cancel_wait_timeout: '1' }, 'held');
+
+  const client = (db = 'held') => connectClient({ connectionString: pp().url(USER, '', db), connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+
+  /** `columns` of SHOW POOLS' row for `held`, as "name=value ...". */
+  async function poolColumns(con: pg.Client, columns: string[]): Promise<string> {
+    const r = await con.query({ text: 'SHOW POOLS', rowMode: 'array' });
+    const names = r.fields.map((f) => f.name);
+    const row = (r.rows as unknown[][]).find((x) => x[names.indexOf('database')] === 'held');
+    assert.ok(row, 'no SHOW POOLS row for held');
+    return columns.map((n) => `${n}=${String(row[names.indexOf(n)])}`).join(' ');
+  }
+  const CANCEL_COLUMNS = ['cl_active_cancel_req', 'cl_waiting_cancel_req', 'sv_active_cancel'];
+
+  it('stays open while the forward is on its way, listed in SHOW POOLS, and closes once PostgreSQL has acted on it', async () => {
+    const [a, con] = [await client(), await client('pgbouncer')];
+    try {
+      const q = a.query(`SELECT pg_sleep(${SLEEP_S}) /* held-a */`).then(() => null, (e: PgError) => e);
+      await waitActive('held-a');
+      px().set({ delayMs: 500 });
+      const key = keyOf(a);
+      const t0 = Date.now();
+      const cancel = sendCancelRequest(pp().port, key.pid, key.secret);
+      await waitFor('SHOW POOLS to list the cancel on its way', async () =>
+        (await poolColumns(con, CANCEL_COLUMNS)) === 'cl_active_cancel_req=1 cl_waiting_cancel_req=0 sv_active_cancel=1', 2_000);
+      await cancel;
+      const ms = Date.now() - t0;
+      assert.ok(ms >= 400, `the cancel connection closed after ${ms} ms, before its forward (delayed 500 ms) could land`);
+      const e = await within(5_000, 'the canceled query', q);
+      assert.equal(e?.code, '57014', `not canceled: ${e?.message ?? 'it finished'}`);
+      await pp().waitForLog(/closing because: successfully sent cancel request/, 2_000);
+      assert.equal(await poolColumns(con, CANCEL_COLUMNS), 'cl_active_cancel_req=0 cl_waiting_cancel_req=0 sv_active_cancel=0');
+    } finally {
+      px().set({ delayMs: 0 });
+      await Promise.all([a.end().catch(() => undefined), con.end().catch(() => undefined)]);
+    }
+  });
+
+  it('cancel_wait_timeout closes a request whose cancel has not landed; one already sent still holds its server until it has', async () => {
+    const [a, con] = [await client(), await client('pgbouncer')];
+    const openBefore = px().open;
+    try {
+      const q = a.query('SELECT pg_sleep(1.5) AS slept /* held-b */').then((r) => r.rows, (e: PgError) => e);
+      await waitActive('held-b');
+      // The forwarded packet reaches PostgreSQL after 3 s, past cancel_wait_timeout (1 s) and
+      // after the query's end.
+      px().set({ delayMs: 3_000 });
+      const key = keyOf(a);
+      const t0 = Date.now();
+      await sendCancelRequest(pp().port, key.pid, key.secret, { timeoutMs: 5_000 });
+      const ms = Date.now() - t0;
+      assert.ok(ms >= 900 && ms < 2_500, `the cancel connection closed after ${ms} ms; cancel_wait_timeout is 1 s`);
+      await pp().waitForLog(/closing because: cancel_wait_timeout/, 2_000);
+      const rows = await within(5_000, 'the query', q);
+      assert.ok(!(rows instanceof Error), `the query failed: ${rows instanceof Error ? rows.message : ''}`);
+      // Its cancel is still on its way: the server waits for it, serving no one.
+      assert.equal(await poolColumns(con, ['sv_being_canceled', 'sv_active_cancel']), 'sv_being_canceled=1 sv_active_cancel=1');
+      await waitFor('the cancel to land', async () => px().open <= openBefore + 1, 5_000);
+      await waitFor('the server to be free again', async () =>
+        (await poolColumns(con, ['sv_being_canceled', 'sv_active_cancel'])) === 'sv_being_canceled=0 sv_active_cancel=0', 2_000);
+    } finally {
+      px().set({ delayMs: 0 });
+      await Promise.all([a.end().catch(() => undefined), con.end().catch(() => undefined)]);
+    }
+  });
+
+  it('a key that matches nothing, or a client with no query running, is closed at once with its reason', async () => {
+    const a = await client();
+    try {
+      await sendCancelRequest(pp().port, 12345, Buffer.from([1, 2, 3, 4]), { timeoutMs: 1_000 });
+      await pp().waitForLog(/closing because: failed cancel request/, 2_000);
+      const key = keyOf(a);
+      await sendCancelRequest(pp().port, key.pid, key.secret, { timeoutMs: 1_000 });
+      await pp().waitForLog(/closing because: cancel request for idle client/, 2_000);
+      assert.deepEqual((await a.query('SELECT 1 AS x')).rows, [{ x: 1 }]);
+    } finally {
+      await a.end().catch(() => undefined);
+    }
+  });
+});
+
+// A cancel whose connection to PostgreSQL never completes (its SYNs dropped, as when a firewall
+// drops packets: PgBouncer's test_cancel_wait_timeout) is given up at cancel_wait_timeout and never
+// sent, and the server it was for goes back to the pool. PostgreSQL is behind a fault proxy; once
+// the query runs, the proxy stops listening and a listener with a full accept queue takes its port.
+describe('a cancel that cannot be forwarded', () => {
+  it('is closed at cancel_wait_timeout and not sent later; its server serves the next query', async () => {
+    const proxy = await startFaultProxy({ host: c().host, port: c().port });
+    const pooler = await startPooler({
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', default_pool_size: '1', cancel_wait_timeout: '1' },
+      databases: { deaf: `host=127.0.0.1 port=${proxy.port} dbname=p0` },
+    });
+    let deaf: { close(): Promise<void> } | undefined;
+    try {
+      const a = await connectClient({ connectionString: pooler.url(USER, '', 'deaf'), connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+      try {
+        const q = a.query('SELECT pg_sleep(2) AS slept /* deaf-a */').then((r) => r.rows, (e: PgError) => e);
+        await waitActive('deaf-a');
+        await proxy.stopListening();
+        deaf = await startDeafListener(proxy.port);
+        const key = keyOf(a);
+        const t0 = Date.now();
+        await sendCancelRequest(pooler.port, key.pid, key.secret, { timeoutMs: 5_000 });
+        const ms = Date.now() - t0;
+        assert.ok(ms >= 900 && ms < 2_500, `the cancel connection closed after ${ms} ms; cancel_wait_timeout is 1 s`);
+        await pooler.waitForLog(/closing because: cancel_wait_timeout/, 2_000);
+        const rows = await within(5_000, 'the query', q);
+        assert.ok(!(rows instanceof Error), `the query failed: ${rows instanceof Error ? rows.message : ''}`);
+        // The server was not held for the cancel that was never sent.
+        assert.deepEqual((await within(2_000, 'the next query', a.query('SELECT 1 AS x'))).rows, [{ x: 1 }]);
+      } finally {
+        await a.end().catch(() => undefined);
+      }
+    } finally {
+      await pooler.stop('SIGTERM', 3_000);
+      await deaf?.close();
+      await proxy.close();
     }
   });
 });

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import { cstr, msg } from '../support/bytes.js';
+import { startDeafListener } from '../support/deaf-listener.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { backendPid, type PgError, watchedClient, type Watched } from '../support/pg-client.js';
 import { freePort, startPooler, type IniSections, type Pooler } from '../support/pooler.js';
@@ -264,6 +265,8 @@ describe('server connection lifecycle', () => {
           const { err, ms } = await within(3_000 + SLACK_MS + 2_000, 'a client of a server that never answers',
             failure('login through a server that never answers', () => connect(p, 't_conn', 'hang')));
           await logSince(p, 0, /server login failed: connect timeout/);
+          // Connected, then no answer: PgBouncer's janitor reason.
+          await logSince(p, 0, /closing because: connect timeout/);
           assert.match(err.message, /query_timeout/);
           assert.ok(ms >= 2_500, `the client got "${err.message}" after ${ms} ms: before its query_timeout (3 s), when only the server login had timed out`);
           // A connect timeout is a failed login: within server_login_retry (15 s by default) the
@@ -272,6 +275,22 @@ describe('server connection lifecycle', () => {
         });
     } finally {
       await proxy.close();
+    }
+  });
+
+  it('server_connect_timeout while TCP still connects (its SYNs dropped) closes the server with "connect failed", as PgBouncer', async () => {
+    const deaf = await startDeafListener();
+    try {
+      await withPooler(
+        ini({ server_connect_timeout: '1', query_timeout: '2', query_wait_timeout: '30', client_login_timeout: '30' }, { deaf: `host=127.0.0.1 port=${deaf.port} dbname=p0` }),
+        async (p) => {
+          const { err } = await within(2_000 + SLACK_MS + 2_000, 'a client of a server that cannot be reached',
+            failure('login through a server whose connect hangs', () => connect(p, 't_conn', 'deaf')));
+          assert.match(err.message, /query_timeout/);
+          await logSince(p, 0, /closing because: connect failed/);
+        });
+    } finally {
+      await deaf.close();
     }
   });
 

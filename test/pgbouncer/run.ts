@@ -13,7 +13,11 @@
 // Env: JOBS (pytest-xdist workers, default 4; 0 = one process), PG_BIN (PostgreSQL server
 // binaries, default /usr/lib/postgresql/15/bin), PGB_SUITE_CACHE (where the suite is kept),
 // SUITE_TIMEOUT (seconds for the whole pytest run, default 1500), KEEP_WORK (1: keep the work dir
-// whole; 0: delete it; default: keep each test's ini and logs, drop the PostgreSQL data dirs).
+// whole; 0: delete it; default: keep each test's ini and logs, drop the PostgreSQL data dirs),
+// USE_SUDO (1: passed on to the suite, which then runs its fault-injection tests: they drop
+// PostgreSQL's packets with `sudo iptables` and set up `sudo tc` netem delays on lo, so the suite's
+// user, postgres when run as root, needs sudo to root, and the kernel iptables and the prio and
+// netem qdiscs; off in CI, which should not change a machine's firewall).
 //
 // Debian 12's Python 3.11 needs `--assert=plain --tb=native`: pytest's rewriting of assertions
 // hits an AST recursion bug there ("SystemError: AST constructor recursion depth mismatch") that
@@ -173,6 +177,7 @@ async function runPytest(work: string, junitName: string, targets: string[], job
     'LANG=C.UTF-8',
     'PYTHONDONTWRITEBYTECODE=1',
     'PYTHONIOENCODING=utf8',
+    ...(process.env.USE_SUDO === '1' ? ['USE_SUDO=1'] : []),
     ...(ipv6 ? ['HAVE_IPV6_LOCALHOST=1'] : []),
   ];
   const pytest = [

@@ -37,6 +37,8 @@ export interface FaultProxy {
   unstall(): void;
   /** RST every open connection now. */
   resetAll(): void;
+  /** Stop listening (the port is free again); open connections go on. */
+  stopListening(): Promise<void>;
   /** Stop listening and destroy every connection. */
   close(): Promise<void>;
 }
@@ -182,8 +184,14 @@ export async function startFaultProxy(target: { host: string; port: number }, in
     resetAll() {
       for (const p of [...pairs]) destroyPair(p, true);
     },
+    stopListening() {
+      // The listening socket closes at once; close's callback would wait for every connection.
+      server.close();
+      return new Promise((resolve) => setImmediate(resolve));
+    },
     close() {
       for (const p of [...pairs]) destroyPair(p);
+      if (!server.listening) return Promise.resolve();
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
