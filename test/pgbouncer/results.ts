@@ -164,7 +164,7 @@ export function compatibilityReport(results: ReadonlyMap<string, TestResult>, kn
     if (r.outcome === 'passed') continue;
     if (r.outcome === 'skipped') {
       // The fault-injection tests need root through sudo for iptables and tc: run.ts passes USE_SUDO on.
-      const how = /USE_SUDO/.test(r.message) ? ' (they run with `USE_SUDO=1 npm run test:pgbouncer`, see test/pgbouncer/run.ts)' : '';
+      const how = /USE_SUDO/.test(r.message) ? ' (runs with `USE_SUDO=1 npm run test:pgbouncer`: test/pgbouncer/run.ts)' : '';
       add(ENVIRONMENT, `- \`${r.id}\`: skipped: ${r.message || 'no reason given'}${how}`);
       continue;
     }
