@@ -69,7 +69,9 @@ export class ReplyQueue {
     if (this.head === this.tail) return undefined;
     const r = this.items[this.head];
     this.undos[this.head++] = null;
-    if (this.head === this.tail) this.clear();
+    // Emptied: start over at 0 (every undo is null already; no fill, a call into V8's C++ per
+    // ReadyForQuery).
+    if (this.head === this.tail) this.head = this.tail = 0;
     return r;
   }
 

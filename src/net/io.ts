@@ -102,16 +102,23 @@ function viewOf(buf: Buffer, views: Buffer[], n: number): Buffer {
   return v;
 }
 
-/** Up to this many bytes are copied by a loop: Buffer#copy of part of a Buffer makes a view. */
+/** Up to this many bytes are copied by a loop: cheaper than a call into a builtin for a request's
+ * few dozen bytes, and Buffer#copy of part of a Buffer makes a view. */
 const LOOP_COPY_MAX = 512;
+
+/** TypedArray's own `set`, called directly: `buf.copy` is a JavaScript wrapper that validates its
+ * arguments again, and optimized code loads it (a Buffer method) through V8's generic LoadIC. */
+const typedArraySet = Uint8Array.prototype.set;
 
 /** `buf[start, end)` into `out` at `pos`, with no view made for a small part. */
 function copyInto(out: Buffer, pos: number, buf: Buffer, start: number, end: number): void {
-  if ((start === 0 && end === buf.length) || end - start > LOOP_COPY_MAX) {
+  if (end - start <= LOOP_COPY_MAX) {
+    for (let i = start; i < end; i++) out[pos++] = buf[i]!;
+  } else if (start === 0 && end === buf.length) {
+    typedArraySet.call(out, buf, pos);
+  } else {
     buf.copy(out, pos, start, end);
-    return;
   }
-  for (let i = start; i < end; i++) out[pos++] = buf[i]!;
 }
 
 function handleOf(socket: net.Socket): StreamHandle | null {

@@ -26,7 +26,7 @@ import type { IoOwner } from '../net/io.js';
 import { Backend, Frontend, TxStatus } from '../protocol/codes.js';
 import * as encode from '../protocol/encode.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
-import { FRAMER_STOPPED } from '../protocol/framer.js';
+import { FRAMER_STOPPED, int32At } from '../protocol/framer.js';
 import { Reply, deallocation, invalidate } from '../client/prepared.js';
 import type { ClientConn } from '../client/client-conn.js';
 import type { ServerConn } from '../server/server-conn.js';
@@ -202,7 +202,7 @@ export class ClientRelay implements IoOwner {
     // The header began in an earlier read (the hostile tests split it): its length is not here and
     // the message cannot be cut out, so this rare DEALLOCATE goes to PostgreSQL as it is.
     if (textStart < 5) return false;
-    const len = chunk.readInt32BE(textStart - 4) - 4;
+    const len = int32At(chunk, textStart - 4) - 4;
     if (len > 256 || textStart + len > this.chunkEnd || (chunk[textStart]! | 0x20) !== 0x64 /* d */) return false;
     const d = deallocation(chunk.toString('utf8', textStart, textStart + len - 1));
     if (d === null) return false;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { FRAMER_STOPPED, Framer } from '../../src/protocol/framer.js';
+import { FRAMER_STOPPED, Framer, int32At } from '../../src/protocol/framer.js';
 import {
   cancelRequest,
   cstr,
@@ -227,6 +227,16 @@ test('invalid lengths stop the framer with an error, even with a split header', 
       assert.ok(f.error !== null && f.error.length > 0);
     }
   }
+});
+
+test('int32At reads what readInt32BE reads, at any offset', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 4, maxLength: 12 }), fc.nat(), (bytes, k) => {
+      const buf = Buffer.from(bytes);
+      const at = k % (buf.length - 3);
+      assert.equal(int32At(buf, at), buf.readInt32BE(at));
+    }),
+  );
 });
 
 test('a message of exactly max_packet_size is accepted', () => {

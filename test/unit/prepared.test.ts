@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ClientStatements, ReplyQueue, statementCount, type PreparedServer } from '../../src/client/prepared.js';
+import { ClientStatements, Reply, ReplyQueue, statementCount, type PreparedServer } from '../../src/client/prepared.js';
 
 const PARSE = 0x50;
 const BIND = 0x42;
@@ -99,5 +99,38 @@ describe('pooler-wide prepared statements', () => {
     assert.deepEqual(out.map((m) => String.fromCharCode(m[0]!)).join(''), 'CCCCP');
     assert.equal(s.prepared.size, 2);
     c.clear();
+  });
+});
+
+describe('the replies a server owes (ReplyQueue)', () => {
+  it('emptied by shift, it starts over in place and keeps its order', () => {
+    const q = new ReplyQueue();
+    for (let round = 0; round < 3; round++) {
+      q.push(Reply.PassParse);
+      q.push(Reply.Sync);
+      assert.equal(q.length, 2);
+      assert.equal(q.shift(), Reply.PassParse);
+      assert.equal(q.peek(), Reply.Sync);
+      assert.equal(q.shift(), Reply.Sync);
+      assert.equal(q.length, 0);
+      assert.equal(q.peek(), undefined);
+      assert.equal(q.shift(), undefined);
+    }
+  });
+
+  it('an undo runs only for the replies an error skipped', () => {
+    const q = new ReplyQueue();
+    const undone: string[] = [];
+    q.push(Reply.PassParse, () => undone.push('first'));
+    assert.equal(q.shift(), Reply.PassParse); // answered: its undo must never run
+    q.push(Reply.SwallowParse, () => undone.push('skipped'));
+    q.push(Reply.Sync);
+    q.push(Reply.PassClose, () => undone.push('after sync'));
+    q.dropUntilSync();
+    assert.deepEqual(undone, ['skipped']);
+    assert.equal(q.length, 2);
+    assert.equal(q.shift(), Reply.Sync);
+    assert.equal(q.shift(), Reply.PassClose);
+    assert.deepEqual(undone, ['skipped']);
   });
 });
