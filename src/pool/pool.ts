@@ -249,11 +249,31 @@ export class Pool {
   requestServer(client: PoolClient): void {
     if (this.closed) return client.fail(Errors.shuttingDown());
     if (this.failingFast()) return client.fail(Errors.serverLoginFailing(this.lastLoginError!));
-    this.clActive.delete(client);
-    this.clWaiting.add(client);
     client.waitStart = now;
     client.waitNotified = false;
+    if (this.clWaiting.size === 0 && this.linkIdle(client)) return;
+    this.clActive.delete(client);
+    this.clWaiting.add(client);
     this.pump();
+  }
+
+  /**
+   * The usual request in transaction mode: nobody waits and a server is idle. It is linked at
+   * once, without the client's trip through cl_waiting and a pump (every object a transaction
+   * touches costs a cache miss or two on a machine whose cores the pooler shares with PostgreSQL
+   * and the clients). False when the client must wait after all: the pool is paused, or the idle
+   * server is due a server_check_query (left on the stack for the pump to check).
+   */
+  private linkIdle(client: PoolClient): boolean {
+    if (this.host.evicting || this.host.isPaused(this.dbName)) return false;
+    const server = this.popIdle();
+    if (server === null) return false;
+    if (this.checkDue(server)) {
+      this.idleStack.push(server);
+      return false;
+    }
+    this.assign(server, client);
+    return true;
   }
 
   /** A replication client logged in: it waits for a server of its own. */
@@ -318,8 +338,7 @@ export class Pool {
 
   /** An idle server for the head waiting client: checked first when server_check_delay says so. */
   private handOut(server: ServerConn): void {
-    const check = this.cfg.serverCheckQuery;
-    if (check === '' || now - server.lastUsed < this.cfg.serverCheckDelay * 1000) {
+    if (!this.checkDue(server)) {
       const head = this.clWaiting.first();
       if (head !== undefined) this.assign(server, head);
       else this.idleStack.push(server);
@@ -327,6 +346,7 @@ export class Pool {
     }
     this.testing++;
     server.setState('tested');
+    const check = this.cfg.serverCheckQuery;
     server.sendInternal(check === '<empty>' ? '' : check, () => {
       this.testing--;
       // A failed check closes the server (it went bad); another is found or opened for the client.
@@ -340,6 +360,11 @@ export class Pool {
       if (head !== undefined && !this.closed) this.assign(server, head);
       else this.idleStack.push(server);
     });
+  }
+
+  /** Must this idle server run server_check_query before it serves (idle past server_check_delay)? */
+  private checkDue(server: ServerConn): boolean {
+    return this.cfg.serverCheckQuery !== '' && now - server.lastUsed >= this.cfg.serverCheckDelay * 1000;
   }
 
   /**
