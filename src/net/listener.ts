@@ -281,8 +281,11 @@ export async function openListeners(cfg: Config, onConnection: OnConnection, rol
   };
 
   try {
-    if (role?.tcp !== false) for (const addr of cfg.listenAddr) await tcp(addr, cfg.listenPort, own.keepTcp, role?.reusePort ?? cfg.soReuseport);
+    // The unix socket before TCP: whoever waits for the TCP port to answer (a readiness probe, a
+    // test harness) may then use the unix socket at once. The other way round, a connection to it
+    // could come between the two and find no socket file yet.
     if (unixPath !== null) await unix(unixPath);
+    if (role?.tcp !== false) for (const addr of cfg.listenAddr) await tcp(addr, cfg.listenPort, own.keepTcp, role?.reusePort ?? cfg.soReuseport);
     if (own.extra !== null) {
       if ('unix' in own.extra) await unix(own.extra.unix);
       else if (role?.tcp !== false) for (const addr of cfg.listenAddr) await tcp(addr, own.extra.port, true, false);
