@@ -111,7 +111,7 @@ const LOOP_COPY_MAX = 512;
 const typedArraySet = Uint8Array.prototype.set;
 
 /** `buf[start, end)` into `out` at `pos`, with no view made for a small part. */
-function copyInto(out: Buffer, pos: number, buf: Buffer, start: number, end: number): void {
+export function copyInto(out: Buffer, pos: number, buf: Buffer, start: number, end: number): void {
   if (end - start <= LOOP_COPY_MAX) {
     for (let i = start; i < end; i++) out[pos++] = buf[i]!;
   } else if (start === 0 && end === buf.length) {

@@ -22,7 +22,7 @@
 // Counters are plain fields (pool stats, server.owed); nothing here allocates per message.
 import { now, refresh } from '../clock.js';
 import { Errors } from '../errors.js';
-import type { IoOwner } from '../net/io.js';
+import { copyInto, type IoOwner } from '../net/io.js';
 import { Backend, Frontend, TxStatus } from '../protocol/codes.js';
 import * as encode from '../protocol/encode.js';
 import { decodeErrorFields } from '../protocol/error-response.js';
@@ -92,7 +92,7 @@ export class ClientRelay implements IoOwner {
       if (this.held !== null) this.held.copy(grown, 0, 0, this.heldLen);
       this.held = grown;
     }
-    chunk.copy(this.held, this.heldLen);
+    copyInto(this.held, this.heldLen, chunk, 0, chunk.length);
     this.heldLen = need;
   }
 
