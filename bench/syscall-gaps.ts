@@ -13,6 +13,7 @@
 // median is whole microseconds; the means are what to compare.
 
 import { execFileSync } from 'node:child_process';
+import { median } from './report.js';
 
 interface Gaps {
   readToWrite: number[];
@@ -51,11 +52,6 @@ function gapsOf(script: string): Map<number, Gaps> {
     }
   }
   return byFd;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 function mean(xs: number[]): number {
