@@ -658,8 +658,6 @@ static void *accept_thread(void *arg)
 	struct acceptor *a = arg;
 	struct pollfd p[2] = { { .fd = a->fd, .events = POLLIN }, { .fd = a->wake, .events = POLLIN } };
 
-	/* Its name in top -H and /proc/PID/task (the tests find it there to read its priority). */
-	pthread_setname_np(pthread_self(), "pgpool-accept");
 	for (;;) {
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -690,7 +688,14 @@ static int accept_spawn(struct acceptor *a)
 		pthread_attr_destroy(&attr);
 	}
 	a->realtime = err == 0;
-	return a->realtime ? 0 : pthread_create(&a->thread, NULL, accept_thread, a);
+	if (!a->realtime)
+		err = pthread_create(&a->thread, NULL, accept_thread, a);
+	/* Its name in top -H and /proc/PID/task (the tests find it there to read its priority), set
+	 * here and not by the thread: at normal priority on a busy machine the thread may not have run
+	 * yet when acceptStart returns and the port already answers (CI saw no such thread). */
+	if (err == 0)
+		pthread_setname_np(a->thread, "pgpool-accept");
+	return err;
 }
 
 static void accept_free(struct acceptor *a)
@@ -766,11 +771,6 @@ static napi_value accept_start(napi_env env, napi_callback_info info)
 		napi_throw_type_error(env, NULL, "acceptStart(fd, backlog, maxQueue, onAccept): a socket, two integers (maxQueue >= 1) and a function");
 		return NULL;
 	}
-	/* Non-blocking, so that the thread waits only in poll(), where acceptStop can wake it. */
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 || listen(fd, backlog) != 0)
-		return throw_errno(env, "listen", errno);
-	/* Room for every client the queue admits and as many descriptors again (servers, the rest). */
-	grow_fd_table(fd, max_queue > INT32_MAX / 2 ? INT32_MAX : 2 * max_queue);
 	a = calloc(1, sizeof(*a));
 	if (a == NULL || (a->queue = calloc((size_t)max_queue, sizeof(int))) == NULL) {
 		free(a);
@@ -796,6 +796,16 @@ static napi_value accept_start(napi_env env, napi_callback_info info)
 		accept_free(a);
 		napi_throw_error(env, NULL, "acceptStart: could not create the thread-safe function");
 		return NULL;
+	}
+	/* Room for every client the queue admits and as many descriptors again (servers, the rest).
+	 * Everything is ready before listen(): from then on the kernel completes handshakes, and a
+	 * burst in the first milliseconds should find the table grown. */
+	grow_fd_table(fd, max_queue > INT32_MAX / 2 ? INT32_MAX : 2 * max_queue);
+	/* Non-blocking, so that the thread waits only in poll(), where acceptStop can wake it. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 || listen(fd, backlog) != 0) {
+		err = errno;
+		napi_release_threadsafe_function(a->tsfn, napi_tsfn_release);
+		return throw_errno(env, "listen", err);
 	}
 	err = accept_spawn(a);
 	if (err != 0) {

@@ -103,16 +103,21 @@ async function bindTcp(bind: NativeAddon['tcpBind'], addr: string, port: number,
   throw new Error(`no address to bind for ${addr}`);
 }
 
-/** Listen on TCP `addr`:`port` with Node's server, through the addon when the port is shared
- * (so_reuseport). */
-async function listenTcp(server: net.Server, addr: string, port: number, backlog: number, reusePort: boolean): Promise<void> {
+/** Listen on TCP `addr`:`port` with Node's server. The addon binds the socket where there is
+ * one: so_reuseport needs it (before Node 22.12), and tcp_defer_accept and tcp_socket_buffer are
+ * then set before listen(), so the first connections get them too. */
+async function listenTcp(server: net.Server, cfg: Config, addr: string, port: number, reusePort: boolean): Promise<void> {
   const host = addr === '*' ? undefined : addr;
-  if (!reusePort) return listenOne(server, { host, port, backlog });
-  if (NODE_REUSEPORT) return listenOne(server, { host, port, backlog, reusePort: true } as net.ListenOptions);
+  const backlog = cfg.listenBacklog;
   const bind = nativeFunction('tcpBind', REUSEPORT_PURPOSE);
-  if ('error' in bind) throw new Error(bind.error);
-  const fd = await bindTcp(bind.fn, addr, port, true);
+  if ('error' in bind) {
+    if (!reusePort) return listenOne(server, { host, port, backlog });
+    if (NODE_REUSEPORT) return listenOne(server, { host, port, backlog, reusePort: true } as net.ListenOptions);
+    throw new Error(bind.error);
+  }
+  const fd = await bindTcp(bind.fn, addr, port, reusePort);
   try {
+    tuneListener(fd, cfg, true);
     await listenOne(server, { fd, backlog } as net.ListenOptions);
   } catch (err) {
     fs.closeSync(fd);
@@ -179,6 +184,9 @@ async function listenTcpThread(
   onSocket: (socket: net.Socket) => void,
 ): Promise<Listening> {
   const fd = await bindTcp(accept.bind, addr, port, reusePort);
+  // Before listen(), as in listenTcp; the thread's priority, which decides tcp_defer_accept, is
+  // known only once it runs, so a real-time one turns the deferring off below.
+  tuneListener(fd, cfg, true);
   const onAccept = (c: number): void => {
     if (c < 0) {
       // Out of descriptors, mostly: the thread waits a second before it tries again.
@@ -207,7 +215,8 @@ async function listenTcpThread(
   }
   // An addon built before the thread's priority returns the bare handle (an external: no keys).
   const { handle, realtime } = 'handle' in started ? started : { handle: started as unknown as AcceptHandle, realtime: false };
-  if (!realtime && !warnedNotRealtime) {
+  if (realtime) tuneListener(fd, cfg, false);
+  else if (!warnedNotRealtime) {
     warnedNotRealtime = true;
     log().info('accept thread at normal priority (real-time priority needs root or CAP_SYS_NICE): a burst of connections can overflow listen_backlog');
   }
@@ -262,11 +271,10 @@ export async function openListeners(cfg: Config, onConnection: OnConnection, rol
       l = await listenTcpThread(accept, cfg, addr, port, reusePort, keep, (s) => onConnection(s, false, keep));
     } else {
       const server = net.createServer({ noDelay: true, pauseOnConnect }, (s) => onConnection(s, false, keep));
-      await listenTcp(server, addr, port, cfg.listenBacklog, reusePort);
+      await listenTcp(server, cfg, addr, port, reusePort);
       l = serverListening(server, keep, true);
     }
     listening.push(l);
-    tuneListener(l.tcpFd, cfg, l.defer);
     addresses.push(sockAddr(addr, port));
   };
   const unix = async (p: string): Promise<void> => {

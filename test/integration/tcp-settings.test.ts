@@ -95,6 +95,17 @@ function ini(tcp: Record<string, string>): IniSections {
   };
 }
 
+/**
+ * The pooler once its listeners are all set up. The harness calls it ready when its TCP port
+ * answers, and the kernel answers from listen() on: before the accept thread exists, the
+ * descriptor table has grown and TCP_DEFER_ACCEPT is set (CI once looked in between on a busy
+ * machine). "listening on" is logged after all of that.
+ */
+async function listening(p: Pooler): Promise<Pooler> {
+  await p.waitForLog(/listening on/);
+  return p;
+}
+
 /** A client linked to a server (session mode), and its own local port. */
 async function linkedClient(p: Pooler): Promise<{ client: pg.Client; port: number }> {
   const client = await connectClient({ host: '127.0.0.1', port: p.port, user: USER, database: 'p0' });
@@ -190,18 +201,18 @@ describe('TCP settings left at their defaults', { skip: SKIP }, () => {
 describe('a burst of connects at listen_backlog = 16', { skip: SKIP }, () => {
   const { p } = usePooler({ ini: () => ini({ listen_backlog: '16', tcp_defer_accept: '1', max_client_conn: '1000' }) });
 
-  it('grows its descriptor table for max_client_conn before the first connection', () => {
+  it('grows its descriptor table for max_client_conn before the first connection', async () => {
     // Grown on demand instead, each doubling in a storm's first second blocked accept4 on the
     // accept thread for an RCU grace period (12 ms measured): 258 SYNs dropped in a C client's
     // burst, none once the table was grown at start. FDSize is the table's size.
-    const fdSize = Number(/^FDSize:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${p().pid}/status`, 'utf8'))?.[1]);
+    const fdSize = Number(/^FDSize:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${(await listening(p())).pid}/status`, 'utf8'))?.[1]);
     assert.ok(fdSize >= 2000, `FDSize ${fdSize}: room for 2 × max_client_conn expected`);
   });
 
   it('drops no SYN with a real-time accept thread: 500 connects at once complete within a second', async (t) => {
     // Measured on a 2-core machine: at normal priority, or with the kernel deferring, 56-378 of
     // such a burst overflowed the 16-slot queue, their SYNs dropped and retried after 1 s.
-    if (!realtimeAccept(p())) return t.skip(`accept threads' policies: ${JSON.stringify(acceptThreadPolicies(p().pid))} (real-time needs root or CAP_SYS_NICE)`);
+    if (!realtimeAccept(await listening(p()))) return t.skip(`accept threads' policies: ${JSON.stringify(acceptThreadPolicies(p().pid))} (real-time needs root or CAP_SYS_NICE)`);
     const script = `
       const net = require('node:net');
       const times = [];
@@ -240,9 +251,8 @@ describe('the accept thread without the privilege of real-time priority', { skip
   const { p } = usePooler({ ini: () => ini({ tcp_defer_accept: '1' }), options: { wrap: ['setpriv', '--bounding-set=-sys_nice', '--inh-caps=-sys_nice'] } });
 
   it('runs at normal priority, says so once, and leaves tcp_defer_accept to the kernel', async () => {
-    assert.deepEqual(acceptThreadPolicies(p().pid), [0]);
-    // Logged before "listening on", whose output may reach us after the port opened.
-    await p().waitForLog(/listening on/);
+    assert.deepEqual(acceptThreadPolicies((await listening(p())).pid), [0]);
+    // Logged before "listening on".
     assert.equal(p().logs().filter((l) => l.includes('accept thread at normal priority')).length, 1, p().logs().join('\n'));
     const listener = (await sockets(p())).find((s) => s.listen && s.local === p().port);
     assert.ok(listener !== undefined && listener.defer_accept > 0, JSON.stringify(listener));
