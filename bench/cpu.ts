@@ -14,8 +14,14 @@ export interface CpuSample {
   atMs: number;
   /** Machine-wide non-idle ticks, all CPUs. */
   busy: number;
+  /** Machine-wide idle ticks (iowait included), all CPUs. */
+  idle: number;
   /** Ticks used by the benchmark's own processes. */
   ours: number;
+  /** Of those, the postmaster's and its backends'. */
+  postgres: number;
+  /** Of those, the bench's reaped children: the clients (pgbench, the load client), psql. */
+  clients: number;
 }
 
 /** utime + stime (+ cutime + cstime of reaped children when `reaped`). */
@@ -63,18 +69,30 @@ export async function waitForBackendsGone(postmaster: number | null, maxMs: numb
   }
 }
 
-function machineBusy(): number {
+function machineTicks(): { busy: number; idle: number } {
   const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
   // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user).
-  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-  return (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = line.trim().split(/\s+/).slice(1).map(Number);
+  return { busy: user + nice + system + irq + softirq + steal, idle: idle + iowait };
 }
 
 export function sampleCpu(postmaster: number | null, proxies: readonly number[]): CpuSample {
-  let ours = ticks(statFields('self'), true);
+  const self = statFields('self');
+  let ours = ticks(self, true);
   for (const pid of proxies) ours += treeTicks(pid);
-  if (postmaster !== null) ours += treeTicks(postmaster);
-  return { atMs: Date.now(), busy: machineBusy(), ours };
+  const postgres = postmaster === null ? 0 : treeTicks(postmaster);
+  const clients = self === null ? 0 : Number(self[13]) + Number(self[14]);
+  return { atMs: Date.now(), ...machineTicks(), ours: ours + postgres, postgres, clients };
+}
+
+/**
+ * Share of the machine's CPU (0–1) left idle between a and b. On 2 cores shared by pgbench,
+ * PostgreSQL and the pooler, a pooler slower per message leaves cores idle while the others wait
+ * for it: its throughput gap to PgBouncer is its extra CPU plus that idle time.
+ */
+export function idleShare(a: CpuSample, b: CpuSample): number {
+  const total = b.busy - a.busy + b.idle - a.idle;
+  return total <= 0 ? 0 : (b.idle - a.idle) / total;
 }
 
 /** Share of the machine's total CPU capacity (0–1) used by other processes between a and b. */

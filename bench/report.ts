@@ -21,6 +21,14 @@ export interface RunRecord {
   heapBytesPerTx: number | null;
   /** Share of the machine's CPU (0–1) that processes outside the benchmark used during the run. */
   otherLoad: number | null;
+  /** CPU time of PostgreSQL (postmaster and backends) per transaction, µs (runs before 2026-12-08 lack it). */
+  postgresCpuUsPerTx?: number | null;
+  /** Share of the machine's CPU (0–1) left idle during the run (runs before 2026-12-08 lack it). */
+  idleShare?: number | null;
+  /** CPU time of the client (pgbench, the load client) per transaction, µs: the same work whatever
+   * the target, so it gauges how fast the machine ran during this run (the VM's speed drifts by
+   * up to a third over minutes, every process's CPU per transaction with it). */
+  clientCpuUsPerTx?: number | null;
   /** How long the bench waited for the machine to be quiet before this run, s. */
   quietWaitS: number;
   /** Something that happened around the run, e.g. the pooler had died and was restarted. */
@@ -41,6 +49,9 @@ export interface TargetSummary {
   medianCpuUsPerTx: number | null;
   medianHeapBytesPerTx: number | null;
   medianOtherLoad: number | null;
+  medianPostgresCpuUsPerTx: number | null;
+  medianIdleShare: number | null;
+  medianClientCpuUsPerTx: number | null;
   failedTx: number;
 }
 
@@ -85,6 +96,9 @@ function summarizeTarget(runs: RunRecord[], target: TargetName): TargetSummary {
     medianCpuUsPerTx: median(nums(good.map((r) => r.poolerCpuUsPerTx))),
     medianHeapBytesPerTx: median(nums(good.map((r) => r.heapBytesPerTx))),
     medianOtherLoad: median(nums(good.map((r) => r.otherLoad))),
+    medianPostgresCpuUsPerTx: median(nums(good.map((r) => r.postgresCpuUsPerTx ?? null))),
+    medianIdleShare: median(nums(good.map((r) => r.idleShare ?? null))),
+    medianClientCpuUsPerTx: median(nums(good.map((r) => r.clientCpuUsPerTx ?? null))),
     failedTx: runs.reduce((n, r) => n + (r.metrics.failed ?? 0), 0),
   };
 }
@@ -198,6 +212,7 @@ export function summarize(scenario: Scenario, runs: RunRecord[]): ScenarioSummar
 
 const fmtInt = (x: number | null) => (x === null ? 'n/a' : x < 100 ? x.toFixed(1) : Math.round(x).toLocaleString('en-US'));
 const fmt = (x: number | null, digits: number) => (x === null ? 'n/a' : x.toFixed(digits));
+const pct = (x: number | null) => (x === null ? 'n/a' : `${(x * 100).toFixed(0)}%`);
 
 /** The two Markdown tables (stdout, results JSON, docs/benchmarks.md). */
 export function renderTables(summaries: readonly ScenarioSummary[]): string {
@@ -208,15 +223,19 @@ export function renderTables(summaries: readonly ScenarioSummary[]): string {
   // "connect": pgbench's initial connection time, with -C the average per connection, or the
   // load client's p99 login time.
   // "heap B/tx": bytes the Node process allocated on V8's heap per transaction (bench/heap-meter.ts).
-  out.push("| scenario | target | median | min–max | latency | connect | pooler CPU µs/tx | heap B/tx | failed | ok runs | others' CPU |");
-  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  // "PostgreSQL µs/tx", "idle": PostgreSQL's CPU per transaction and the machine's idle share,
+  // where the rest of a throughput gap goes (bench/cpu.ts idleShare). "client µs/tx": the
+  // client's CPU per transaction, the same work for every target: a gauge of the machine's speed.
+  out.push("| scenario | target | median | min–max | latency | connect | pooler CPU µs/tx | PostgreSQL µs/tx | client µs/tx | idle | heap B/tx | failed | ok runs | others' CPU |");
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const s of summaries) {
     for (const t of s.targets) {
       const unit = s.unit === 'TPS' ? '' : ` ${s.unit}`;
       out.push(
         `| ${s.scenario} | ${TARGET_LABEL[t.target]} | ${fmtInt(t.medianTps)}${unit} | ${fmtInt(t.minTps)}–${fmtInt(t.maxTps)} | ` +
           `${fmt(t.medianLatencyMs, 3)} ms | ${fmt(t.medianConnMs, 1)} ms | ${t.target === 'direct' ? '—' : fmt(t.medianCpuUsPerTx, 1)} | ` +
-          `${t.medianHeapBytesPerTx === null ? '—' : fmt(t.medianHeapBytesPerTx, 0)} | ${t.failedTx} | ${t.okRuns}/${t.runs} | ${t.medianOtherLoad === null ? 'n/a' : `${(t.medianOtherLoad * 100).toFixed(0)}%`} |`,
+          `${fmt(t.medianPostgresCpuUsPerTx, 1)} | ${fmt(t.medianClientCpuUsPerTx, 1)} | ${pct(t.medianIdleShare)} | ` +
+          `${t.medianHeapBytesPerTx === null ? '—' : fmt(t.medianHeapBytesPerTx, 0)} | ${t.failedTx} | ${t.okRuns}/${t.runs} | ${pct(t.medianOtherLoad)} |`,
       );
     }
   }

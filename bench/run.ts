@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderChart } from './chart.js';
-import { otherLoad, sampleCpu, waitForBackendsGone, waitForQuiet, type CpuSample } from './cpu.js';
+import { idleShare, otherLoad, sampleCpu, waitForBackendsGone, waitForQuiet, type CpuSample } from './cpu.js';
 import { runPgbench } from './pgbench.js';
 import { BENCH_DB, BENCH_PASSWORD, BENCH_USER, Cluster, PGBENCH_SCALE, SERVER_CONF, cleanEnv } from './postgres.js';
 import { CLK_TCK, killAllSync, runCmd } from './procs.js';
@@ -218,9 +218,17 @@ function fmtRun(r: RunRecord): string {
   const cpu = r.poolerCpuUsPerTx === null ? '' : `, pooler CPU ${r.poolerCpuUsPerTx.toFixed(1)} µs/tx${byProcess}`;
   const heap = r.heapBytesPerTx === null ? '' : `, heap ${r.heapBytesPerTx.toFixed(0)} B/tx`;
   const failed = m.failed ? `, ${m.failed} failed` : '';
+  const postgres = r.postgresCpuUsPerTx == null ? '' : `, PostgreSQL ${r.postgresCpuUsPerTx.toFixed(1)} µs/tx`;
+  const client = r.clientCpuUsPerTx == null ? '' : `, client ${r.clientCpuUsPerTx.toFixed(1)} µs/tx`;
+  const idle = r.idleShare == null ? '' : `, ${(r.idleShare * 100).toFixed(0)}% idle`;
   const others = r.otherLoad === null ? '' : `, others ${(r.otherLoad * 100).toFixed(0)}% of the machine`;
   const waited = r.quietWaitS >= 2 ? ` (after waiting ${r.quietWaitS.toFixed(0)} s for a quiet machine)` : '';
-  return `${m.tps?.toFixed(0)} tps, ${m.latencyMs?.toFixed(3)} ms${cpu}${heap}${failed}${others}${waited}`;
+  return `${m.tps?.toFixed(0)} tps, ${m.latencyMs?.toFixed(3)} ms${cpu}${postgres}${client}${idle}${heap}${failed}${others}${waited}`;
+}
+
+/** Clock ticks per transaction, in µs. */
+function perTx(ticks: number, transactions: number | null): number | null {
+  return transactions ? ((ticks / CLK_TCK) * 1e6) / transactions : null;
 }
 
 /** One run of one scenario on one target, with the pooler's CPU time around it. */
@@ -248,7 +256,8 @@ async function runOne(
   const after = target.cpuTicks();
   await waitForBackendsGone(cpu.postmaster, 5_000);
   const heapAfter = heapBefore === null ? null : await target.heapBytes();
-  const load = otherLoad(machineBefore, cpu.sample());
+  const machineAfter = cpu.sample();
+  const load = otherLoad(machineBefore, machineAfter);
   if (proc !== null && !proc.alive()) {
     metrics.error ??= `${target.name} exited during the run (${JSON.stringify(proc.status)})`;
   }
@@ -271,6 +280,9 @@ async function runOne(
     ...(byProcess === undefined ? {} : { poolerCpuUsPerTxByProcess: byProcess }),
     heapBytesPerTx: heapBefore !== null && heapAfter !== null && metrics.transactions ? (heapAfter - heapBefore) / metrics.transactions : null,
     otherLoad: load,
+    postgresCpuUsPerTx: perTx(machineAfter.postgres - machineBefore.postgres, metrics.transactions),
+    clientCpuUsPerTx: perTx(machineAfter.clients - machineBefore.clients, metrics.transactions),
+    idleShare: idleShare(machineBefore, machineAfter),
     quietWaitS,
     note,
     poolerLogTail: metrics.error !== null && proc !== null ? proc.logTail(100) : null,
