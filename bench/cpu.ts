@@ -46,6 +46,21 @@ function treeTicks(pid: number): number {
   return childrenStats(pid).reduce((n, f) => n + ticks(f, false), ticks(statFields(pid), true));
 }
 
+/** Of a process's ticks, those spent in user space: utime (+ cutime when `reaped`). Beside the
+ * total, this tells a relay's own code (and Node's, V8's, libuv's) from the kernel's socket work,
+ * which every relay pays alike. */
+function userTicks(f: string[] | null, reaped: boolean): number {
+  if (f === null) return 0;
+  return reaped ? Number(f[11]) + Number(f[13]) : Number(f[11]);
+}
+
+/** User-space ticks of `pid`, or with `tree` of `pid`, its reaped children and its live ones (as
+ * processTreeTicks counts them). */
+export function processUserTicks(pid: number, tree: boolean): number {
+  const own = userTicks(statFields(pid), tree);
+  return tree ? childrenStats(pid).reduce((n, f) => n + userTicks(f, false), own) : own;
+}
+
 /** Ticks of `pid` (its reaped children included) and of each live child, `pid` first. */
 export function processTreeTicks(pid: number): number[] {
   return [ticks(statFields(pid), true), ...childrenStats(pid).map((f) => ticks(f, false))];

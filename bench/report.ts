@@ -17,6 +17,9 @@ export interface RunRecord {
   poolerCpuUsPerTx: number | null;
   /** A multi-process pooler (workers): poolerCpuUsPerTx by process, the main process first. */
   poolerCpuUsPerTxByProcess?: number[];
+  /** Of poolerCpuUsPerTx, the part in user space, µs (runs before 2026-12-08T03 lack it). The rest
+   * is the kernel's: reading and writing loopback sockets, waking the peer, sleeping in epoll. */
+  poolerUserUsPerTx?: number | null;
   /** Bytes the Node process allocated on its heap per transaction during the run (Node targets). */
   heapBytesPerTx: number | null;
   /** Share of the machine's CPU (0–1) that processes outside the benchmark used during the run. */
@@ -47,6 +50,7 @@ export interface TargetSummary {
   medianLatencyMs: number | null;
   medianConnMs: number | null;
   medianCpuUsPerTx: number | null;
+  medianUserUsPerTx: number | null;
   medianHeapBytesPerTx: number | null;
   medianOtherLoad: number | null;
   medianPostgresCpuUsPerTx: number | null;
@@ -94,6 +98,7 @@ function summarizeTarget(runs: RunRecord[], target: TargetName): TargetSummary {
     medianLatencyMs: median(nums(good.map((r) => r.metrics.latencyMs))),
     medianConnMs: median(nums(good.map((r) => r.metrics.connTimeMs))),
     medianCpuUsPerTx: median(nums(good.map((r) => r.poolerCpuUsPerTx))),
+    medianUserUsPerTx: median(nums(good.map((r) => r.poolerUserUsPerTx ?? null))),
     medianHeapBytesPerTx: median(nums(good.map((r) => r.heapBytesPerTx))),
     medianOtherLoad: median(nums(good.map((r) => r.otherLoad))),
     medianPostgresCpuUsPerTx: median(nums(good.map((r) => r.postgresCpuUsPerTx ?? null))),
@@ -222,18 +227,20 @@ export function renderTables(summaries: readonly ScenarioSummary[]): string {
   // "latency": pgbench's average, or the p50 login time of the load client's runs.
   // "connect": pgbench's initial connection time, with -C the average per connection, or the
   // load client's p99 login time.
+  // "user µs/tx": of the pooler's CPU, the part in user space (its own code and Node's).
   // "heap B/tx": bytes the Node process allocated on V8's heap per transaction (bench/heap-meter.ts).
   // "PostgreSQL µs/tx", "idle": PostgreSQL's CPU per transaction and the machine's idle share,
   // where the rest of a throughput gap goes (bench/cpu.ts idleShare). "client µs/tx": the
   // client's CPU per transaction, the same work for every target: a gauge of the machine's speed.
-  out.push("| scenario | target | median | min–max | latency | connect | pooler CPU µs/tx | PostgreSQL µs/tx | client µs/tx | idle | heap B/tx | failed | ok runs | others' CPU |");
-  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push("| scenario | target | median | min–max | latency | connect | pooler CPU µs/tx | user µs/tx | PostgreSQL µs/tx | client µs/tx | idle | heap B/tx | failed | ok runs | others' CPU |");
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const s of summaries) {
     for (const t of s.targets) {
       const unit = s.unit === 'TPS' ? '' : ` ${s.unit}`;
       out.push(
         `| ${s.scenario} | ${TARGET_LABEL[t.target]} | ${fmtInt(t.medianTps)}${unit} | ${fmtInt(t.minTps)}–${fmtInt(t.maxTps)} | ` +
           `${fmt(t.medianLatencyMs, 3)} ms | ${fmt(t.medianConnMs, 1)} ms | ${t.target === 'direct' ? '—' : fmt(t.medianCpuUsPerTx, 1)} | ` +
+          `${t.target === 'direct' ? '—' : fmt(t.medianUserUsPerTx, 1)} | ` +
           `${fmt(t.medianPostgresCpuUsPerTx, 1)} | ${fmt(t.medianClientCpuUsPerTx, 1)} | ${pct(t.medianIdleShare)} | ` +
           `${t.medianHeapBytesPerTx === null ? '—' : fmt(t.medianHeapBytesPerTx, 0)} | ${t.failedTx} | ${t.okRuns}/${t.runs} | ${pct(t.medianOtherLoad)} |`,
       );

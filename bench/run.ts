@@ -215,7 +215,8 @@ function fmtRun(r: RunRecord): string {
   const each = r.poolerCpuUsPerTxByProcess;
   const byProcess = each === undefined ? '' : ` (main ${each[0]!.toFixed(1)}, workers ${each.slice(1).map((x) => x.toFixed(1)).join(' + ')})`;
   if (m.detail !== undefined) return `${m.tps?.toFixed(1)} (${m.detail})${byProcess}`;
-  const cpu = r.poolerCpuUsPerTx === null ? '' : `, pooler CPU ${r.poolerCpuUsPerTx.toFixed(1)} µs/tx${byProcess}`;
+  const user = r.poolerUserUsPerTx == null ? '' : ` (user space ${r.poolerUserUsPerTx.toFixed(1)})`;
+  const cpu = r.poolerCpuUsPerTx === null ? '' : `, pooler CPU ${r.poolerCpuUsPerTx.toFixed(1)} µs/tx${user}${byProcess}`;
   const heap = r.heapBytesPerTx === null ? '' : `, heap ${r.heapBytesPerTx.toFixed(0)} B/tx`;
   const failed = m.failed ? `, ${m.failed} failed` : '';
   const postgres = r.postgresCpuUsPerTx == null ? '' : `, PostgreSQL ${r.postgresCpuUsPerTx.toFixed(1)} µs/tx`;
@@ -250,10 +251,12 @@ async function runOne(
   const proc = target.proc;
   const heapBefore = await target.heapBytes();
   const before = target.cpuTicks();
+  const userBefore = target.userTicks();
   const machineBefore = cpu.sample();
   const startedAt = new Date().toISOString();
   const metrics = await scenario.run(target, ctx);
   const after = target.cpuTicks();
+  const userAfter = target.userTicks();
   await waitForBackendsGone(cpu.postmaster, 5_000);
   const heapAfter = heapBefore === null ? null : await target.heapBytes();
   const machineAfter = cpu.sample();
@@ -278,6 +281,7 @@ async function runOne(
     poolerCpuS,
     poolerCpuUsPerTx: poolerCpuS !== null && metrics.transactions ? (poolerCpuS * 1e6) / metrics.transactions : null,
     ...(byProcess === undefined ? {} : { poolerCpuUsPerTxByProcess: byProcess }),
+    poolerUserUsPerTx: userBefore !== null && userAfter !== null ? perTx(userAfter - userBefore, metrics.transactions) : null,
     heapBytesPerTx: heapBefore !== null && heapAfter !== null && metrics.transactions ? (heapAfter - heapBefore) / metrics.transactions : null,
     otherLoad: load,
     postgresCpuUsPerTx: perTx(machineAfter.postgres - machineBefore.postgres, metrics.transactions),

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { BENCH_DB, BENCH_USER, cleanEnv, serviceUser, type Cluster } from './postgres.js';
-import { processTreeTicks } from './cpu.js';
+import { processTreeTicks, processUserTicks } from './cpu.js';
 import { Proc, freePort, sleep, waitForPort } from './procs.js';
 
 export type TargetName = 'pgpool-ts' | 'pgpool-ts-w2' | 'pgbouncer' | 'direct' | 'floor' | 'naive-proxy';
@@ -61,6 +61,8 @@ export interface Target {
   /** CPU ticks used so far by `proc` and, for a multi-process pooler, by its live children (the
    * workers) and the children it reaped: each entry one process, the first `proc` itself. */
   cpuTicks(): number[] | null;
+  /** Of those, the user-space ticks, all processes together. */
+  userTicks(): number | null;
   /** Bytes the process allocated on V8's heap since it started (bench/heap-meter.ts), for the Node
    * targets; null for the others (or when the meter does not answer). */
   heapBytes(): Promise<number | null>;
@@ -137,6 +139,10 @@ class ProcessTarget implements Target {
     const proc = this.proc;
     if (proc === null) return null;
     return this.tree ? processTreeTicks(proc.pid) : [proc.cpuTicks() ?? 0];
+  }
+
+  userTicks(): number | null {
+    return this.proc === null ? null : processUserTicks(this.proc.pid, this.tree);
   }
 
   private heapAsked = 0;
@@ -219,7 +225,7 @@ export class Targets {
   private async make(name: TargetName, flavor: Flavor, stem: string): Promise<Target | null> {
     const cluster = this.cluster;
     if (name === 'direct') {
-      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, cpuTicks: () => null, heapBytes: async () => null, start: async () => undefined, stop: async () => undefined };
+      return flavor.backlog !== null ? null : { name, flavor, port: cluster.port, proc: null, cpuTicks: () => null, userTicks: () => null, heapBytes: async () => null, start: async () => undefined, stop: async () => undefined };
     }
     const port = await freePort();
     const logFile = path.join(this.dir, `${stem}.log`);
